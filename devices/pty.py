@@ -1,0 +1,135 @@
+"""``pty:///path/link``: a pseudo-terminal whose slave an outside program opens through a stable link.
+
+The device is the *master* side. The emulator opens ``pty:///tmp/ttyPOS``; the cash-register
+software opens ``/tmp/ttyPOS`` as if it were a serial port. The slave is put in raw mode (no echo,
+no CR/LF translation, no signal or flow-control characters) so every byte value passes unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import stat
+import termios
+
+from ._fd import FdDevice, FdPump
+from .base import DeviceError
+
+__all__ = ["PtyDevice", "open_pty"]
+
+
+def _make_raw(fd: int) -> None:
+    # cfmakeraw(3): a superset of tty.setraw, which leaves INLCR/IGNCR/IXOFF/PARMRK/ECHONL alone.
+    attrs = termios.tcgetattr(fd)
+    iflag, oflag, cflag, lflag = attrs[0], attrs[1], attrs[2], attrs[3]
+    iflag &= ~(
+        termios.IGNBRK | termios.BRKINT | termios.PARMRK | termios.ISTRIP | termios.INLCR
+        | termios.IGNCR | termios.ICRNL | termios.IXON | termios.IXOFF | termios.IXANY
+        | termios.INPCK
+    )
+    oflag &= ~termios.OPOST
+    lflag &= ~(termios.ECHO | termios.ECHONL | termios.ICANON | termios.ISIG | termios.IEXTEN)
+    cflag = (cflag & ~(termios.CSIZE | termios.PARENB)) | termios.CS8
+    attrs[0:4] = [iflag, oflag, cflag, lflag]
+    attrs[6][termios.VMIN] = 1
+    attrs[6][termios.VTIME] = 0
+    termios.tcsetattr(fd, termios.TCSAFLUSH, attrs)
+
+
+def _place_link(link: str, target: str) -> None:
+    try:
+        st = os.lstat(link)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISLNK(st.st_mode):
+        raise DeviceError(f"refusing to replace {link}: it exists and is not a symlink")
+    # Create aside, then rename over: an outside program never sees the link missing.
+    tmp = f"{link}.{secrets.token_hex(4)}.tmp"
+    try:
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise DeviceError(f"cannot create link {link}: {exc}") from exc
+
+
+class PtyDevice(FdDevice):
+    """The master side of a pseudo-terminal.
+
+    ``slave_name`` is the ``/dev/pts/N`` path; ``link_path`` the symlink to it (None if the URL
+    named no link). The slave stays open here too, so an outside program may close and reopen it
+    without the master seeing EIO; bytes written while nobody has it open wait in the terminal's
+    queue (pyserial flushes them when it opens the port).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        loop: asyncio.AbstractEventLoop,
+        master: int,
+        slave: int,
+        slave_name: str,
+        link_path: str | None,
+    ) -> None:
+        super().__init__(url, loop)
+        self.slave_name = slave_name
+        self.link_path = link_path
+        self._master = master
+        self._slave = slave
+        self._pump = FdPump(
+            loop, master, self._recv, self._send, self._inbox, self._inbox.feed_eof, url
+        )
+        self._pump.start()
+
+    def _recv(self, n: int) -> bytes:
+        return os.read(self._master, n)
+
+    def _send(self, view: memoryview) -> int:
+        return os.write(self._master, view)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        reason = f"{self.url}: device closed"
+        assert self._pump is not None
+        self._pump.stop(reason)
+        self._inbox.close(reason)
+        if self.link_path is not None:
+            try:
+                # Only our own link: a newer device may have taken the path over.
+                if os.readlink(self.link_path) == self.slave_name:
+                    os.unlink(self.link_path)
+            except OSError:
+                pass
+        for fd in (self._master, self._slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+async def open_pty(url: str) -> PtyDevice:
+    """Create a raw pseudo-terminal; ``pty:///path/link`` also links ``/path/link`` to its slave."""
+    rest = url.partition("://")[2]
+    if "?" in rest:
+        raise DeviceError(f"{url}: pty:// takes no parameters")
+    link = os.path.abspath(rest) if rest else None
+    master, slave = os.openpty()
+    try:
+        _make_raw(slave)
+        os.set_blocking(master, False)
+        slave_name = os.ttyname(slave)
+        if link is not None:
+            _place_link(link, slave_name)
+    except BaseException as exc:
+        os.close(master)
+        os.close(slave)
+        if isinstance(exc, OSError):
+            raise DeviceError(f"cannot create a pseudo-terminal for {url}: {exc}") from exc
+        raise
+    return PtyDevice(url, asyncio.get_running_loop(), master, slave, slave_name, link)

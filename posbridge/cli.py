@@ -1,0 +1,259 @@
+"""``posbridge`` command line: a thin layer over the public API (client, virtual terminal, codecs).
+
+    posbridge demo [--protocol inpas]
+    posbridge emulate --protocol inpas --port pty:///tmp/ttyPOS [--scenario FILE]
+    posbridge sale 150.00 --port URL [--protocol inpas]      (and refund, cancel, preauth, …)
+    posbridge decode --protocol inpas HEX…
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import protocols
+from devices import DeviceError
+from protocols.common.errors import DecodeError, LinkError
+
+from .model import InvalidRequest, Operation, Request, Result, format_amount, parse_amount
+
+DEFAULT_PROTOCOL = "inpas"
+
+
+def default_journal_path() -> Path:
+    """Where the ECR journal lives unless ``--journal`` says otherwise (XDG data folder)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "posbridge" / "ecr-journal.sqlite3"
+
+
+# --- output ------------------------------------------------------------------------------------
+def format_result(result: Result, *, slips: bool = True) -> str:
+    """A result as people read it: outcome line, details, then the slips."""
+    lines = [f"{result.operation.value}: {result.status.value.upper()}"
+             f" (code {result.host_code or result.response_code or '-'}) {result.response_text}".rstrip()]
+    details = {
+        "amount": format_amount(result.amount, result.currency or 643) if result.amount is not None else None,
+        "card": f"{result.card_scheme or ''} {result.masked_pan or ''}".strip() or None,
+        "rrn": result.rrn, "auth code": result.auth_code, "terminal": result.terminal_id,
+        "transaction id": result.transaction_id,
+    }
+    for name, value in details.items():
+        if value:
+            lines.append(f"  {name}: {value}")
+    if result.totals is not None:
+        t = result.totals
+        lines.append(f"  totals: sales {t.sale_count} / {format_amount(t.sale_amount, t.currency)},"
+                     f" refunds {t.refund_count} / {format_amount(t.refund_amount, t.currency)},"
+                     f" cancels {t.cancel_count} / {format_amount(t.cancel_amount, t.currency)}")
+    if slips:
+        for title, text in (("customer slip", result.slips.customer), ("cashier slip", result.slips.cashier)):
+            if text:
+                lines.append(f"  --- {title} ---")
+                lines += ["  | " + line for line in text.splitlines()]
+    return "\n".join(lines)
+
+
+def result_to_json(result: Result) -> dict[str, Any]:
+    """A result as a JSON-able dict (masked PAN only, as everywhere)."""
+    data: dict[str, Any] = {
+        "operation": result.operation.value, "status": result.status.value, "approved": result.approved,
+        "response_code": result.response_code, "host_code": result.host_code,
+        "response_text": result.response_text, "amount": result.amount, "currency": result.currency,
+        "rrn": result.rrn, "auth_code": result.auth_code, "masked_pan": result.masked_pan,
+        "card_scheme": result.card_scheme, "terminal_id": result.terminal_id,
+        "transaction_id": result.transaction_id,
+        "host_datetime": result.host_datetime.isoformat() if result.host_datetime else None,
+        "slips": {"customer": result.slips.customer, "cashier": result.slips.cashier},
+    }
+    if result.totals is not None:
+        data["totals"] = vars(result.totals)
+    return data
+
+
+# --- commands ----------------------------------------------------------------------------------
+OPERATION_COMMANDS: dict[str, tuple[Operation, str]] = {
+    "sale": (Operation.SALE, "charge an amount (оплата)"),
+    "refund": (Operation.REFUND, "return all or part of a purchase by RRN (возврат)"),
+    "cancel": (Operation.CANCEL, "void an operation of the open batch by RRN (отмена)"),
+    "preauth": (Operation.PREAUTH, "hold an amount (предавторизация)"),
+    "completion": (Operation.COMPLETION, "complete a hold, fully or partly, by RRN (завершение)"),
+    "cancel-preauth": (Operation.CANCEL_PREAUTH, "release a hold by RRN (отмена предавторизации)"),
+    "settlement": (Operation.SETTLEMENT, "close the batch (сверка итогов)"),
+    "short-report": (Operation.SHORT_REPORT, "short report of the open batch"),
+    "full-report": (Operation.FULL_REPORT, "full report of the open batch"),
+    "slip-copy": (Operation.SLIP_COPY, "copy of the last slip"),
+    "test": (Operation.TEST_CONNECTION, "test the connection to the terminal and its host"),
+}
+
+
+async def _run_operation(args: argparse.Namespace) -> int:
+    from .client import EcrClient
+    from .journal import Journal
+
+    operation, _ = OPERATION_COMMANDS[args.command]
+    request = Request(
+        operation,
+        amount=parse_amount(args.amount) if getattr(args, "amount", None) else None,
+        currency=args.currency if operation.moves_money else 643,
+        rrn=getattr(args, "rrn", None),
+        auth_code=getattr(args, "auth_code", None),
+        original_operation=Operation.PREAUTH if operation is Operation.CANCEL_PREAUTH else (
+            Operation.SALE if operation is Operation.CANCEL else None),
+    )
+    journal_path = Path(args.journal)
+    journal_path.parent.mkdir(parents=True, exist_ok=True)
+    journal = Journal(journal_path)
+
+    def answer(prompt: Any) -> tuple[str, bool]:
+        print(f"terminal asks: {prompt.prompt}", file=sys.stderr)
+        text = input("> ") if sys.stdin.isatty() else ""
+        return text, bool(text)
+
+    client = EcrClient(args.port, args.protocol, journal=journal, terminal_id=args.terminal_id,
+                       on_prompt=answer)
+    try:
+        async with client:
+            if client.journal.ecr_unresolved(client.journal_key):
+                for recovered in await client.recover():
+                    print("recovered an earlier lost operation:")
+                    print(format_result(recovered, slips=False))
+            result = await client.execute(request)
+    finally:
+        journal.close()
+    print(json.dumps(result_to_json(result), ensure_ascii=False, indent=2) if args.json else format_result(result))
+    return 0 if result.approved else 3
+
+
+async def _run_recover(args: argparse.Namespace) -> int:
+    from .client import EcrClient
+    from .journal import Journal
+
+    journal = Journal(args.journal)
+    try:
+        async with EcrClient(args.port, args.protocol, journal=journal, terminal_id=args.terminal_id) as client:
+            results = await client.recover()
+    finally:
+        journal.close()
+    for result in results:
+        print(format_result(result))
+    print(f"{len(results)} operation(s) resolved")
+    return 0
+
+
+def _cmd_decode(args: argparse.Namespace) -> int:
+    spec = protocols.get(args.protocol)
+    hex_text = "".join(args.hex).replace(" ", "").replace(":", "")
+    try:
+        data = bytes.fromhex(hex_text)
+    except ValueError as error:
+        print(json.dumps({"error": "hex", "detail": str(error)}), file=sys.stderr)
+        return 2
+    frames = spec.describe(data)
+    for frame in frames:
+        print(json.dumps(frame, ensure_ascii=False))
+    return 1 if any("error" in frame for frame in frames) else 0
+
+
+async def _run_emulate(args: argparse.Namespace) -> int:
+    from .scenario import load_scenario
+    from .terminal import VirtualTerminal
+
+    scenario = load_scenario(args.scenario) if args.scenario else None
+    terminal = VirtualTerminal.from_scenario(scenario, protocol=args.protocol, journal_path=args.journal,
+                                             seed=args.seed)
+    if args.card:
+        from .cards import Card
+        terminal.cards.present(*(Card(pan) for pan in args.card))
+
+    def ready(device: Any) -> None:
+        where = getattr(device, "link_path", None) or device.url
+        print(f"posbridge virtual terminal ({terminal.protocol.title}) listening on {where}", flush=True)
+
+    await terminal.run(args.port, ready=ready)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return asyncio.run(run_demo(args.protocol, out=sys.stdout))
+
+
+# --- parser ------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="posbridge", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: every byte)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def protocol_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--protocol", default=DEFAULT_PROTOCOL, choices=protocols.names(),
+                       help=f"wire protocol (default {DEFAULT_PROTOCOL})")
+
+    demo = sub.add_parser("demo", help="run every kind of operation against the built-in virtual terminal")
+    protocol_option(demo)
+
+    emulate = sub.add_parser("emulate", help="run the virtual terminal for an outside program")
+    protocol_option(emulate)
+    emulate.add_argument("--port", required=True, help="device URL, e.g. pty:///tmp/ttyPOS or tcp-listen://127.0.0.1:0")
+    emulate.add_argument("--scenario", help="scenario TOML file (cards, outcomes, delays, faults)")
+    emulate.add_argument("--journal", help="terminal batch journal (SQLite file; default in memory)")
+    emulate.add_argument("--card", action="append", help="card the next operation reads (repeatable)")
+    emulate.add_argument("--seed", type=int, default=None, help="seed for RRNs and authorization codes")
+
+    decode = sub.add_parser("decode", help="decode frames given in hex into JSON")
+    protocol_option(decode)
+    decode.add_argument("hex", nargs="+", help="frame bytes in hex (spaces and colons allowed)")
+
+    for name, (operation, text) in OPERATION_COMMANDS.items():
+        p = sub.add_parser(name, help=text)
+        if operation.moves_money:
+            p.add_argument("amount", help="amount in roubles, e.g. 150.00")
+            p.add_argument("--currency", type=int, default=643, help="ISO 4217 numeric code (default 643)")
+        if operation.needs_rrn or operation is Operation.REFUND:
+            p.add_argument("--rrn", required=True, help="RRN of the original operation")
+            p.add_argument("--auth-code", help="authorization code of the original operation")
+        _link_options(p, protocol_option)
+    recover = sub.add_parser("recover", help="resolve operations whose outcome was lost (emergency reversal)")
+    _link_options(recover, protocol_option)
+    return parser
+
+
+def _link_options(p: argparse.ArgumentParser, protocol_option: Any) -> None:
+    protocol_option(p)
+    p.add_argument("--port", required=True, help="device URL of the terminal (serial://…, tcp://…, pty path…)")
+    p.add_argument("--terminal-id", help="terminal id to send (tag 27)")
+    p.add_argument("--journal", default=str(default_journal_path()), help="ECR journal file (SQLite)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``posbridge`` command."""
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level if args.command != "emulate" else min(level, logging.INFO),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        if args.command == "demo":
+            return _cmd_demo(args)
+        if args.command == "decode":
+            return _cmd_decode(args)
+        if args.command == "emulate":
+            return asyncio.run(_run_emulate(args))
+        if args.command == "recover":
+            return asyncio.run(_run_recover(args))
+        return asyncio.run(_run_operation(args))
+    except KeyboardInterrupt:
+        return 130
+    except (InvalidRequest, DeviceError, LinkError, DecodeError, ValueError) as error:
+        print(f"posbridge: {type(error).__name__}: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,109 @@
+"""Scenarios: TOML files that set up the virtual terminal (cards, outcomes, delays, faults).
+
+```toml
+seed = 7                         # RRNs and authorization codes
+[terminal]
+terminal_id = "00344224"
+merchant_name = "ТЕСТ БАНК"
+copies = 2                       # slips: card holder's, then cashier's
+part_size = 1024                 # bigger answers go out in parts
+progress_interval = 5.0          # seconds between WAIT packets
+card_delay = 0.0                 # the card holder is this slow
+ask_last_digits = false          # cashier dialog for the card's last 4 digits
+[terminal.timers]                # protocol timers, seconds
+ack_timeout = 5.0
+packet_timeout = 45.0
+[host]
+latency = 0.0                    # a slow host: the terminal sends WAIT meanwhile
+fault = ""                       # "no_connection" | "answer_lost" | "request_not_sent"
+hold_ttl_hours = 168
+single_max = 0                   # minor units, 0 = no limit
+daily_max = 0
+[[cards]]                        # read by the next operations, in order; then 4111 1111 1111 1111
+pan = "5432543254325430"
+expiry = "3012"
+```
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .cards import Card
+from .host import HostConfig, Limits
+from .slips import Merchant
+from .terminal import TerminalConfig
+
+FAULTS = ("no_connection", "answer_lost", "request_not_sent")
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be used; the message names the key."""
+
+
+@dataclass
+class Scenario:
+    """What a scenario file says, ready for :class:`~posbridge.terminal.VirtualTerminal`."""
+
+    terminal: TerminalConfig = field(default_factory=TerminalConfig)
+    host: HostConfig = field(default_factory=HostConfig)
+    cards: list[Card] = field(default_factory=list)
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read a scenario TOML file (see the module docstring for the keys)."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ScenarioError(f"cannot read scenario {path}: {error}") from error
+    return scenario_from_dict(data)
+
+
+def scenario_from_dict(data: dict[str, Any]) -> Scenario:
+    """Build a scenario from parsed TOML; unknown keys are errors, not silently ignored."""
+    _check_keys("", data, {"seed", "terminal", "host", "cards", "protocol"})
+    term = dict(data.get("terminal", {}))
+    host = dict(data.get("host", {}))
+    _check_keys("terminal.", term, {"terminal_id", "merchant_id", "merchant_name", "address", "copies",
+                                    "slip_width", "part_size", "progress_interval", "card_delay", "pin_delay",
+                                    "ask_last_digits", "dialog_timeout", "timers"})
+    _check_keys("host.", host, {"latency", "fault", "hold_ttl_hours", "single_max", "daily_max"})
+    merchant = Merchant(
+        name=term.get("merchant_name", Merchant.name), address=term.get("address", Merchant.address),
+        terminal_id=str(term.get("terminal_id", Merchant.terminal_id)),
+        merchant_id=str(term.get("merchant_id", Merchant.merchant_id)))
+    terminal = TerminalConfig(
+        merchant=merchant,
+        **{k: term[k] for k in ("copies", "slip_width", "part_size", "progress_interval", "card_delay",
+                                "pin_delay", "ask_last_digits", "dialog_timeout") if k in term},
+        timers={k: float(v) for k, v in term.get("timers", {}).items()})
+    fault = host.get("fault") or None
+    if fault is not None and fault not in FAULTS:
+        raise ScenarioError(f"host.fault must be one of {', '.join(FAULTS)}, not {fault!r}")
+    limits = Limits(single_max=host.get("single_max") or None, daily_max=host.get("daily_max") or None)
+    host_config = HostConfig(
+        terminal_id=merchant.terminal_id, merchant_id=merchant.merchant_id, merchant_name=merchant.name,
+        seed=int(data.get("seed", 0)), fault=fault, latency=float(host.get("latency", 0.0)),
+        hold_ttl=timedelta(hours=float(host.get("hold_ttl_hours", 168))), terminal_limits=limits)
+    cards = []
+    for i, card in enumerate(data.get("cards", [])):
+        _check_keys(f"cards[{i}].", card, {"pan", "expiry", "holder"})
+        if "pan" not in card:
+            raise ScenarioError(f"cards[{i}] needs a pan")
+        cards.append(Card(str(card["pan"]), str(card.get("expiry", "3012")), str(card.get("holder", ""))))
+    return Scenario(terminal, host_config, cards)
+
+
+def _check_keys(prefix: str, data: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ScenarioError(f"unknown scenario key(s): {', '.join(prefix + k for k in unknown)}")

@@ -1,0 +1,1 @@
+"""What every protocol shares: the domain model, typed errors and the sans-IO session interface."""

@@ -1,0 +1,94 @@
+"""Typed errors shared by every protocol. Nothing posbridge does on bad input raises anything else."""
+
+from __future__ import annotations
+
+
+class PosbridgeError(Exception):
+    """Base of every error posbridge raises on purpose."""
+
+
+class InvalidRequest(PosbridgeError, ValueError):
+    """A request that cannot be sent: missing or bad amount, currency, RRN, unknown operation."""
+
+
+class DecodeError(PosbridgeError):
+    """Bytes that are not a valid frame or message.
+
+    ``offset`` is the position in the decoded input where the problem was found; ``reason`` is a
+    short machine-readable word (``crc``, ``incomplete``, ``length``, ``record``, ``field``, …).
+    """
+
+    def __init__(self, reason: str, offset: int, detail: str = "") -> None:
+        self.reason = reason
+        self.offset = offset
+        self.detail = detail
+        super().__init__(f"{reason} at offset {offset}" + (f": {detail}" if detail else ""))
+
+
+class IncompleteFrame(DecodeError):
+    """The input ends before the frame does: wait for more bytes."""
+
+    def __init__(self, offset: int, detail: str = "") -> None:
+        super().__init__("incomplete", offset, detail)
+
+
+class ChecksumError(DecodeError):
+    """The frame's CRC or LRC does not match its bytes: the receiver answers NAK."""
+
+    def __init__(self, offset: int, detail: str = "") -> None:
+        super().__init__("crc", offset, detail)
+
+
+class LinkError(PosbridgeError):
+    """An exchange failed on the link: the outcome of the operation is unknown to the sender.
+
+    ``reason`` is one of ``no_ack``, ``nak_limit``, ``timeout``, ``aborted``, ``protocol``,
+    ``disconnected``.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(reason + (f": {detail}" if detail else ""))
+
+
+class NoAck(LinkError):
+    """The peer did not acknowledge a frame within the ACK timer (WAITACK / T1)."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("no_ack", detail)
+
+
+class NakLimit(LinkError):
+    """The peer rejected a frame on every try (3 in all)."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("nak_limit", detail)
+
+
+class ExchangeTimeout(LinkError):
+    """No packet arrived within the packet/result timer."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("timeout", detail)
+
+
+class ExchangeAborted(LinkError):
+    """The peer aborted the exchange (INPAS: a lone EOT from the terminal)."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("aborted", detail)
+
+
+class ProtocolViolation(LinkError):
+    """The peer sent something the protocol does not allow at this point."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("protocol", detail)
+
+
+class Disconnected(LinkError):
+    """The byte stream closed under the exchange."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("disconnected", detail)

@@ -1,0 +1,151 @@
+"""Protocol-neutral, sans-IO exchange sessions: what the ECR client and the virtual terminal drive.
+
+Every protocol package provides an :class:`EcrSession` and a :class:`TerminalSession`. A driver
+(posbridge's runner) moves bytes between a device and the session and hands in the current time;
+the session never reads a clock, sleeps or touches I/O. Timers are deadlines: the driver waits for
+input at most until :meth:`next_deadline` and then calls :meth:`poll`.
+
+Code above ``protocols/`` sees only these events and the domain model, so the terminal state
+machine, the host, the journal and the slips are shared by every protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Union
+
+from .errors import LinkError
+from .model import Request, Result
+
+
+# --- events an ECR session reports ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Progress:
+    """The terminal is still working (INPAS WAIT, Arcus intermediate ``I``); the timer restarted."""
+
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class CashierPrompt:
+    """The terminal asks the cashier something; answer with ``EcrSession.answer_prompt``."""
+
+    prompt: str
+    timeout: float | None = None
+    kind: int = 0
+
+
+@dataclass(frozen=True)
+class Completed:
+    """The final result arrived and was acknowledged; the exchange is over."""
+
+    result: Result
+
+
+# --- events a terminal session reports -----------------------------------------------------------
+@dataclass(frozen=True)
+class RequestReceived:
+    """The ECR asked for an operation. ``raw`` is the protocol's own view of it, for logs."""
+
+    request: Request
+    raw: str = ""
+
+
+@dataclass(frozen=True)
+class RequestRejected:
+    """The ECR sent a well-framed message that is not a valid request (unknown operation, bad amount).
+
+    The terminal answers it with ``TerminalSession.send_result``, as a real one prints a refusal.
+    """
+
+    reason: str
+    operation_code: str = ""
+
+
+@dataclass(frozen=True)
+class PromptAnswered:
+    """The cashier answered a :class:`CashierPrompt`."""
+
+    answer: str
+    ok: bool
+
+
+@dataclass(frozen=True)
+class AbortRequested:
+    """The ECR asked to abort the operation in progress (Arcus ``A``)."""
+
+
+@dataclass(frozen=True)
+class ResultDelivered:
+    """The final result was acknowledged by the ECR (and the exchange ended)."""
+
+    result: Result
+
+
+@dataclass(frozen=True)
+class ResultUndelivered:
+    """The final result could not be delivered (no ACK, NAKs): the ECR does not know the outcome."""
+
+    result: Result
+    error: LinkError
+
+
+# --- events both sides report --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Failed:
+    """The exchange failed on the link; the session is idle again."""
+
+    error: LinkError
+
+
+EcrEvent = Union[Progress, CashierPrompt, Completed, Failed]
+TerminalEvent = Union[
+    RequestReceived, RequestRejected, PromptAnswered, AbortRequested, ResultDelivered,
+    ResultUndelivered, Failed,
+]
+
+
+class Session(Protocol):
+    """What a driver needs of any session."""
+
+    def receive(self, data: bytes, now: float) -> list:
+        """Feed bytes read from the device; returns the events they complete."""
+
+    def poll(self, now: float) -> list:
+        """Let timers expire; returns the events that follow (timeouts, resends)."""
+
+    def next_deadline(self) -> float | None:
+        """The time at which :meth:`poll` must be called next, or None if no timer runs."""
+
+    def data_to_send(self) -> bytes:
+        """Bytes the session wants written to the device (and forgets them)."""
+
+    @property
+    def busy(self) -> bool:
+        """True while an exchange is in progress."""
+
+
+class EcrSession(Session, Protocol):
+    """The cash register's side of one protocol."""
+
+    def start(self, request: Request, now: float) -> None:
+        """Begin an exchange for ``request`` (already validated)."""
+
+    def answer_prompt(self, answer: str, ok: bool, now: float) -> None:
+        """Answer the terminal's :class:`CashierPrompt`."""
+
+    def abort(self, now: float) -> None:
+        """Ask the terminal to abort the operation in progress, where the protocol allows it."""
+
+
+class TerminalSession(Session, Protocol):
+    """The terminal's side of one protocol."""
+
+    def send_progress(self, text: str, now: float) -> None:
+        """Tell the ECR the terminal is still busy (keeps its timer alive)."""
+
+    def send_prompt(self, prompt: str, timeout: float | None, now: float) -> None:
+        """Ask the cashier a question through the ECR."""
+
+    def send_result(self, result: Result, now: float) -> None:
+        """Send the final result of the request in progress."""

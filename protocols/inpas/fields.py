@@ -1,0 +1,304 @@
+"""The INPAS SA field table and :class:`Message`, one message as its records.
+
+inpas-sa.md "Message layer": a body is records ``TAG(1) LEN(2 LE) VALUE``; text is CP1251, numbers
+are ASCII decimal, tags 55 59 69 70 86 91 96 are binary; order is free, a tag appears at most once,
+empty values are omitted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Mapping, Union
+
+from protocols.common.errors import InvalidRequest
+
+from .constants import MAX_BODY, TEXT_ENCODING
+from .frame import decode_records, encode_records
+
+__all__ = [
+    "FieldSpec",
+    "FIELDS",
+    "BINARY_TAGS",
+    "tag_for",
+    "name_for",
+    "mask_pan",
+    "Message",
+    "FieldValue",
+]
+
+FieldValue = Union[str, bytes]
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """What a tag means: ``kind`` is ``'text'`` (CP1251), ``'digits'`` (ASCII 0-9) or ``'binary'``.
+
+    ``max_length`` (in bytes) is enforced when encoding; decoding accepts what the peer sent.
+    """
+
+    tag: int
+    name: str
+    kind: str
+    max_length: int | None = None
+
+
+def _table(*specs: FieldSpec) -> dict[int, FieldSpec]:
+    return {spec.tag: spec for spec in specs}
+
+
+#: Every tag of inpas-sa.md "Fields posbridge must know", plus the binary tags it lists. The spec
+#: names only 70 among the binary ones; the others are called ``binary_NN``.
+FIELDS: dict[int, FieldSpec] = _table(
+    FieldSpec(0, "amount", "digits", 12),  # minor units, at most 12 digits
+    FieldSpec(1, "additional_amount", "digits", 12),
+    FieldSpec(4, "currency", "digits", 3),  # ISO 4217 numeric
+    FieldSpec(6, "host_datetime", "digits", 14),  # YYYYMMDDhhmmss
+    FieldSpec(8, "card_entry_mode", "digits"),
+    FieldSpec(10, "pan", "text"),  # masked; never a full card number
+    FieldSpec(11, "expiry", "digits", 4),  # YYMM
+    FieldSpec(13, "auth_code", "text", 6),
+    FieldSpec(14, "rrn", "digits", 12),
+    FieldSpec(15, "host_response_code", "text"),
+    FieldSpec(19, "response_text", "text"),
+    FieldSpec(21, "ecr_datetime", "digits", 14),  # YYYYMMDDhhmmss
+    FieldSpec(23, "transaction_id", "text"),
+    FieldSpec(25, "operation_code", "digits"),
+    FieldSpec(26, "stan", "digits"),
+    FieldSpec(27, "terminal_id", "text", 8),
+    FieldSpec(28, "merchant_id", "text"),
+    FieldSpec(29, "debit_amount", "digits"),  # settlement totals
+    FieldSpec(30, "debit_count", "digits"),
+    FieldSpec(31, "credit_amount", "digits"),
+    FieldSpec(32, "credit_count", "digits"),
+    FieldSpec(34, "original_operation_code", "digits"),
+    FieldSpec(39, "status", "digits"),
+    FieldSpec(49, "void_amount", "digits"),
+    FieldSpec(50, "void_count", "digits"),
+    FieldSpec(55, "binary_55", "binary"),
+    FieldSpec(57, "timeout", "digits"),  # seconds
+    FieldSpec(59, "binary_59", "binary"),
+    FieldSpec(64, "command_mode_1", "digits"),
+    FieldSpec(65, "command_mode_2", "digits"),
+    FieldSpec(66, "command_mode_3", "digits"),
+    FieldSpec(67, "command_result", "digits"),  # 0 ok, 1 error
+    FieldSpec(69, "binary_69", "binary"),
+    FieldSpec(70, "gateway_data", "binary"),  # operation 63: "ip;port[;ip;port]" or host data
+    FieldSpec(71, "display_message", "text"),
+    FieldSpec(76, "cashier_prompt", "text"),
+    FieldSpec(77, "cashier_answer", "text"),
+    FieldSpec(86, "binary_86", "binary"),
+    FieldSpec(89, "ecr_id", "text"),
+    FieldSpec(90, "receipt_data", "text"),  # items KIND^NAME^TEXT~
+    FieldSpec(91, "binary_91", "binary"),
+    FieldSpec(96, "binary_96", "binary"),
+)
+
+BINARY_TAGS = frozenset(tag for tag, spec in FIELDS.items() if spec.kind == "binary")
+_TAGS_BY_NAME = {spec.name: tag for tag, spec in FIELDS.items()}
+
+PAN_TAG = 10
+OPERATION_CODE_TAG = 25
+
+
+def tag_for(name: str) -> int:
+    """Return the tag of a field name (``"rrn"`` -> 14); ``"tag_NN"`` names any tag. KeyError if unknown."""
+    tag = _TAGS_BY_NAME.get(name)
+    if tag is not None:
+        return tag
+    if name.startswith("tag_") and name[4:].isascii() and name[4:].isdigit():
+        number = int(name[4:])
+        if number <= 255:
+            return number
+    raise KeyError(f"unknown INPAS field name {name!r}")
+
+
+def name_for(tag: int) -> str:
+    """Return the field name of a tag, ``"tag_NN"`` for tags not in :data:`FIELDS`."""
+    spec = FIELDS.get(tag)
+    return spec.name if spec else f"tag_{tag}"
+
+
+def mask_pan(value: str) -> str:
+    """Mask a card number: at most the first 6 and last 4 characters stay (DESIGN.md).
+
+    Idempotent, so already-masked values (``************1111``) pass unchanged.
+    """
+    n = len(value)
+    if n > 10:
+        return value[:6] + "*" * (n - 10) + value[-4:]
+    if n > 4:
+        return "*" * (n - 4) + value[-4:]
+    return "*" * n
+
+
+def _normalize(tag: int, value: object) -> FieldValue:
+    """Bring a constructor value to its stored type: bytes for binary tags, else str where possible."""
+    if isinstance(value, bool):  # bool is an int; True -> "1" would hide a caller's bug
+        raise InvalidRequest(f"tag {tag}: a bool is not a field value")
+    if isinstance(value, int):
+        value = str(value)
+    binary = tag in BINARY_TAGS
+    if isinstance(value, str):
+        if not binary:
+            return value
+        try:
+            return value.encode(TEXT_ENCODING)
+        except UnicodeEncodeError as error:
+            raise InvalidRequest(f"tag {tag} ({name_for(tag)}): not CP1251: {error}") from None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value) if binary else _text_or_bytes(bytes(value))
+    raise InvalidRequest(f"tag {tag}: unsupported value type {type(value).__name__}")
+
+
+def _text_or_bytes(raw: bytes) -> FieldValue:
+    """CP1251 text if ``raw`` decodes, else ``raw`` itself.
+
+    A value with a byte CP1251 leaves undefined stays bytes instead of failing the whole message:
+    one odd byte in a slip must not make the ECR reject an approval.
+    """
+    try:
+        return raw.decode(TEXT_ENCODING)
+    except UnicodeDecodeError:
+        return raw
+
+
+class Message:
+    """One SA message: its fields by tag.
+
+    ``fields`` maps tag -> ``str`` (text and digit tags, decoded CP1251) or ``bytes`` (binary tags,
+    and text that is not valid CP1251). Empty values are dropped, as the spec omits them.
+    """
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: Mapping[int | str, str | bytes | int] | None = None) -> None:
+        """Build a message; keys are tags (or field names), ints become ASCII decimal.
+
+        Raises :class:`InvalidRequest` for a tag outside 0..255, an unknown name or a value of
+        an unsupported type.
+        """
+        self.fields: dict[int, FieldValue] = {}
+        for key, value in (fields or {}).items():
+            if isinstance(key, str):
+                try:
+                    tag = tag_for(key)
+                except KeyError as error:
+                    raise InvalidRequest(str(error)) from None
+            elif isinstance(key, int) and not isinstance(key, bool) and 0 <= key <= 255:
+                tag = key
+            else:
+                raise InvalidRequest(f"field tag must be 0..255, not {key!r}")
+            normalized = _normalize(tag, value)
+            if normalized:
+                self.fields[tag] = normalized
+
+    def get(self, tag: int | str, default: FieldValue | None = None) -> FieldValue | None:
+        """Return the value of ``tag`` (or field name), ``default`` if absent."""
+        if isinstance(tag, str):
+            tag = tag_for(tag)
+        return self.fields.get(tag, default)
+
+    def __getitem__(self, tag: int | str) -> FieldValue:
+        return self.fields[tag_for(tag) if isinstance(tag, str) else tag]
+
+    def __contains__(self, tag: object) -> bool:
+        if isinstance(tag, str):
+            try:
+                tag = tag_for(tag)
+            except KeyError:
+                return False
+        return tag in self.fields
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+    def __iter__(self) -> Iterator[int]:
+        """Tags in ascending order."""
+        return iter(sorted(self.fields))
+
+    @property
+    def operation_code(self) -> int | None:
+        """Tag 25 as an int; None if absent or not ASCII digits."""
+        value = self.fields.get(OPERATION_CODE_TAG)
+        if isinstance(value, str) and value.isascii() and value.isdigit():
+            return int(value)
+        return None
+
+    def records(self) -> list[tuple[int, bytes]]:
+        """The wire records, ascending by tag, empty values omitted.
+
+        Raises :class:`InvalidRequest` for text that CP1251 cannot encode, a ``digits`` field with
+        anything but ASCII digits, a value over its ``max_length`` or over 65535 bytes.
+        """
+        out = []
+        for tag in sorted(self.fields):
+            raw = _to_wire(tag, self.fields[tag])
+            if raw:
+                out.append((tag, raw))
+        return out
+
+    def encode_body(self) -> bytes:
+        """The message body: records ascending by tag (as DualConnector sends them).
+
+        The body itself may exceed 65535 bytes (multipart splits it); each value may not.
+        Raises :class:`InvalidRequest` as :meth:`records` does.
+        """
+        return encode_records(self.records())
+
+    @classmethod
+    def decode_body(cls, body: bytes) -> "Message":
+        """Parse a message body. Raises only :class:`DecodeError` (bad or repeated records)."""
+        message = cls.__new__(cls)
+        fields: dict[int, FieldValue] = {}
+        for tag, value in decode_records(body):
+            if not value:
+                continue
+            fields[tag] = value if tag in BINARY_TAGS else _text_or_bytes(value)
+        message.fields = fields
+        return message
+
+    def named(self) -> dict[str, FieldValue]:
+        """Fields by name, ascending by tag (unknown tags as ``tag_NN``); the PAN stays as received."""
+        return {name_for(tag): self.fields[tag] for tag in sorted(self.fields)}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return self.fields == other.fields
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        parts = []
+        for tag in sorted(self.fields):
+            value = self.fields[tag]
+            if tag == PAN_TAG:  # never print a full card number
+                text = value if isinstance(value, str) else value.decode("latin-1")
+                value = mask_pan(text)
+            parts.append(f"{name_for(tag)}={value!r}")
+        return f"Message({', '.join(parts)})"
+
+
+def _to_wire(tag: int, value: FieldValue | int) -> bytes:
+    """Encode one stored value for the wire, checking it against the field table."""
+    if isinstance(value, bool) or not isinstance(value, (str, bytes, bytearray, int)):
+        raise InvalidRequest(f"tag {tag}: unsupported value type {type(value).__name__}")
+    if isinstance(value, int):
+        value = str(value)
+    spec = FIELDS.get(tag)
+    if isinstance(value, str):
+        if spec is not None and spec.kind == "digits" and not (value.isascii() and value.isdigit()):
+            raise InvalidRequest(f"tag {tag} ({spec.name}): {value!r} is not ASCII digits")
+        try:
+            raw = value.encode(TEXT_ENCODING)
+        except UnicodeEncodeError as error:
+            raise InvalidRequest(f"tag {tag} ({name_for(tag)}): not CP1251: {error}") from None
+    else:
+        raw = bytes(value)
+    if spec is not None and spec.max_length is not None and len(raw) > spec.max_length:
+        raise InvalidRequest(
+            f"tag {tag} ({spec.name}): {len(raw)} bytes, at most {spec.max_length} allowed"
+        )
+    if len(raw) > MAX_BODY:
+        raise InvalidRequest(f"tag {tag} ({name_for(tag)}): {len(raw)} bytes exceeds {MAX_BODY}")
+    return raw

@@ -1,0 +1,385 @@
+"""Mapping between SA messages and the domain model (inpas-sa.md, "Operation codes" and "Status").
+
+Both directions for both sides: the ECR encodes a :class:`Request` and decodes a :class:`Result`;
+the terminal decodes the request and encodes the result. Field choices follow what INPAS's own ECR
+library sends (ascending tags, tag 89 on the operations it marks).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+from protocols.common.model import Operation, Request, Result, Slips, Status, Totals
+
+from .fields import Message
+
+
+class Tag(enum.IntEnum):
+    """The SA tags this mapping uses, by name (the full table is ``fields.FIELDS``)."""
+
+    AMOUNT = 0
+    CURRENCY = 4
+    HOST_DATETIME = 6
+    PAN = 10
+    EXPIRY = 11
+    AUTH_CODE = 13
+    RRN = 14
+    RESPONSE_CODE = 15
+    RESPONSE_TEXT = 19
+    ECR_DATETIME = 21
+    OPERATION = 25
+    STAN = 26
+    TERMINAL_ID = 27
+    MERCHANT_ID = 28
+    DEBIT_AMOUNT = 29
+    DEBIT_COUNT = 30
+    CREDIT_AMOUNT = 31
+    CREDIT_COUNT = 32
+    ORIGINAL_OPERATION = 34
+    STATUS = 39
+    VOID_AMOUNT = 49
+    VOID_COUNT = 50
+    TIMEOUT = 57
+    COMMAND_MODE_1 = 64
+    COMMAND_MODE_2 = 65
+    COMMAND_RESULT = 67
+    DISPLAY = 71
+    CASHIER_PROMPT = 76
+    CASHIER_ANSWER = 77
+    ECR_ID = 89
+    RECEIPT = 90
+
+
+class OpCode(enum.IntEnum):
+    """SA operation codes (tag 25)."""
+
+    SALE = 1
+    REFUND_ALT = 3  # REFUND as some ECRs send it; accepted like 29
+    CANCEL = 4
+    PREAUTH = 15
+    COMPLETION = 16
+    WAIT = 21
+    TEST_CONNECTION = 26
+    REFUND = 29
+    CASHIER_DIALOG = 52
+    EMERGENCY_REVERSAL = 53
+    SETTLEMENT = 59
+    CUSTOM_COMMAND = 63
+
+
+class CustomCommand(enum.IntEnum):
+    """Sub-commands of operation 63 (tag 65)."""
+
+    GATEWAY_OPEN_CLOSE = 16
+    GATEWAY_DATA = 17
+    SHORT_REPORT = 20
+    FULL_REPORT = 21
+    SLIP_COPY = 22
+
+
+STATUS_CODES: dict[Status, int] = {
+    Status.UNDEFINED: 0,
+    Status.APPROVED: 1,
+    Status.CONDITIONAL: 2,
+    Status.REVERSED: 13,
+    Status.DECLINED: 16,
+    Status.APPROVED_OFFLINE: 17,
+    Status.NO_CONNECTION: 34,
+    Status.ABORTED: 53,
+}
+STATUS_BY_CODE = {code: status for status, code in STATUS_CODES.items()}
+
+APPROVED_RESPONSE_CODE = "001"  # as SmartSale terminals send it (vectors: sale-response-approved)
+DATETIME_FORMAT = "%Y%m%d%H%M%S"
+DEFAULT_ECR_ID = "POSBRIDGE;0.1.0;SA:;2;"
+
+_SIMPLE_OPS: dict[Operation, OpCode] = {
+    Operation.SALE: OpCode.SALE,
+    Operation.REFUND: OpCode.REFUND,
+    Operation.CANCEL: OpCode.CANCEL,
+    Operation.PREAUTH: OpCode.PREAUTH,
+    Operation.COMPLETION: OpCode.COMPLETION,
+    Operation.CANCEL_PREAUTH: OpCode.CANCEL,
+    Operation.EMERGENCY_REVERSAL: OpCode.EMERGENCY_REVERSAL,
+    Operation.SETTLEMENT: OpCode.SETTLEMENT,
+    Operation.TEST_CONNECTION: OpCode.TEST_CONNECTION,
+    Operation.SHORT_REPORT: OpCode.CUSTOM_COMMAND,
+    Operation.FULL_REPORT: OpCode.CUSTOM_COMMAND,
+    Operation.SLIP_COPY: OpCode.CUSTOM_COMMAND,
+}
+_CUSTOM_COMMANDS = {
+    Operation.SHORT_REPORT: CustomCommand.SHORT_REPORT,
+    Operation.FULL_REPORT: CustomCommand.FULL_REPORT,
+    Operation.SLIP_COPY: CustomCommand.SLIP_COPY,
+}
+_OPERATION_BY_CUSTOM = {code: op for op, code in _CUSTOM_COMMANDS.items()}
+# The original operation a cancel names in tag 34.
+_ORIGINAL_CODES = {Operation.SALE: OpCode.SALE, Operation.PREAUTH: OpCode.PREAUTH,
+                   Operation.COMPLETION: OpCode.COMPLETION, Operation.REFUND: OpCode.REFUND}
+_OPERATION_BY_ORIGINAL = {int(code): op for op, code in _ORIGINAL_CODES.items()}
+_OPERATION_BY_ORIGINAL[OpCode.REFUND_ALT] = Operation.REFUND
+# DualConnector adds tag 89 to these operation codes.
+_ECR_ID_CODES = {1, 2, 3, 16, 22, 29, 49, 59, 61, 63}
+
+
+class UnsupportedMessage(ValueError):
+    """A well-framed message that maps to no request; ``reason`` says why in words."""
+
+    def __init__(self, reason: str, operation_code: str = "") -> None:
+        self.reason = reason
+        self.operation_code = operation_code
+        super().__init__(reason)
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """What the terminal must echo in its answer: the request's own operation and sub-command."""
+
+    operation_code: int
+    custom_command: int | None = None
+
+
+# --- ECR side --------------------------------------------------------------------------------------
+def request_to_message(request: Request, ecr_id: str | None = DEFAULT_ECR_ID) -> Message:
+    """Encode a (validated) request as the SA message an ECR sends."""
+    op = request.operation
+    code = _SIMPLE_OPS[op]
+    fields: dict[int, str | int] = {Tag.OPERATION: int(code)}
+    if op.moves_money:
+        fields[Tag.AMOUNT] = request.amount or 0
+        fields[Tag.CURRENCY] = f"{request.currency:03d}"
+    if request.auth_code:
+        fields[Tag.AUTH_CODE] = request.auth_code
+    if request.rrn:
+        fields[Tag.RRN] = request.rrn
+    if request.ecr_datetime and op is not Operation.TEST_CONNECTION:
+        fields[Tag.ECR_DATETIME] = request.ecr_datetime.strftime(DATETIME_FORMAT)
+    if request.transaction_id and op is not Operation.TEST_CONNECTION:
+        fields[Tag.STAN] = request.transaction_id
+    if request.terminal_id:
+        fields[Tag.TERMINAL_ID] = request.terminal_id
+    if op is Operation.CANCEL:
+        fields[Tag.ORIGINAL_OPERATION] = int(_ORIGINAL_CODES.get(request.original_operation, OpCode.SALE))
+    elif op is Operation.CANCEL_PREAUTH:
+        fields[Tag.ORIGINAL_OPERATION] = int(OpCode.PREAUTH)
+    if op in _CUSTOM_COMMANDS:
+        fields[Tag.COMMAND_MODE_2] = int(_CUSTOM_COMMANDS[op])
+    if ecr_id and int(code) in _ECR_ID_CODES:
+        fields[Tag.ECR_ID] = ecr_id
+    return Message(fields)
+
+
+def message_to_result(message: Message, request: Request | None = None) -> Result:
+    """Decode the terminal's final response; ``request`` fills what the answer leaves out."""
+    status_code = _int(message.get(Tag.STATUS))
+    status = STATUS_BY_CODE.get(status_code, Status.UNDEFINED) if status_code is not None else Status.UNDEFINED
+    operation = request.operation if request else _operation_of(message)[0]
+    receipt = message.get(Tag.RECEIPT)
+    slips, scheme = parse_receipt(receipt) if isinstance(receipt, str) else (Slips(), None)
+    return Result(
+        operation=operation,
+        status=status,
+        response_code=_text(message.get(Tag.RESPONSE_CODE)) or "",
+        response_text=_text(message.get(Tag.RESPONSE_TEXT)) or "",
+        amount=_int(message.get(Tag.AMOUNT)),
+        currency=_int(message.get(Tag.CURRENCY)),
+        rrn=_text(message.get(Tag.RRN)),
+        auth_code=_text(message.get(Tag.AUTH_CODE)),
+        masked_pan=_text(message.get(Tag.PAN)),
+        card_scheme=scheme,
+        expiry=_text(message.get(Tag.EXPIRY)),
+        terminal_id=_text(message.get(Tag.TERMINAL_ID)),
+        merchant_id=_text(message.get(Tag.MERCHANT_ID)),
+        transaction_id=_text(message.get(Tag.STAN)),
+        host_datetime=_datetime(message.get(Tag.HOST_DATETIME)),
+        slips=slips,
+        totals=_totals(message),
+    )
+
+
+# --- terminal side ---------------------------------------------------------------------------------
+def message_to_request(message: Message) -> tuple[Request, RequestContext]:
+    """Decode an ECR's request. Amounts are passed on as sent (0 included: the host answers 110).
+
+    Raises :class:`UnsupportedMessage` for an unknown operation or a field that is not a number.
+    """
+    operation, context = _operation_of(message)
+    amount = message.get(Tag.AMOUNT)
+    currency = message.get(Tag.CURRENCY)
+    request = Request(
+        operation=operation,
+        amount=_digits(amount, "amount") if amount is not None else None,
+        currency=_digits(currency, "currency") if currency is not None else 643,
+        transaction_id=_text(message.get(Tag.STAN)),
+        rrn=_text(message.get(Tag.RRN)),
+        auth_code=_text(message.get(Tag.AUTH_CODE)),
+        original_operation=_original_operation(message, operation),
+        terminal_id=_text(message.get(Tag.TERMINAL_ID)),
+        ecr_datetime=_datetime(message.get(Tag.ECR_DATETIME)),
+    )
+    return request, context
+
+
+def result_to_message(result: Result, context: RequestContext) -> Message:
+    """Encode the terminal's final response to the request described by ``context``."""
+    fields: dict[int, str | int | bytes] = {
+        Tag.OPERATION: context.operation_code,
+        Tag.STATUS: STATUS_CODES[result.status],
+        Tag.RESPONSE_CODE: APPROVED_RESPONSE_CODE if result.approved else (result.host_code or result.response_code),
+        Tag.RESPONSE_TEXT: result.response_text,
+    }
+    if context.custom_command is not None:
+        fields[Tag.COMMAND_MODE_2] = context.custom_command
+    optional: dict[int, object] = {
+        Tag.AMOUNT: result.amount,
+        Tag.CURRENCY: f"{result.currency:03d}" if result.currency else None,
+        Tag.HOST_DATETIME: result.host_datetime.strftime(DATETIME_FORMAT) if result.host_datetime else None,
+        Tag.PAN: result.masked_pan,
+        Tag.AUTH_CODE: result.auth_code,
+        Tag.RRN: result.rrn,
+        Tag.STAN: result.transaction_id,
+        Tag.TERMINAL_ID: result.terminal_id,
+        Tag.MERCHANT_ID: result.merchant_id,
+    }
+    for tag, value in optional.items():
+        if value not in (None, ""):
+            fields[tag] = value  # type: ignore[assignment]
+    if result.totals is not None:
+        totals = result.totals
+        fields.update({
+            Tag.DEBIT_AMOUNT: totals.sale_amount, Tag.DEBIT_COUNT: totals.sale_count,
+            Tag.CREDIT_AMOUNT: totals.refund_amount, Tag.CREDIT_COUNT: totals.refund_count,
+            Tag.VOID_AMOUNT: totals.cancel_amount, Tag.VOID_COUNT: totals.cancel_count,
+        })
+    receipt = format_receipt(result.slips, result.card_scheme)
+    if receipt:
+        fields[Tag.RECEIPT] = receipt
+    return Message(fields)
+
+
+def rejection_context(message: Message) -> RequestContext:
+    """The context to answer a message that could not be understood (echo its code if any)."""
+    return RequestContext(_int(message.get(Tag.OPERATION)) or 0, _int(message.get(Tag.COMMAND_MODE_2)))
+
+
+# --- intermediate packets -----------------------------------------------------------------------------
+def wait_message() -> Message:
+    """Operation 21, WAIT: the terminal is still busy."""
+    return Message({Tag.OPERATION: int(OpCode.WAIT)})
+
+
+def cashier_prompt_message(prompt: str, timeout: float | None, kind: int = 0) -> Message:
+    """Operation 52, the cashier dialog: prompt in 76, dialog type in 64, timeout in 57."""
+    fields: dict[int, str | int] = {Tag.OPERATION: int(OpCode.CASHIER_DIALOG), Tag.CASHIER_PROMPT: prompt,
+                                    Tag.COMMAND_MODE_1: kind}
+    if timeout:
+        fields[Tag.TIMEOUT] = max(1, round(timeout))
+    return Message(fields)
+
+
+def cashier_answer_message(answer: str, ok: bool) -> Message:
+    """The ECR's answer to a cashier dialog: ``{25: 52, 77: answer, 67: 0|1}``."""
+    return Message({Tag.OPERATION: int(OpCode.CASHIER_DIALOG), Tag.CASHIER_ANSWER: answer,
+                    Tag.COMMAND_RESULT: 0 if ok else 1})
+
+
+# --- receipt (tag 90) ------------------------------------------------------------------------------------
+CUSTOMER_SLIP, CASHIER_SLIP, SCHEME_NAME = "0xDF", "0xDA", "0xDE"
+
+
+def format_receipt(slips: Slips, scheme: str | None = None) -> str:
+    """Tag 90: items ``KIND^NAME^TEXT~``; lines inside TEXT end with CRLF."""
+    items = []
+    for kind, text in ((CUSTOMER_SLIP, slips.customer), (CASHIER_SLIP, slips.cashier), (SCHEME_NAME, scheme)):
+        if text:
+            crlf = "\r\n".join(text.splitlines()) + ("\r\n" if kind != SCHEME_NAME else "")
+            items.append(f"{kind}^^{crlf}~")
+    return "".join(items)
+
+
+def parse_receipt(receipt: str) -> tuple[Slips, str | None]:
+    """Split tag 90 into the customer and cashier slips (text with ``\\n`` lines) and the scheme."""
+    texts: dict[str, list[str]] = {}
+    for item in receipt.split("~"):
+        if not item.strip():
+            continue
+        parts = item.split("^", 2)
+        kind, text = (parts[0], parts[2]) if len(parts) == 3 else (CUSTOMER_SLIP, item)
+        texts.setdefault(kind.upper().replace("0X", "0x"), []).append(text.replace("\r\n", "\n").strip("\n"))
+    scheme = "\n".join(texts.get(SCHEME_NAME, [])) or None
+    return Slips("\n\n".join(texts.get(CUSTOMER_SLIP, [])), "\n\n".join(texts.get(CASHIER_SLIP, []))), scheme
+
+
+# --- helpers ---------------------------------------------------------------------------------------------
+def _operation_of(message: Message) -> tuple[Operation, RequestContext]:
+    raw = message.get(Tag.OPERATION)
+    code = _int(raw)
+    if code is None:
+        raise UnsupportedMessage("the message has no operation code (tag 25)", _text(raw) or "")
+    sub = _int(message.get(Tag.COMMAND_MODE_2))
+    context = RequestContext(code, sub if code == OpCode.CUSTOM_COMMAND else None)
+    if code == OpCode.CUSTOM_COMMAND:
+        if sub in _OPERATION_BY_CUSTOM:
+            return _OPERATION_BY_CUSTOM[sub], context
+        raise UnsupportedMessage(f"operation 63 with sub-command {sub} is not supported", str(code))
+    if code == OpCode.CANCEL:
+        original = _int(message.get(Tag.ORIGINAL_OPERATION))
+        return (Operation.CANCEL_PREAUTH if original == OpCode.PREAUTH else Operation.CANCEL), context
+    by_code = {
+        OpCode.SALE: Operation.SALE, OpCode.REFUND: Operation.REFUND, OpCode.REFUND_ALT: Operation.REFUND,
+        OpCode.PREAUTH: Operation.PREAUTH, OpCode.COMPLETION: Operation.COMPLETION,
+        OpCode.EMERGENCY_REVERSAL: Operation.EMERGENCY_REVERSAL, OpCode.SETTLEMENT: Operation.SETTLEMENT,
+        OpCode.TEST_CONNECTION: Operation.TEST_CONNECTION,
+    }
+    if code in by_code:
+        return by_code[code], context  # type: ignore[index]
+    raise UnsupportedMessage(f"operation code {code} is not supported", str(code))
+
+
+def _original_operation(message: Message, operation: Operation) -> Operation | None:
+    if operation is Operation.CANCEL_PREAUTH:
+        return Operation.PREAUTH
+    original = _int(message.get(Tag.ORIGINAL_OPERATION))
+    if original is None:
+        return Operation.SALE if operation is Operation.CANCEL else None
+    return _OPERATION_BY_ORIGINAL.get(original)
+
+
+def _totals(message: Message) -> Totals | None:
+    values = [_int(message.get(tag)) for tag in (Tag.DEBIT_AMOUNT, Tag.DEBIT_COUNT, Tag.CREDIT_AMOUNT,
+                                                 Tag.CREDIT_COUNT, Tag.VOID_AMOUNT, Tag.VOID_COUNT)]
+    if all(v is None for v in values):
+        return None
+    sa, sc, ra, rc, ca, cc = (v or 0 for v in values)
+    currency = _int(message.get(Tag.CURRENCY)) or 643
+    return Totals(currency=currency, sale_count=sc, sale_amount=sa, refund_count=rc, refund_amount=ra,
+                  cancel_count=cc, cancel_amount=ca)
+
+
+def _text(value: str | bytes | None) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else value.hex()
+
+
+def _int(value: str | bytes | None) -> int | None:
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    return None
+
+
+def _digits(value: str | bytes, what: str) -> int:
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    raise UnsupportedMessage(f"{what} must be ASCII digits, got {value!r}")
+
+
+def _datetime(value: str | bytes | None) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.strptime(value, DATETIME_FORMAT)
+    except ValueError:
+        return None

@@ -1,0 +1,294 @@
+"""INPAS SA exchange sessions for both sides, sans-IO, speaking the protocol-neutral events of
+:mod:`protocols.common.session` (inpas-sa.md, "Exchange").
+
+ECR: request -> ACK -> [WAIT | cashier dialog | gateway command]* -> final response -> ACK, EOT.
+Terminal: the mirror image; it decides nothing about money: it reports the request and sends what
+the application (the virtual terminal) tells it to.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from protocols.common.errors import ExchangeAborted, ExchangeTimeout, LinkError, ProtocolViolation
+from protocols.common.model import Request, Result
+from protocols.common.session import (
+    AbortRequested,
+    CashierPrompt,
+    Completed,
+    Failed,
+    Progress,
+    PromptAnswered,
+    RequestReceived,
+    RequestRejected,
+    ResultDelivered,
+    ResultUndelivered,
+)
+
+from .constants import EOT, MAX_BODY
+from .fields import Message
+from .link import (
+    InpasLink,
+    LinkEvent,
+    LinkTimers,
+    MessageDelivered,
+    MessageReceived,
+    MessageUndelivered,
+    PacketTimeout,
+    PeerEndOfTransmission,
+)
+from .mapping import (
+    DEFAULT_ECR_ID,
+    CustomCommand,
+    OpCode,
+    RequestContext,
+    Tag,
+    UnsupportedMessage,
+    cashier_answer_message,
+    cashier_prompt_message,
+    message_to_request,
+    message_to_result,
+    rejection_context,
+    request_to_message,
+    result_to_message,
+    wait_message,
+)
+
+
+class _Ecr(enum.Enum):
+    IDLE = "idle"
+    REQUESTING = "requesting"  # request frames out, waiting for ACK
+    WAITING = "waiting"  # waiting for the next packet
+    PROMPTED = "prompted"  # the cashier is answering a dialog
+    ANSWERING = "answering"  # our dialog/gateway answer out, waiting for ACK
+
+
+class InpasEcrSession:
+    """The cash register's side of SA. See :class:`protocols.common.session.EcrSession`."""
+
+    def __init__(
+        self,
+        timers: LinkTimers | None = None,
+        ecr_id: str | None = DEFAULT_ECR_ID,
+        part_size: int = MAX_BODY,
+    ) -> None:
+        self.link = InpasLink("ecr", timers, part_size=part_size)
+        self.ecr_id = ecr_id
+        self._state = _Ecr.IDLE
+        self._request: Request | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._state is not _Ecr.IDLE
+
+    def start(self, request: Request, now: float) -> None:
+        if self.busy:
+            raise RuntimeError("an exchange is already in progress")
+        self._request = request
+        self.link.forget_last_received()
+        self.link.send(request_to_message(request, self.ecr_id), now)
+        self._state = _Ecr.REQUESTING
+
+    def answer_prompt(self, answer: str, ok: bool, now: float) -> None:
+        if self._state is not _Ecr.PROMPTED:
+            raise RuntimeError("no cashier dialog is waiting for an answer")
+        self.link.send(cashier_answer_message(answer, ok), now)
+        self._state = _Ecr.ANSWERING
+
+    def abort(self, now: float) -> None:
+        """SA has no abort message from the ECR: the cashier cancels on the terminal itself."""
+        raise NotImplementedError("INPAS SA has no ECR-side abort; cancel on the terminal's keypad")
+
+    def receive(self, data: bytes, now: float) -> list:
+        return self._handle(self.link.receive(data, now), now)
+
+    def poll(self, now: float) -> list:
+        return self._handle(self.link.poll(now), now)
+
+    def next_deadline(self) -> float | None:
+        return self.link.next_deadline()
+
+    def data_to_send(self) -> bytes:
+        return self.link.data_to_send()
+
+    def reset(self) -> None:
+        """Forget everything (the connection was lost)."""
+        self.link.reset()
+        self._state = _Ecr.IDLE
+
+    def _fail(self, error: LinkError) -> list:
+        self.link.discard_outgoing()
+        self.link.stop_packet_timer()
+        self._state = _Ecr.IDLE
+        return [Failed(error)]
+
+    def _handle(self, link_events: list[LinkEvent], now: float) -> list:
+        events: list = []
+        for event in link_events:
+            if self._state is _Ecr.IDLE:
+                continue  # stray packets after an exchange (already ACKed by the link)
+            if isinstance(event, MessageDelivered):
+                if self._state in (_Ecr.REQUESTING, _Ecr.ANSWERING):
+                    self._state = _Ecr.WAITING
+                    self.link.expect_packet(now)
+            elif isinstance(event, MessageUndelivered):
+                events += self._fail(event.error)
+            elif isinstance(event, MessageReceived):
+                events += self._on_message(event.message, now)
+            elif isinstance(event, PeerEndOfTransmission):
+                events += self._fail(ExchangeAborted("the terminal sent EOT"))
+            elif isinstance(event, PacketTimeout):
+                events += self._fail(ExchangeTimeout(
+                    f"no packet from the terminal within {self.link.timers.packet_timeout:g} s"))
+        return events
+
+    def _on_message(self, message: Message, now: float) -> list:
+        code = message.operation_code
+        if self._state is _Ecr.REQUESTING:
+            self._state = _Ecr.WAITING  # the link took this packet as the request's lost ACK
+        if code == OpCode.WAIT:
+            text = message.get(Tag.DISPLAY)
+            return [Progress(text if isinstance(text, str) else "")]
+        if code == OpCode.CASHIER_DIALOG:
+            prompt = message.get(Tag.CASHIER_PROMPT)
+            timeout = message.get(Tag.TIMEOUT)
+            seconds = float(timeout) if isinstance(timeout, str) and timeout.isdigit() else None
+            kind = message.get(Tag.COMMAND_MODE_1)
+            self._state = _Ecr.PROMPTED
+            # The cashier may think as long as the terminal allows; then the packet timer runs again.
+            self.link.expect_packet(now, (seconds or 0) + self.link.timers.packet_timeout)
+            return [CashierPrompt(prompt if isinstance(prompt, str) else "", seconds,
+                                  int(kind) if isinstance(kind, str) and kind.isdigit() else 0)]
+        sub = message.get(Tag.COMMAND_MODE_2)
+        if code == OpCode.CUSTOM_COMMAND and sub in (str(int(CustomCommand.GATEWAY_OPEN_CLOSE)),
+                                                      str(int(CustomCommand.GATEWAY_DATA))):
+            # Gateway mode (the ECR relays the terminal's host traffic) is not offered: say so, the
+            # terminal then uses its own connection or declines.
+            self.link.send(Message({Tag.OPERATION: int(OpCode.CUSTOM_COMMAND), Tag.COMMAND_MODE_2: sub,
+                                    Tag.COMMAND_RESULT: 1}), now)
+            self._state = _Ecr.ANSWERING
+            return []
+        assert self._request is not None
+        if code is not None and message.get(Tag.STATUS) is None and code != _expected_code(self._request):
+            return self._fail(ProtocolViolation(f"unexpected operation {code} in the terminal's answer"))
+        result = message_to_result(message, self._request)
+        self.link.send_control(EOT)
+        self.link.stop_packet_timer()
+        self._state = _Ecr.IDLE
+        return [Completed(result)]
+
+
+def _expected_code(request: Request) -> int:
+    return int(request_to_message(request, None).operation_code or 0)
+
+
+class _Terminal(enum.Enum):
+    IDLE = "idle"
+    PROCESSING = "processing"
+    PROMPTING = "prompting"  # dialog sent, waiting for the ECR's answer
+    FINISHING = "finishing"  # final response sent, waiting for ACK
+
+
+class InpasTerminalSession:
+    """The terminal's side of SA. See :class:`protocols.common.session.TerminalSession`."""
+
+    def __init__(self, timers: LinkTimers | None = None, part_size: int = 1024) -> None:
+        timers = timers or LinkTimers(resend_on_ack_timeout=True)
+        self.link = InpasLink("terminal", timers, part_size=part_size)
+        self._state = _Terminal.IDLE
+        self._context: RequestContext | None = None
+        self._result_message: Message | None = None
+        self._result: Result | None = None
+        self._prompt_message: Message | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._state is not _Terminal.IDLE
+
+    def send_progress(self, text: str, now: float) -> None:
+        if self._state is _Terminal.PROCESSING and not self.link.sending:
+            self.link.send(wait_message(), now)  # WAITs are coalesced: one in flight at a time
+
+    def send_prompt(self, prompt: str, timeout: float | None, now: float) -> None:
+        if self._state is not _Terminal.PROCESSING:
+            raise RuntimeError("a cashier dialog needs a request in progress")
+        self._prompt_message = cashier_prompt_message(prompt, timeout)
+        self.link.send(self._prompt_message, now)
+        self._prompt_timeout = timeout
+        self._state = _Terminal.PROMPTING
+
+    def send_result(self, result: Result, now: float) -> None:
+        if self._state not in (_Terminal.PROCESSING, _Terminal.PROMPTING) or self._context is None:
+            raise RuntimeError("there is no request to answer")
+        self._result = result
+        self._result_message = result_to_message(result, self._context)
+        self.link.stop_packet_timer()
+        self.link.send(self._result_message, now)
+        self._state = _Terminal.FINISHING
+
+    def receive(self, data: bytes, now: float) -> list:
+        return self._handle(self.link.receive(data, now), now)
+
+    def poll(self, now: float) -> list:
+        return self._handle(self.link.poll(now), now)
+
+    def next_deadline(self) -> float | None:
+        return self.link.next_deadline()
+
+    def data_to_send(self) -> bytes:
+        return self.link.data_to_send()
+
+    def reset(self) -> None:
+        """Forget everything (the ECR disconnected)."""
+        self.link.reset()
+        self._state = _Terminal.IDLE
+        self._context = None
+
+    def _handle(self, link_events: list[LinkEvent], now: float) -> list:
+        events: list = []
+        for event in link_events:
+            if isinstance(event, MessageReceived):
+                events += self._on_message(event.message, now)
+            elif isinstance(event, MessageDelivered):
+                if event.message is self._result_message and self._result is not None:
+                    events.append(ResultDelivered(self._result))
+                    self._finish()
+                elif event.message is self._prompt_message and self._state is _Terminal.PROMPTING:
+                    timeout = self._prompt_timeout
+                    self.link.expect_packet(now, timeout + 1.0 if timeout else None)
+            elif isinstance(event, MessageUndelivered):
+                if event.message is self._result_message and self._result is not None:
+                    events.append(ResultUndelivered(self._result, event.error))
+                    self._finish()
+                else:
+                    events.append(Failed(event.error))
+            elif isinstance(event, PeerEndOfTransmission):
+                if self._state in (_Terminal.PROCESSING, _Terminal.PROMPTING):
+                    events.append(AbortRequested())
+            elif isinstance(event, PacketTimeout) and self._state is _Terminal.PROMPTING:
+                self._state = _Terminal.PROCESSING
+                events.append(PromptAnswered("", ok=False))
+        return events
+
+    def _finish(self) -> None:
+        self._state = _Terminal.IDLE
+        self._context = None
+        self._result_message = None
+        self.link.forget_last_received()  # the same request again is a new exchange (repeated STAN)
+
+    def _on_message(self, message: Message, now: float) -> list:
+        if self._state is _Terminal.PROMPTING and message.operation_code == OpCode.CASHIER_DIALOG:
+            self.link.stop_packet_timer()
+            self._state = _Terminal.PROCESSING
+            answer = message.get(Tag.CASHIER_ANSWER)
+            return [PromptAnswered(answer if isinstance(answer, str) else "",
+                                   ok=message.get(Tag.COMMAND_RESULT) in (None, "0"))]
+        if self._state is not _Terminal.IDLE:
+            return []  # busy: a real terminal ignores a second request until it has answered
+        self._state = _Terminal.PROCESSING
+        try:
+            request, self._context = message_to_request(message)
+        except UnsupportedMessage as error:
+            self._context = rejection_context(message)
+            return [RequestRejected(error.reason, error.operation_code)]
+        return [RequestReceived(request, raw=repr(message))]
