@@ -54,7 +54,7 @@ def _place_link(link: str, target: str) -> None:
             os.unlink(tmp)
         except OSError:
             pass
-        raise DeviceError(f"cannot create link {link}: {exc}") from exc
+        raise DeviceError(f"cannot create link {link}: [Errno {exc.errno}] {exc.strerror}") from exc
 
 
 class PtyDevice(FdDevice):

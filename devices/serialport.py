@@ -88,6 +88,10 @@ def _open_reason(exc: BaseException) -> str:
     cause = exc.__cause__ or exc.__context__
     if isinstance(cause, OSError) and cause.errno is not None and cause.strerror:
         return f"[Errno {cause.errno}] {cause.strerror}"
+    if not isinstance(exc, (serial.SerialException, ValueError, OSError)) and cause is not None:
+        # Some handlers fail while formatting their own error (loop:// raises KeyError while
+        # reporting an unknown option): the exception underneath is the readable one.
+        return str(cause)
     return str(exc)
 
 
@@ -122,10 +126,8 @@ async def open_serial(url: str) -> _InboxDevice:
             threading.Thread(target=_close_quietly, args=(f.result(),), daemon=True).start()
         )
         raise
-    except serial.SerialException as exc:
+    except Exception as exc:
         raise DeviceError(f"cannot open {target}: {_open_reason(exc)}") from exc
-    except (ValueError, OSError) as exc:
-        raise DeviceError(f"cannot open {target}: {exc}") from exc
 
     try:
         fd = port.fileno()

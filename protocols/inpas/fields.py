@@ -253,7 +253,13 @@ class Message:
         for tag, value in decode_records(body):
             if not value:
                 continue
-            fields[tag] = value if tag in BINARY_TAGS else _text_or_bytes(value)
+            if tag in BINARY_TAGS:
+                fields[tag] = value
+                continue
+            try:  # inlined _text_or_bytes: this loop runs for every field of every frame
+                fields[tag] = value.decode(TEXT_ENCODING)
+            except UnicodeDecodeError:
+                fields[tag] = value
         message.fields = fields
         return message
 

@@ -8,8 +8,6 @@ Handled here once, for every transport (inpas-sa.md, "Link layer"):
 - noise before a frame is skipped; a frame with a bad CRC or body gets NAK;
 - every valid frame (each SOH part too) gets one ACK; multi-part messages are reassembled;
 - a NAKed frame is resent, 3 sends in all; ENQ while waiting for ACK restarts the ACK timer;
-- a frame identical to the last message received is ACKed again and not reported twice (the
-  sender's resend after a lost ACK);
 - posbridge's tolerance: a valid frame from the peer while we wait for the ACK of our own frame is
   taken as that ACK (the ACK byte was lost on the line), so a damaged ACK costs no operation.
 """
@@ -118,7 +116,6 @@ class InpasLink:
         self._ack_deadline: float | None = None
         self._packet_deadline: float | None = None
         self._partial_deadline: float | None = None  # a started frame must complete by then
-        self._last_received_body: bytes | None = None
         self.frames_rejected = 0
         self.noise_bytes = 0
 
@@ -237,14 +234,7 @@ class InpasLink:
             self.expect_packet(now)  # every packet (each part too) restarts WAITPACKET
         if message is None:
             return events  # a part of a multi-part message
-        if body == self._last_received_body:
-            return events  # the peer resent a message whose ACK it did not get: ACK again, once only
-        self._last_received_body = body
         return events + [MessageReceived(message)]
-
-    def forget_last_received(self) -> None:
-        """Let the next message equal to the previous one count (a new exchange has started)."""
-        self._last_received_body = None
 
     # --- timers -----------------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
@@ -291,5 +281,4 @@ class InpasLink:
         self._ack_deadline = None
         self._packet_deadline = None
         self._partial_deadline = None
-        self._last_received_body = None
 

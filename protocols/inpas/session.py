@@ -85,7 +85,6 @@ class InpasEcrSession:
         if self.busy:
             raise RuntimeError("an exchange is already in progress")
         self._request = request
-        self.link.forget_last_received()
         self.link.send(request_to_message(request, self.ecr_id), now)
         self._state = _Ecr.REQUESTING
 
@@ -274,7 +273,6 @@ class InpasTerminalSession:
         self._state = _Terminal.IDLE
         self._context = None
         self._result_message = None
-        self.link.forget_last_received()  # the same request again is a new exchange (repeated STAN)
 
     def _on_message(self, message: Message, now: float) -> list:
         if self._state is _Terminal.PROMPTING and message.operation_code == OpCode.CASHIER_DIALOG:
