@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -175,7 +176,15 @@ async def _run_emulate(args: argparse.Namespace) -> int:
         where = getattr(device, "link_path", None) or device.url
         print(f"posbridge virtual terminal ({terminal.protocol.title}) listening on {where}", flush=True)
 
-    await terminal.run(args.port, ready=ready)
+    # SIGTERM and Ctrl-C end the emulator cleanly (a pty's symlink is removed on the way out).
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, task.cancel)
+    try:
+        await terminal.run(args.port, ready=ready)
+    except asyncio.CancelledError:
+        print("posbridge virtual terminal stopped", flush=True)
     return 0
 
 

@@ -7,13 +7,15 @@ empty values are omitted.
 
 from __future__ import annotations
 
+import codecs
+import struct
 from dataclasses import dataclass
 from typing import Iterator, Mapping, Union
 
 from protocols.common.errors import InvalidRequest
 
 from .constants import MAX_BODY, TEXT_ENCODING
-from .frame import decode_records, encode_records
+from .frame import decode_records
 
 __all__ = [
     "FieldSpec",
@@ -57,7 +59,7 @@ FIELDS: dict[int, FieldSpec] = _table(
     FieldSpec(10, "pan", "text"),  # masked; never a full card number
     FieldSpec(11, "expiry", "digits", 4),  # YYMM
     FieldSpec(13, "auth_code", "text", 6),
-    FieldSpec(14, "rrn", "digits", 12),
+    FieldSpec(14, "rrn", "text", 12),  # "12 digits" in the spec; hosts and the model allow letters
     FieldSpec(15, "host_response_code", "text"),
     FieldSpec(19, "response_text", "text"),
     FieldSpec(21, "ecr_datetime", "digits", 14),  # YYYYMMDDhhmmss
@@ -94,7 +96,25 @@ FIELDS: dict[int, FieldSpec] = _table(
 )
 
 BINARY_TAGS = frozenset(tag for tag, spec in FIELDS.items() if spec.kind == "binary")
+_DIGIT_TAGS = frozenset(tag for tag, spec in FIELDS.items() if spec.kind == "digits")
+_MAX_LENGTHS = {tag: spec.max_length for tag, spec in FIELDS.items() if spec.max_length is not None}
 _TAGS_BY_NAME = {spec.name: tag for tag, spec in FIELDS.items()}
+_RECORD_HEADER = struct.Struct("<BH")  # TAG, LEN (frame.RECORD)
+
+# CP1251 through the codec object: str.encode("cp1251") pays a registry lookup per call. Most
+# values are ASCII, for which the C ascii codec is several times faster still (and identical).
+_CP1251 = codecs.lookup(TEXT_ENCODING)
+
+
+def _encode_text(text: str) -> bytes:
+    """CP1251 bytes of ``text``; UnicodeEncodeError if CP1251 cannot hold it."""
+    return text.encode("ascii") if text.isascii() else _CP1251.encode(text)[0]
+
+
+def _decode_text(raw: bytes) -> str:
+    """``raw`` decoded as CP1251; UnicodeDecodeError on the 5 bytes CP1251 leaves undefined."""
+    return raw.decode("ascii") if raw.isascii() else _CP1251.decode(raw)[0]
+
 
 PAN_TAG = 10
 OPERATION_CODE_TAG = 25
@@ -136,13 +156,13 @@ def _normalize(tag: int, value: object) -> FieldValue:
     if isinstance(value, bool):  # bool is an int; True -> "1" would hide a caller's bug
         raise InvalidRequest(f"tag {tag}: a bool is not a field value")
     if isinstance(value, int):
-        value = str(value)
+        value = str(int(value))  # int(): an IntEnum's str() is its name on Python 3.10
     binary = tag in BINARY_TAGS
     if isinstance(value, str):
         if not binary:
             return value
         try:
-            return value.encode(TEXT_ENCODING)
+            return _encode_text(value)
         except UnicodeEncodeError as error:
             raise InvalidRequest(f"tag {tag} ({name_for(tag)}): not CP1251: {error}") from None
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -157,7 +177,7 @@ def _text_or_bytes(raw: bytes) -> FieldValue:
     one odd byte in a slip must not make the ECR reject an approval.
     """
     try:
-        return raw.decode(TEXT_ENCODING)
+        return _decode_text(raw)
     except UnicodeDecodeError:
         return raw
 
@@ -185,7 +205,7 @@ class Message:
                 except KeyError as error:
                     raise InvalidRequest(str(error)) from None
             elif isinstance(key, int) and not isinstance(key, bool) and 0 <= key <= 255:
-                tag = key
+                tag = int(key)  # plain int keys, even from an IntEnum
             else:
                 raise InvalidRequest(f"field tag must be 0..255, not {key!r}")
             normalized = _normalize(tag, value)
@@ -231,7 +251,7 @@ class Message:
         anything but ASCII digits, a value over its ``max_length`` or over 65535 bytes.
         """
         out = []
-        for tag in sorted(self.fields):
+        for tag in _wire_order(self.fields):
             raw = _to_wire(tag, self.fields[tag])
             if raw:
                 out.append((tag, raw))
@@ -243,7 +263,15 @@ class Message:
         The body itself may exceed 65535 bytes (multipart splits it); each value may not.
         Raises :class:`InvalidRequest` as :meth:`records` does.
         """
-        return encode_records(self.records())
+        out = bytearray()
+        fields = self.fields
+        for tag in _wire_order(fields):  # what encode_records does, minus its re-checks
+            raw = _to_wire(tag, fields[tag])
+            if not raw:
+                continue
+            out += _RECORD_HEADER.pack(tag, len(raw))
+            out += raw
+        return bytes(out)
 
     @classmethod
     def decode_body(cls, body: bytes) -> "Message":
@@ -257,7 +285,7 @@ class Message:
                 fields[tag] = value
                 continue
             try:  # inlined _text_or_bytes: this loop runs for every field of every frame
-                fields[tag] = value.decode(TEXT_ENCODING)
+                fields[tag] = value.decode("ascii") if value.isascii() else _CP1251.decode(value)[0]
             except UnicodeDecodeError:
                 fields[tag] = value
         message.fields = fields
@@ -285,26 +313,30 @@ class Message:
         return f"Message({', '.join(parts)})"
 
 
+def _wire_order(fields: Mapping[int, object]) -> list[int]:
+    """Tags ascending, after checking each is an int in 0..255 (``fields`` is public and mutable)."""
+    for tag in fields:
+        if not isinstance(tag, int) or isinstance(tag, bool) or not 0 <= tag <= 255:
+            raise InvalidRequest(f"field tag must be 0..255, not {tag!r}")
+    return sorted(fields)
+
+
 def _to_wire(tag: int, value: FieldValue | int) -> bytes:
     """Encode one stored value for the wire, checking it against the field table."""
-    if isinstance(value, bool) or not isinstance(value, (str, bytes, bytearray, int)):
-        raise InvalidRequest(f"tag {tag}: unsupported value type {type(value).__name__}")
-    if isinstance(value, int):
-        value = str(value)
-    spec = FIELDS.get(tag)
     if isinstance(value, str):
-        if spec is not None and spec.kind == "digits" and not (value.isascii() and value.isdigit()):
-            raise InvalidRequest(f"tag {tag} ({spec.name}): {value!r} is not ASCII digits")
+        if tag in _DIGIT_TAGS and not (value.isascii() and value.isdigit()):
+            raise InvalidRequest(f"tag {tag} ({name_for(tag)}): {value!r} is not ASCII digits")
         try:
-            raw = value.encode(TEXT_ENCODING)
+            raw = _encode_text(value)
         except UnicodeEncodeError as error:
             raise InvalidRequest(f"tag {tag} ({name_for(tag)}): not CP1251: {error}") from None
-    else:
+    elif isinstance(value, (bytes, bytearray, memoryview)):
         raw = bytes(value)
-    if spec is not None and spec.max_length is not None and len(raw) > spec.max_length:
-        raise InvalidRequest(
-            f"tag {tag} ({spec.name}): {len(raw)} bytes, at most {spec.max_length} allowed"
-        )
-    if len(raw) > MAX_BODY:
-        raise InvalidRequest(f"tag {tag} ({name_for(tag)}): {len(raw)} bytes exceeds {MAX_BODY}")
+    elif isinstance(value, int) and not isinstance(value, bool):
+        return _to_wire(tag, str(int(value)))
+    else:
+        raise InvalidRequest(f"tag {tag}: unsupported value type {type(value).__name__}")
+    limit = _MAX_LENGTHS.get(tag, MAX_BODY)
+    if len(raw) > limit:
+        raise InvalidRequest(f"tag {tag} ({name_for(tag)}): {len(raw)} bytes, at most {limit} allowed")
     return raw

@@ -48,6 +48,23 @@ def test_message_normalizes_values():
     assert list(message) == [0, 19, 25, 55, 70]
 
 
+def test_message_accepts_int_enums():
+    import enum
+
+    class Tag(enum.IntEnum):
+        OPERATION = 25
+
+    class Op(enum.IntEnum):
+        WAIT = 21
+
+    message = Message({Tag.OPERATION: Op.WAIT})
+    assert message.fields == {25: "21"}
+    assert all(type(tag) is int for tag in message.fields)
+    assert message.encode_body() == b"\x19\x02\x0021"
+    message.fields[26] = Op.WAIT  # an int stored after construction still encodes as digits
+    assert message.encode_body() == b"\x19\x02\x0021\x1a\x02\x0021"
+
+
 @pytest.mark.parametrize("fields", [{256: "x"}, {-1: "x"}, {"nope": "x"}, {25: True}, {25: 1.5}, {70: "\U0001f600"}])
 def test_message_rejects_bad_construction(fields):
     with pytest.raises(InvalidRequest):
@@ -171,3 +188,18 @@ def test_decode_body_garbage_only_raises_decode_error(body):
         return
     repr(message)
     assert all(isinstance(v, (str, bytes)) and v for v in message.fields.values())
+
+
+@given(messages())
+def test_encode_body_agrees_with_encode_records(message):
+    assert message.encode_body() == encode_records(message.records())
+
+
+def test_encode_body_rejects_bad_tags_set_later():
+    message = Message({25: 1})
+    for bad in (300, "amount", None):
+        message.fields = {25: "1", bad: "x"}
+        with pytest.raises(InvalidRequest):
+            message.encode_body()
+        with pytest.raises(InvalidRequest):
+            message.records()

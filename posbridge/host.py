@@ -1,0 +1,578 @@
+"""The virtual terminal's bank host: authorizes operations as an acquirer would (``host-rules.md``).
+
+Deterministic: RRNs and authorization codes come from ``random.Random`` seeded with
+``HostConfig.seed`` and a counter persisted in the journal; time comes from the injected clock. The
+same scenario gives the same decisions. The batch, holds, refunds and the duplicate-control keys all
+live in the :class:`~posbridge.journal.Journal`, so a new ``BankHost`` on the same file carries on
+where the last one stopped. A full card number is never stored: masked PANs, plus a SHA-256 of the
+PAN salted with the journal's secret salt for per-card limits.
+
+Response codes (``HostDecision.code``; manual codes unless marked *posbridge*)
+=============  =========  ======================================================================
+code           status     when
+=============  =========  ======================================================================
+``00``         APPROVED   approved; also a blind emergency reversal that found nothing to undo
+``400``        APPROVED   emergency reversal that reversed (or had already reversed) an operation
+test table     per table  the host-rules test cards, exact code (sale and pre-authorization only)
+``101``        DECLINED   expired card by the host clock (ISO 8583:1993 "expired card"; the
+                          manual names no code) — not for test-table cards
+``71015``      DECLINED   no card read for a sale / pre-authorization, or expiry not ``YYMM``
+``111``        DECLINED   PAN fails Luhn or is not 12-19 digits (not for test-table cards)
+``110``        DECLINED   amount missing, 0, negative or over 12 digits; completion over the hold;
+                          cancel (void / release) not for the whole amount; refund over what is
+                          left to refund
+``913``        DECLINED   malformed request: currency not ISO 4217 or not the terminal's
+                          (``HostConfig.currency``) or not the original's; STAN not digits; RRN
+                          not 1-12 letters/digits; unknown operation
+``903``        DECLINED   amount over the terminal's ``single_max``
+``123``        DECLINED   over a card's ``single_max`` or ``daily_max``, or the terminal's
+                          ``daily_max``
+``9010``       DECLINED   *posbridge*: cancel of an operation not in the open batch (refund it)
+``9011``       DECLINED   *posbridge*: no operation with that RRN on this terminal
+``9012``       DECLINED   *posbridge*: refund / cancel / completion / release without an RRN
+``9013``       DECLINED   *posbridge*: the pre-authorization's hold expired (``hold_ttl``)
+``9014``       DECLINED   *posbridge*: the original is not approved, reversed, already cancelled
+                          or completed, has refunds (cancel), or has later operations (reversal)
+``9015``       DECLINED   *posbridge*: the original is of a kind the operation cannot act on
+``151018``     DECLINED   fault ``request_not_sent``: nothing charged
+``151019``     REVERSED   fault ``answer_lost``: charged, then reversed by the terminal itself
+                          (``auto_reversed``); DECLINED for settlement/reports/test (nothing done)
+``""``         NO_CONN.   fault ``no_connection``: nothing charged
+=============  =========  ======================================================================
+
+Checks run in this order: unknown operation; duplicate STAN; request format (913, 110, 9012, 71015
+for a missing card); fault; test-card table; Luhn; expiry; limits (903 before 123); the original
+operation (9011, 9015, 9010, 9014, 9013, then currency 913 and amount 110).
+
+Decisions where host-rules is silent
+- Every approved operation gets a new RRN; a completion keeps the pre-authorization's auth code, an
+  emergency reversal answers with the reversed operation's RRN and auth code. Declines get none.
+- Completion charges at most the held amount, once; the rest of the hold is released. Completion and
+  release of a hold work across batches (holds outlive batches); a cancel does not.
+- Cancel (void) acts on a sale, completion, refund or pre-authorization of the open batch; cancelling
+  a completion does not bring the hold back. A sale with refunds cannot be cancelled (refund the rest).
+- Refund acts on a sale or completion (a pre-authorization's RRN means its completion), in any batch,
+  in parts; the card, if given, passes Luhn and expiry but is not matched against the original.
+- Emergency reversal looks up ``transaction_id`` (the lost request's STAN) in the open batch only;
+  the amount is not compared. Under fault ``answer_lost`` it works normally (a reversal is retried
+  until answered and is idempotent).
+- Daily spend = live, not cancelled sales and pre-authorizations of the host-clock day (a card's
+  across every terminal of the journal). Refunds do not lower it.
+- Totals: sales = live sales + completions, not cancelled; refunds = live refunds, not cancelled;
+  cancels = live cancels of sales, completions, refunds. Emergency reversals count nowhere.
+- Duplicate STAN: the first decision of that STAN in this terminal's open batch is returned with
+  ``duplicate=True`` (for a settlement, also the batch it closed). Requests stopped by
+  ``no_connection`` / ``request_not_sent`` never reached the host and are not "first outcomes".
+- ``request.terminal_id`` is not checked: the host serves ``HostConfig.terminal_id``.
+- The clock should give naive local time (as terminals keep it); seconds are kept, microseconds not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import string
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from posbridge.cards import TEST_CARDS, Card, luhn_valid
+from posbridge.journal import Journal, OperationRecord
+from posbridge.model import (
+    ISO_4217_NUMERIC,
+    MAX_AMOUNT,
+    RUB,
+    Operation,
+    Request,
+    Status,
+    Totals,
+)
+
+__all__ = ["FAULTS", "TEXTS", "BankHost", "HostConfig", "HostDecision", "Limits"]
+
+FAULTS = (None, "no_connection", "answer_lost", "request_not_sent")
+"""Faults the host can be told to have (``HostConfig.fault``)."""
+
+TEXTS: dict[str, str] = {
+    "00": "ОДОБРЕНО",
+    "400": "ОТМЕНА ПРОВЕДЕНА",
+    "101": "ОТКЛОНЕНО: СРОК ДЕЙСТВИЯ КАРТЫ ИСТЕК",
+    "110": "ОТКЛОНЕНО: НЕВЕРНАЯ СУММА",
+    "111": "ОТКЛОНЕНО: НЕВЕРНЫЙ НОМЕР КАРТЫ",
+    "123": "ОТКЛОНЕНО: ПРЕВЫШЕН ЛИМИТ",
+    "903": "ОТКЛОНЕНО: СУММА ПРЕВЫШАЕТ ЛИМИТ",
+    "913": "ОТКЛОНЕНО: НЕВЕРНЫЙ ФОРМАТ СООБЩЕНИЯ",
+    "71015": "ОТКЛОНЕНО: НЕВЕРНО ВВЕДЕНЫ ДАННЫЕ КАРТЫ",
+    "9010": "ОТКЛОНЕНО: ОПЕРАЦИЯ НЕ В ОТКРЫТОМ ПАКЕТЕ, ИСПОЛЬЗУЙТЕ ВОЗВРАТ",
+    "9011": "ОТКЛОНЕНО: ИСХОДНАЯ ОПЕРАЦИЯ НЕ НАЙДЕНА",
+    "9012": "ОТКЛОНЕНО: НУЖЕН RRN ИСХОДНОЙ ОПЕРАЦИИ",
+    "9013": "ОТКЛОНЕНО: СРОК АВТОРИЗАЦИИ ИСТЕК",
+    "9014": "ОТКЛОНЕНО: ИСХОДНАЯ ОПЕРАЦИЯ НЕДОСТУПНА",
+    "9015": "ОТКЛОНЕНО: НЕВЕРНЫЙ ТИП ИСХОДНОЙ ОПЕРАЦИИ",
+    "151018": "ОТКЛОНЕНО: ТАЙМАУТ, ЗАПРОС НЕ ОТПРАВЛЕН",
+    "151019": "ОПЕРАЦИЯ ОТМЕНЕНА: НЕТ ОТВЕТА БАНКА",
+    "": "НЕТ СВЯЗИ С БАНКОМ",
+}
+"""What the terminal prints for each host code (test-table cards print their own text)."""
+
+_AUTH_ALPHABET = string.digits + string.ascii_uppercase
+_RRN = re.compile(r"^[0-9A-Za-z]{1,12}$")
+_CARD_OPERATIONS = (Operation.SALE, Operation.PREAUTH)
+_BY_RRN = (Operation.REFUND, Operation.CANCEL, Operation.COMPLETION, Operation.CANCEL_PREAUTH)
+
+
+@dataclass
+class Limits:
+    """Spending limits in minor units; None means no limit."""
+
+    single_max: int | None = None
+    daily_max: int | None = None
+
+
+@dataclass
+class HostConfig:
+    """How the simulated host behaves. Mutable: a scenario may change ``fault`` between operations.
+
+    ``card_limits`` is keyed by PAN (kept in memory only, never journaled). ``latency`` (seconds) is
+    read by the terminal, which sends WAIT meanwhile; the host itself never sleeps. ``currency`` is
+    the terminal's: requests in another currency are declined (913), so a batch has one currency.
+    """
+
+    terminal_id: str = "00344224"
+    merchant_id: str = "000000000123456"
+    merchant_name: str = "ТЕСТ БАНК"
+    seed: int = 0
+    hold_ttl: timedelta = timedelta(days=7)
+    terminal_limits: Limits = field(default_factory=Limits)
+    card_limits: dict[str, Limits] = field(default_factory=dict)
+    fault: str | None = None
+    latency: float = 0.0
+    currency: int = RUB
+
+    def __post_init__(self) -> None:
+        if self.fault not in FAULTS:
+            raise ValueError(f"unknown host fault {self.fault!r}; one of {FAULTS}")
+        if not timedelta(hours=1) <= self.hold_ttl <= timedelta(days=45):
+            raise ValueError(f"hold_ttl must be 1 hour to 45 days (the manual's range), got {self.hold_ttl}")
+        if self.currency not in ISO_4217_NUMERIC:
+            raise ValueError(f"currency must be an ISO 4217 numeric code, got {self.currency!r}")
+        if self.latency < 0:
+            raise ValueError(f"latency must not be negative, got {self.latency}")
+
+
+@dataclass(frozen=True)
+class HostDecision:
+    """The host's answer to one request (see the module docstring for codes).
+
+    ``batch_number`` is the batch the operation was journaled in (for a settlement: the batch it
+    closed). ``duplicate``: a repeated STAN, the first decision returned and nothing charged anew.
+    """
+
+    status: Status
+    code: str
+    text: str
+    amount: int | None
+    currency: int | None
+    rrn: str | None
+    auth_code: str | None
+    masked_pan: str | None
+    card_scheme: str | None
+    expiry: str | None
+    host_datetime: datetime
+    batch_number: int
+    totals: Totals | None = None
+    auto_reversed: bool = False
+    duplicate: bool = False
+
+    @property
+    def approved(self) -> bool:
+        """True only for status APPROVED."""
+        return self.status is Status.APPROVED
+
+
+class _Decline(Exception):
+    """Internal: a check failed with this code (and text, if not the standard one)."""
+
+    def __init__(self, code: str, text: str | None = None) -> None:
+        super().__init__(code)
+        self.code = code
+        self.text = text or TEXTS[code]
+
+
+@dataclass
+class _Ctx:
+    request: Request
+    op: Operation
+    card: Card | None
+    now: datetime
+    batch: int
+
+
+def _valid_amount(amount: object) -> bool:
+    return isinstance(amount, int) and not isinstance(amount, bool) and 0 < amount <= MAX_AMOUNT
+
+
+class BankHost:
+    """The simulated acquirer. :meth:`process` decides one request and journals it atomically."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        config: HostConfig | None = None,
+        clock: Callable[[], datetime] = datetime.now,
+    ) -> None:
+        self.journal = journal
+        self.config = config if config is not None else HostConfig()
+        self._clock = clock
+        self._salt = journal.pan_salt()
+
+    # --- public API ------------------------------------------------------------------------------
+    @property
+    def batch_number(self) -> int:
+        """The open batch's number."""
+        return self.journal.batch_number(self.config.terminal_id)
+
+    def totals(self) -> Totals:
+        """Totals of the open batch, from the journal."""
+        tid = self.config.terminal_id
+        return self.journal.batch_totals(tid, self.journal.batch_number(tid), self.config.currency)
+
+    def process(self, request: Request, card: Card | None = None) -> HostDecision:
+        """Decide ``request``; ``card`` is the card read for a sale, pre-authorization or refund."""
+        now = self._clock().replace(microsecond=0)
+        try:
+            op = Operation(request.operation)
+        except ValueError:
+            return self._unjournaled(Status.DECLINED, "913", now)
+        if op is Operation.SLIP_COPY:  # the terminal's business: it keeps its last slip
+            return self._unjournaled(Status.APPROVED, "00", now)
+        with self.journal.transaction():
+            batch = self.journal.open_batch(self.config.terminal_id, now)
+            ctx = _Ctx(request, op, card if op in (*_CARD_OPERATIONS, Operation.REFUND) else None, now, batch)
+            first = self._first_outcome(ctx)
+            if first is not None:
+                return self._decision(first, duplicate=True)
+            try:
+                self._check_format(ctx)
+            except _Decline as d:
+                return self._decline(ctx, d)
+            fault = self.config.fault
+            if fault is not None and not (fault == "answer_lost" and op is Operation.EMERGENCY_REVERSAL):
+                return self._fault(ctx, fault)
+            try:
+                return self._HANDLERS[op](self, ctx)
+            except _Decline as d:
+                return self._decline(ctx, d)
+
+    # --- steps -----------------------------------------------------------------------------------
+    def _first_outcome(self, ctx: _Ctx) -> OperationRecord | None:
+        stan = ctx.request.transaction_id
+        if stan is None or ctx.op is Operation.EMERGENCY_REVERSAL:
+            return None
+        tid = self.config.terminal_id
+        first = self.journal.find_by_stan(tid, ctx.batch, stan)
+        if first is None and ctx.op is Operation.SETTLEMENT and ctx.batch > 1:
+            # a settlement resent after it closed the batch must not close the next (empty) one
+            closed = self.journal.find_by_stan(tid, ctx.batch - 1, stan)
+            if closed is not None and closed.operation is Operation.SETTLEMENT:
+                first = closed
+        return first
+
+    def _check_format(self, ctx: _Ctx) -> None:
+        req, op = ctx.request, ctx.op
+        if req.transaction_id is not None and not re.fullmatch(r"[0-9]{1,12}", str(req.transaction_id)):
+            raise _Decline("913")
+        if req.rrn is not None and not _RRN.match(str(req.rrn)):
+            raise _Decline("913")
+        if op.moves_money and op is not Operation.EMERGENCY_REVERSAL:
+            if req.currency != self.config.currency:
+                raise _Decline("913")
+            if not _valid_amount(req.amount):
+                raise _Decline("110")
+            if op in _BY_RRN and not req.rrn:
+                raise _Decline("9012")
+            if op in _CARD_OPERATIONS and ctx.card is None:
+                raise _Decline("71015")
+
+    def _fault(self, ctx: _Ctx, fault: str) -> HostDecision:
+        if fault == "no_connection":
+            return self._journal(ctx, Status.NO_CONNECTION, "", delivered=False)
+        if fault == "request_not_sent":
+            return self._journal(ctx, Status.DECLINED, "151018", delivered=False)
+        if not ctx.op.moves_money:  # answer lost for a settlement / report / test: nothing happened
+            return self._journal(ctx, Status.DECLINED, "151019", delivered=False)
+        # The host charged, the answer never came back, the terminal reversed on its own: net nothing.
+        lost = self._record(ctx, Status.REVERSED, "151019", auto_reversed=True)
+        self._record(
+            ctx, Status.APPROVED, "400", original_id=lost.id, auto_reversed=True,
+            operation=Operation.EMERGENCY_REVERSAL,
+        )
+        return self._decision(lost)
+
+    # --- handlers --------------------------------------------------------------------------------
+    def _sale(self, ctx: _Ctx) -> HostDecision:
+        card = ctx.card
+        assert card is not None  # _check_format declined a missing card
+        rule = TEST_CARDS.get(card.pan)
+        if rule is not None and not rule.approved:
+            raise _Decline(rule.code, rule.text)
+        if rule is None:
+            self._check_card(card, ctx.now)
+        pan_hash = self._pan_hash(card.pan)
+        self._check_limits(card, pan_hash, int(ctx.request.amount or 0), ctx.now)
+        rrn, auth = self._new_codes()
+        return self._journal(ctx, Status.APPROVED, "00", rrn=rrn, auth_code=auth, pan_hash=pan_hash)
+
+    def _completion(self, ctx: _Ctx) -> HostDecision:
+        hold = self._original(ctx, (Operation.PREAUTH,))
+        state = self.journal.state(hold.id)
+        if not state.live or state.voided or state.completed_by is not None:
+            raise _Decline("9014")
+        self._check_hold_alive(hold, ctx.now)
+        self._check_currency(ctx, hold)
+        if int(ctx.request.amount or 0) > int(hold.amount or 0):
+            raise _Decline("110", "ОТКЛОНЕНО: СУММА БОЛЬШЕ ЗАБЛОКИРОВАННОЙ")
+        rrn, _ = self._new_codes()
+        return self._approve_on(ctx, hold, rrn, hold.auth_code)
+
+    def _cancel_preauth(self, ctx: _Ctx) -> HostDecision:
+        hold = self._original(ctx, (Operation.PREAUTH,))
+        return self._release(ctx, hold)
+
+    def _cancel(self, ctx: _Ctx) -> HostDecision:
+        original = self._original(
+            ctx, (Operation.SALE, Operation.COMPLETION, Operation.REFUND, Operation.PREAUTH)
+        )
+        wanted = ctx.request.original_operation
+        if wanted is not None and wanted is not original.operation:
+            raise _Decline("9015")
+        if original.batch != ctx.batch:
+            raise _Decline("9010")
+        return self._release(ctx, original)
+
+    def _release(self, ctx: _Ctx, original: OperationRecord) -> HostDecision:
+        """Cancel (void) an operation or release a hold: whole amount only."""
+        state = self.journal.state(original.id)
+        if not state.live:
+            raise _Decline("9014", "ОТКЛОНЕНО: ИСХОДНАЯ ОПЕРАЦИЯ НЕ ОДОБРЕНА ИЛИ ОТМЕНЕНА")
+        if state.voided:
+            raise _Decline("9014", "ОТКЛОНЕНО: ОПЕРАЦИЯ УЖЕ ОТМЕНЕНА")
+        if original.operation is Operation.PREAUTH:
+            if state.completed_by is not None:
+                raise _Decline("9014", "ОТКЛОНЕНО: АВТОРИЗАЦИЯ УЖЕ ЗАВЕРШЕНА")
+            self._check_hold_alive(original, ctx.now)
+        elif state.refunded > 0:
+            raise _Decline("9014", "ОТКЛОНЕНО: ПО ОПЕРАЦИИ БЫЛ ВОЗВРАТ")
+        self._check_currency(ctx, original)
+        if ctx.request.amount != original.amount:
+            raise _Decline("110", "ОТКЛОНЕНО: ОТМЕНА ТОЛЬКО НА ПОЛНУЮ СУММУ")
+        rrn, auth = self._new_codes()
+        return self._approve_on(ctx, original, rrn, auth)
+
+    def _refund(self, ctx: _Ctx) -> HostDecision:
+        card = ctx.card
+        if card is not None:
+            self._check_card(card, ctx.now)
+        original = self._original(ctx, (Operation.SALE, Operation.COMPLETION, Operation.PREAUTH))
+        if original.operation is Operation.PREAUTH:
+            completion = self.journal.state(original.id).completed_by
+            if completion is None:
+                raise _Decline("9015", "ОТКЛОНЕНО: АВТОРИЗАЦИЯ НЕ ЗАВЕРШЕНА")
+            original = self.journal.operation(completion) or original
+        state = self.journal.state(original.id)
+        if not state.live or state.voided:
+            raise _Decline("9014", "ОТКЛОНЕНО: ИСХОДНАЯ ОПЕРАЦИЯ НЕ ОДОБРЕНА ИЛИ ОТМЕНЕНА")
+        self._check_currency(ctx, original)
+        if int(ctx.request.amount or 0) > int(original.amount or 0) - state.refunded:
+            raise _Decline("110", "ОТКЛОНЕНО: СУММА ВОЗВРАТА БОЛЬШЕ СУММЫ ОПЛАТЫ")
+        rrn, auth = self._new_codes()
+        if card is None:
+            return self._approve_on(ctx, original, rrn, auth)
+        return self._journal(
+            ctx, Status.APPROVED, "00", rrn=rrn, auth_code=auth, original_id=original.id,
+            pan_hash=self._pan_hash(card.pan),
+        )
+
+    def _emergency_reversal(self, ctx: _Ctx) -> HostDecision:
+        stan = ctx.request.transaction_id
+        lost = self.journal.find_by_stan(self.config.terminal_id, ctx.batch, stan) if stan else None
+        amount = ctx.request.amount if _valid_amount(ctx.request.amount) else None
+        if lost is None or (lost.status is not Status.APPROVED and not lost.auto_reversed) \
+                or not lost.operation.moves_money:
+            # A blind reversal must be safe: the host never saw it, or nothing was done. Change nothing.
+            return self._journal(
+                ctx, Status.APPROVED, "00", amount=amount, original_id=lost.id if lost else None
+            )
+        state = self.journal.state(lost.id)
+        if lost.auto_reversed or state.reversed:
+            return replace(self._reversal_row(ctx, lost), duplicate=True)
+        if state.dependents:
+            raise _Decline("9014", "ОТКЛОНЕНО: ПО ОПЕРАЦИИ ЕСТЬ ПОСЛЕДУЮЩИЕ ОПЕРАЦИИ")
+        return self._reversal_row(ctx, lost)
+
+    def _reversal_row(self, ctx: _Ctx, lost: OperationRecord) -> HostDecision:
+        return self._journal(
+            ctx, Status.APPROVED, "400", amount=lost.amount, currency=lost.currency, rrn=lost.rrn,
+            auth_code=lost.auth_code, original_id=lost.id, masked_pan=lost.masked_pan,
+            card_scheme=lost.card_scheme, expiry=lost.expiry, pan_hash=lost.pan_hash,
+        )
+
+    def _settlement(self, ctx: _Ctx) -> HostDecision:
+        tid, currency = self.config.terminal_id, self.config.currency
+        totals = self.journal.batch_totals(tid, ctx.batch, currency)
+        decision = self._journal(ctx, Status.APPROVED, "00", totals=totals, currency=currency)
+        self.journal.close_batch(tid, ctx.batch, ctx.now, totals)
+        return decision
+
+    def _report(self, ctx: _Ctx) -> HostDecision:
+        currency = self.config.currency
+        totals = self.journal.batch_totals(self.config.terminal_id, ctx.batch, currency)
+        return self._journal(ctx, Status.APPROVED, "00", totals=totals, currency=currency)
+
+    def _test_connection(self, ctx: _Ctx) -> HostDecision:
+        return self._journal(ctx, Status.APPROVED, "00")
+
+    _HANDLERS: dict[Operation, Callable[[BankHost, _Ctx], HostDecision]] = {
+        Operation.SALE: _sale,
+        Operation.PREAUTH: _sale,  # same checks; a pre-authorization holds instead of charging
+        Operation.COMPLETION: _completion,
+        Operation.CANCEL_PREAUTH: _cancel_preauth,
+        Operation.CANCEL: _cancel,
+        Operation.REFUND: _refund,
+        Operation.EMERGENCY_REVERSAL: _emergency_reversal,
+        Operation.SETTLEMENT: _settlement,
+        Operation.SHORT_REPORT: _report,
+        Operation.FULL_REPORT: _report,
+        Operation.TEST_CONNECTION: _test_connection,
+    }
+
+    # --- checks ----------------------------------------------------------------------------------
+    @staticmethod
+    def _check_card(card: Card, now: datetime) -> None:
+        if not 12 <= len(card.pan) <= 19 or not luhn_valid(card.pan):
+            raise _Decline("111")
+        expiry = card.expiry
+        if not re.fullmatch(r"[0-9]{4}", expiry) or not 1 <= int(expiry[2:]) <= 12:
+            raise _Decline("71015")
+        if (now.year, now.month) > (2000 + int(expiry[:2]), int(expiry[2:])):
+            raise _Decline("101")  # valid through the last day of the expiry month
+
+    def _check_limits(self, card: Card, pan_hash: str, amount: int, now: datetime) -> None:
+        terminal = self.config.terminal_limits
+        if terminal.single_max is not None and amount > terminal.single_max:
+            raise _Decline("903")
+        by_card = {Card(pan).pan: limits for pan, limits in self.config.card_limits.items()}
+        limits = by_card.get(card.pan)
+        if limits is not None:
+            if limits.single_max is not None and amount > limits.single_max:
+                raise _Decline("123")
+            if limits.daily_max is not None and \
+                    self.journal.day_spend(now.date(), pan_hash=pan_hash) + amount > limits.daily_max:
+                raise _Decline("123")
+        if terminal.daily_max is not None:
+            spent = self.journal.day_spend(now.date(), terminal_id=self.config.terminal_id)
+            if spent + amount > terminal.daily_max:
+                raise _Decline("123")
+
+    def _original(self, ctx: _Ctx, kinds: tuple[Operation, ...]) -> OperationRecord:
+        original = self.journal.find_by_rrn(self.config.terminal_id, str(ctx.request.rrn))
+        if original is None:
+            raise _Decline("9011")
+        if original.operation not in kinds:
+            raise _Decline("9015")
+        return original
+
+    def _check_hold_alive(self, hold: OperationRecord, now: datetime) -> None:
+        if now > hold.host_datetime + self.config.hold_ttl:
+            raise _Decline("9013")
+
+    @staticmethod
+    def _check_currency(ctx: _Ctx, original: OperationRecord) -> None:
+        if ctx.request.currency != original.currency:
+            raise _Decline("913")
+
+    # --- journaling and decisions ----------------------------------------------------------------
+    def _pan_hash(self, pan: str) -> str:
+        return hashlib.sha256(self._salt + pan.encode("ascii", "replace")).hexdigest()
+
+    def _new_codes(self) -> tuple[str, str]:
+        """A fresh RRN and auth code: reproducible from the seed and the journal's counter."""
+        tid = self.config.terminal_id
+        while True:
+            n = self.journal.next_counter(f"host:{tid}")
+            rng = random.Random(f"{self.config.seed}:{tid}:{n}")  # str seeds hash stably (sha512)
+            rrn = f"{rng.randrange(10**12):012d}"
+            auth = "".join(rng.choice(_AUTH_ALPHABET) for _ in range(6))
+            if not self.journal.rrn_used(rrn):
+                return rrn, auth
+
+    def _approve_on(self, ctx: _Ctx, original: OperationRecord, rrn: str, auth: str | None) -> HostDecision:
+        """Approve an operation on an earlier one: it carries the original's card."""
+        return self._journal(
+            ctx, Status.APPROVED, "00", rrn=rrn, auth_code=auth, original_id=original.id,
+            masked_pan=original.masked_pan, card_scheme=original.card_scheme, expiry=original.expiry,
+            pan_hash=original.pan_hash,
+        )
+
+    def _decline(self, ctx: _Ctx, d: _Decline) -> HostDecision:
+        return self._journal(ctx, Status.DECLINED, d.code, text=d.text)
+
+    def _journal(self, ctx: _Ctx, status: Status, code: str, **fields: object) -> HostDecision:
+        return self._decision(self._record(ctx, status, code, **fields))  # type: ignore[arg-type]
+
+    def _record(
+        self,
+        ctx: _Ctx,
+        status: Status,
+        code: str,
+        *,
+        text: str | None = None,
+        operation: Operation | None = None,
+        amount: object = ...,
+        currency: object = ...,
+        **fields: object,
+    ) -> OperationRecord:
+        """Journal what the terminal answered; the decision is always rebuilt from this row."""
+        req, card = ctx.request, ctx.card
+        card_fields: dict[str, object] = {}
+        if card is not None:
+            card_fields = {"masked_pan": card.masked_pan, "card_scheme": card.scheme, "expiry": card.expiry}
+        card_fields.update(fields)
+        if amount is ...:
+            amount = req.amount if ctx.op.moves_money else None
+        if currency is ...:
+            currency = req.currency if ctx.op.moves_money else None
+        record = self.journal.add_operation(
+            terminal_id=self.config.terminal_id,
+            merchant_id=self.config.merchant_id,
+            batch=ctx.batch,
+            operation=operation or ctx.op,
+            status=status,
+            code=code,
+            text=text if text is not None else TEXTS[code],
+            host_datetime=ctx.now,
+            transaction_id=req.transaction_id,
+            amount=amount,  # type: ignore[arg-type]
+            currency=currency,  # type: ignore[arg-type]
+            original_rrn=req.rrn if ctx.op in _BY_RRN else None,
+            **card_fields,  # type: ignore[arg-type]
+        )
+        return record
+
+    @staticmethod
+    def _decision(record: OperationRecord, duplicate: bool = False) -> HostDecision:
+        return HostDecision(
+            status=record.status, code=record.code, text=record.text, amount=record.amount,
+            currency=record.currency, rrn=record.rrn, auth_code=record.auth_code,
+            masked_pan=record.masked_pan, card_scheme=record.card_scheme, expiry=record.expiry,
+            host_datetime=record.host_datetime, batch_number=record.batch, totals=record.totals,
+            auto_reversed=record.auto_reversed, duplicate=duplicate,
+        )
+
+    def _unjournaled(self, status: Status, code: str, now: datetime) -> HostDecision:
+        return HostDecision(
+            status=status, code=code, text=TEXTS[code], amount=None, currency=None, rrn=None,
+            auth_code=None, masked_pan=None, card_scheme=None, expiry=None, host_datetime=now,
+            batch_number=self.batch_number,
+        )
