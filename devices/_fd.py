@@ -156,7 +156,7 @@ class FdDevice(_InboxDevice):
 
     def _check_usable(self) -> None:
         # add_reader/add_writer registrations live in the opening loop's selector.
-        if asyncio.get_running_loop() is not self._loop:
+        if not self._closed and asyncio.get_running_loop() is not self._loop:
             raise DeviceError(
                 f"{self.url}: used from an event loop other than the one that opened it; "
                 "open the device in the loop (thread) that uses it"
@@ -169,6 +169,25 @@ class FdDevice(_InboxDevice):
     def _pull_pending(self) -> None:
         if self._pump is not None:
             self._pump.drain()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not self._loop and self._loop.is_running():
+            # Selector registrations may only be touched from the owning loop's thread.
+            done = asyncio.run_coroutine_threadsafe(self._close(), self._loop)
+            await asyncio.wrap_future(done)
+        else:
+            # Same loop, or the owning loop is gone (its registrations went with it).
+            await self._close()
+
+    async def _close(self) -> None:
+        """Release the transport; runs on the owning loop (or after it closed)."""
+        raise NotImplementedError
 
     async def write(self, data: bytes) -> None:
         self._check_usable()

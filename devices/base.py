@@ -6,8 +6,11 @@ import abc
 import asyncio
 import threading
 from types import TracebackType
+from typing import TypeVar
 
 __all__ = ["Device", "DeviceClosed", "DeviceError"]
+
+_D = TypeVar("_D", bound="Device")
 
 
 class DeviceError(Exception):
@@ -56,7 +59,7 @@ class Device(abc.ABC):
         """True once :meth:`close` has been called."""
         return self._closed
 
-    async def __aenter__(self) -> Device:
+    async def __aenter__(self: _D) -> _D:
         return self
 
     async def __aexit__(

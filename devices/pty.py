@@ -91,7 +91,7 @@ class PtyDevice(FdDevice):
     def _send(self, view: memoryview) -> int:
         return os.write(self._master, view)
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         if self._closed:
             return
         self._closed = True

@@ -177,7 +177,7 @@ class SerialDevice(FdDevice):
         except serial.SerialException as exc:
             raise DeviceClosed(f"{self.url}: {exc}") from exc
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         if self._closed:
             return
         self._closed = True

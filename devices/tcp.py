@@ -63,7 +63,7 @@ class TcpDevice(FdDevice):
         )
         self._pump.start()
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         if self._closed:
             return
         self._closed = True
@@ -178,7 +178,7 @@ class TcpListenDevice(FdDevice):
             raise DeviceClosed(f"{self.url}: no peer connected")
         await super().write(data)
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         if self._closed:
             return
         self._closed = True

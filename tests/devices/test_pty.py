@@ -179,3 +179,17 @@ async def test_using_the_device_from_another_loop_is_a_clear_error(pty_dev: PtyD
 
     with pytest.raises(DeviceError, match="other than the one that opened it"):
         await asyncio.to_thread(asyncio.run, other_loop())
+
+
+async def test_close_from_another_thread_runs_on_the_owning_loop(tmp_path: Path) -> None:
+    dev = await open_device(f"pty://{tmp_path}/ttyX")
+    await asyncio.to_thread(asyncio.run, dev.close())
+    assert dev.closed and not (tmp_path / "ttyX").is_symlink()
+    with pytest.raises(DeviceClosed):
+        await dev.read()
+
+
+def test_close_after_the_opening_loop_is_gone(tmp_path: Path) -> None:
+    dev = asyncio.run(open_device(f"pty://{tmp_path}/ttyX"))
+    asyncio.run(dev.close())
+    assert dev.closed and not (tmp_path / "ttyX").is_symlink()
