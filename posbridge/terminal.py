@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
@@ -120,9 +121,14 @@ class VirtualTerminal:
         self.last_result: Result | None = None
         self.undelivered: list[Result] = []  # results the ECR never acknowledged
         self.state = "idle"
+        self.state_history: deque[str] = deque(maxlen=256)  # recent states, for tests and the console
         self.machine = Machine(model=self, states=STATES, transitions=TRANSITIONS, initial="idle",
-                               auto_transitions=False, model_override=False)
+                               auto_transitions=False, model_override=False,
+                               after_state_change=self._record_state)
         self._pump: SessionPump | None = None
+
+    def _record_state(self) -> None:
+        self.state_history.append(self.state)
 
     @classmethod
     def from_scenario(
