@@ -1,0 +1,73 @@
+"""The ``posbridge`` command: demo, decode, operations against ``posbridge emulate``, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from posbridge.cards import TEST_CARDS
+from posbridge.cli import main
+from tests.e2e.test_outside_program import start_emulator, stop
+
+SALE_HEX = "021b00000300313530040300363433190100311b0800303033343432323432dd"
+
+
+def test_demo_runs_every_operation_and_shows_no_card_number(capsys):
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    for title in ("Sale 150.00", "Refund 50.00", "Cancel of the 200.00 sale", "Pre-authorization 1000.00",
+                  "Partial completion 750.00", "no funds", "Settlement"):
+        assert title in out
+    assert "UNEXPECTED" not in out and "all steps gave the expected outcome" in out
+    assert "ОТКЛОНЕНО" in out and "116" in out and "КОПИЯ КАССИРА" in out
+    for pan in [*TEST_CARDS, "4111111111111111"]:
+        assert pan not in out
+
+
+def test_decode_prints_each_frame_as_json(capsys):
+    assert main(["decode", "--protocol", "inpas", SALE_HEX, "06"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[0]["start"] == "STX" and lines[0]["crc"] == "ok"
+    assert {k: v["value"] for k, v in lines[0]["fields"].items()} == {
+        "0": "150", "4": "643", "25": "1", "27": "00344224"}
+    assert lines[0]["fields"]["25"]["name"] == "operation_code"
+    assert lines[1] == {"offset": 32, "control": "ACK"}
+
+
+def test_decode_names_offset_and_reason_of_a_bad_frame(capsys):
+    assert main(["decode", "--protocol", "inpas", SALE_HEX[:-4] + "3222"]) == 1
+    frame = json.loads(capsys.readouterr().out)
+    assert frame["error"] == "crc" and frame["offset"] == 0
+    assert main(["decode", "--protocol", "inpas", "zz"]) == 2
+    assert "hex" in capsys.readouterr().err
+
+
+def test_bad_amount_is_a_clear_error(capsys, tmp_path):
+    code = main(["sale", "0", "--port", "virtual://nobody", "--journal", str(tmp_path / "j.sqlite3")])
+    assert code == 2
+    assert "InvalidRequest" in capsys.readouterr().err
+    assert main(["sale", "12.345", "--port", "virtual://nobody", "--journal", str(tmp_path / "j.sqlite3")]) == 2
+
+
+@pytest.mark.timeout(90)
+def test_operations_from_the_command_line_against_the_emulator(tmp_path, capsys):
+    link = tmp_path / "ttyPOS"
+    journal = str(tmp_path / "ecr.sqlite3")
+    proc = start_emulator(link)
+    try:
+        port = f"serial://{link}"
+        assert main(["sale", "150.00", "--port", port, "--journal", journal, "--json"]) == 0
+        sale = json.loads(capsys.readouterr().out)
+        assert sale["approved"] and sale["amount"] == 15000 and sale["status"] == "approved"
+        assert main(["refund", "20.00", "--rrn", sale["rrn"], "--port", port, "--journal", journal]) == 0
+        text = capsys.readouterr().out
+        assert text.startswith("refund: APPROVED") and "20.00 RUB" in text and "ВОЗВРАТ" in text
+        assert main(["test", "--port", port, "--journal", journal]) == 0
+        assert capsys.readouterr().out.startswith("test_connection: APPROVED")
+        assert main(["settlement", "--port", port, "--journal", journal, "--json"]) == 0
+        settlement = json.loads(capsys.readouterr().out)
+    finally:
+        log = stop(proc)
+    assert settlement["totals"]["sale_amount"] == 15000 and settlement["totals"]["refund_amount"] == 2000
+    assert "4111111111111111" not in log
