@@ -62,8 +62,9 @@ class PtyDevice(FdDevice):
 
     ``slave_name`` is the ``/dev/pts/N`` path; ``link_path`` the symlink to it (None if the URL
     named no link). The slave stays open here too, so an outside program may close and reopen it
-    without the master seeing EIO; bytes written while nobody has it open wait in the terminal's
-    queue (pyserial flushes them when it opens the port).
+    without the master seeing EIO. Bytes written while nobody has it open wait in the terminal's
+    queue (pyserial flushes them when it opens the port; a plain ``open`` sees them); once that
+    queue is full (about 20 KiB on Linux) ``write`` waits for a reader.
     """
 
     def __init__(

@@ -166,7 +166,8 @@ def decode_frame(data: bytes) -> DecodedFrame:
 
 
 def _check_crc(buf: bytes | bytearray, begin: int, crc_at: int, report_at: int) -> None:
-    """Raise :class:`ChecksumError` (at ``report_at``) unless the CRC at ``crc_at`` covers ``buf[begin:crc_at]``."""
+    """Raise :class:`ChecksumError` (reported at ``report_at``) unless the CRC stored at ``crc_at``
+    matches ``buf[begin:crc_at]``."""
     computed = crc16_buypass(buf[begin:crc_at])
     (received,) = _CRC.unpack_from(buf, crc_at)
     if computed != received:

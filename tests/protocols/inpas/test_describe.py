@@ -37,7 +37,8 @@ def test_describe_noise_controls_and_frames():
     assert entries[1] == {"offset": 2, "control": "ACK"}
     assert entries[2]["offset"] == 3 and entries[2]["fields"] == SALE_FIELDS
     part = entries[3]
-    assert (part["offset"], part["skipped"], part["start"], part["part"], part["final"]) == (36, 1, "SOH", 1, False)
+    assert (part["offset"], part["skipped"], part["start"]) == (36, 1, "SOH")
+    assert (part["part"], part["final"]) == (1, False)
     assert part["chunk"] == "00030031353004030036" and "reassembled_fields" not in part
     assert entries[4] == {"offset": 61, "control": "ACK"}
     last = entries[5]

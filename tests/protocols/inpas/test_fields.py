@@ -41,7 +41,9 @@ def test_tag_for_unknown():
 
 
 def test_message_normalizes_values():
-    message = Message({25: 1, "amount": 150, 70: "10.0.0.1;443", 55: b"\x9f\x26", 19: "ОДОБРЕНО".encode("cp1251"), 5: ""})
+    message = Message(
+        {25: 1, "amount": 150, 70: "10.0.0.1;443", 55: b"\x9f\x26", 19: "ОДОБРЕНО".encode("cp1251"), 5: ""}
+    )
     assert message.fields == {25: "1", 0: "150", 70: b"10.0.0.1;443", 55: b"\x9f\x26", 19: "ОДОБРЕНО"}
     assert message.get(25) == "1" and message.get("amount") == "150" and message.get(4) is None
     assert message["operation_code"] == "1" and 25 in message and "currency" not in message
@@ -65,7 +67,9 @@ def test_message_accepts_int_enums():
     assert message.encode_body() == b"\x19\x02\x0021\x1a\x02\x0021"
 
 
-@pytest.mark.parametrize("fields", [{256: "x"}, {-1: "x"}, {"nope": "x"}, {25: True}, {25: 1.5}, {70: "\U0001f600"}])
+@pytest.mark.parametrize(
+    "fields", [{256: "x"}, {-1: "x"}, {"nope": "x"}, {25: True}, {25: 1.5}, {70: "\U0001f600"}]
+)
 def test_message_rejects_bad_construction(fields):
     with pytest.raises(InvalidRequest):
         Message(fields)
@@ -95,7 +99,9 @@ def test_encode_body_omits_empty_values_set_later():
 
 
 def test_decode_body():
-    body = encode_records([(25, b"1"), (19, "ОДОБРЕНО".encode("cp1251")), (70, b"\x00\xff"), (200, b"\x98x"), (201, b"ok"), (5, b"")])
+    body = encode_records(
+        [(25, b"1"), (19, "ОДОБРЕНО".encode("cp1251")), (70, b"\x00\xff"), (200, b"\x98x"), (201, b"ok"), (5, b"")]
+    )
     message = Message.decode_body(body)
     # binary tags stay bytes; text is CP1251; not-CP1251 (0x98 is undefined) stays bytes; empty dropped
     assert message.fields == {25: "1", 19: "ОДОБРЕНО", 70: b"\x00\xff", 200: b"\x98x", 201: "ok"}
@@ -126,7 +132,8 @@ def test_equality():
 @pytest.mark.parametrize(
     ("value", "masked"),
     [("4111111111111111", "411111******1111"), ("************1111", "************1111"),
-     ("4111111111111111111", "411111*********1111"), ("1234567890", "******7890"), ("1234", "****"), ("", "")],
+     ("4111111111111111111", "411111*********1111"), ("1234567890", "******7890"), ("1234", "****"),
+     ("", "")],
 )
 def test_mask_pan(value, masked):
     assert mask_pan(value) == masked

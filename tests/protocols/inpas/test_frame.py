@@ -393,3 +393,17 @@ def test_scanner_is_independent_of_chunking(items, data):
     assert _feed([stream[:half], stream[half:]]) == expected
     assert _feed([stream[i : i + 1] for i in range(len(stream))]) == expected
     assert _feed([stream[a:b] for a, b in zip(bounds, bounds[1:])]) == expected
+
+
+@settings(max_examples=200)
+@given(garbage, st.data())
+def test_scanner_chunking_invariance_on_any_bytes(stream, data):
+    """Whatever the bytes (stray start bytes included), chunking never changes the tokens."""
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
+    bounds = [0, *cuts, len(stream)]
+    results = []
+    whole, random_cuts = [stream], [stream[a:b] for a, b in zip(bounds, bounds[1:])]
+    for chunks in (whole, random_cuts, [stream[i : i + 1] for i in range(len(stream))]):
+        scanner = FrameScanner()
+        results.append((_normalize([t for c in chunks for t in scanner.feed(c)]), scanner.pending))
+    assert results[0] == results[1] == results[2]

@@ -174,8 +174,21 @@ def test_split_then_reassemble(body, part_size):
     assert _add_all(reassembler, frames) == body  # and again, same reassembler
 
 
+def _part_body(number: int, chunk: bytes) -> bytes:
+    return encode_part(number, chunk)[3:-2]  # the SOH frame's body
+
+
 @settings(max_examples=300)
-@given(st.binary(max_size=60), st.lists(st.tuples(st.sampled_from([STX, SOH, ACK]), st.binary(max_size=30)), max_size=6))
+@given(
+    st.binary(max_size=60),
+    st.lists(
+        st.one_of(
+            st.tuples(st.sampled_from([STX, SOH, ACK]), st.binary(max_size=30)),
+            st.tuples(st.just(SOH), st.builds(_part_body, st.integers(0, 4), st.binary(max_size=30))),
+        ),
+        max_size=8,
+    ),
+)
 def test_garbage_only_raises_decode_errors(body, frames):
     try:
         decode_part(body)

@@ -1,0 +1,394 @@
+"""The SQLite journal: schema, ECR write-ahead entries, terminal batch, registry export, no full PAN."""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+import threading
+import xml.etree.ElementTree as ET
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from posbridge.cards import DEFAULT_CARD, TEST_CARDS, Card
+from posbridge.host import BankHost, HostConfig
+from posbridge.journal import (
+    EXPORT_COLUMNS,
+    SCHEMA_VERSION,
+    EcrEntry,
+    Journal,
+    JournalError,
+    safe_masked_pan,
+)
+from posbridge.model import Operation, Request, Result, Status, Totals
+
+Op = Operation
+T0 = datetime(2025, 3, 10, 12, 0, 0)
+
+
+class Clock:
+    def __init__(self, now: datetime = T0, step: timedelta = timedelta(0)) -> None:
+        self.now, self.step = now, step
+
+    def __call__(self) -> datetime:
+        now = self.now
+        self.now += self.step
+        return now
+
+
+@pytest.fixture
+def journal():
+    j = Journal(clock=Clock(step=timedelta(seconds=1)))
+    yield j
+    j.close()
+
+
+# --- schema and storage -------------------------------------------------------------------------
+def test_schema_is_versioned_and_files_use_wal(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    with Journal(path) as j:
+        assert j._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert j._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        j.set_meta("k", "v")
+    with Journal(str(path)) as j:  # reopened: schema kept, data kept
+        assert j.get_meta("k") == "v"
+    raw = sqlite3.connect(path)
+    raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    raw.close()
+    with pytest.raises(JournalError, match="newer"):
+        Journal(path)
+
+
+def test_memory_journal_needs_no_file() -> None:
+    with Journal() as j:
+        assert j.path == ":memory:"
+        assert j.next_transaction_id() == "1"
+
+
+def test_transaction_rolls_back_on_error(journal: Journal) -> None:
+    with pytest.raises(RuntimeError):
+        with journal.transaction():
+            journal.set_meta("a", "1")
+            with journal.transaction():  # nested: joins the outer transaction
+                journal.set_meta("b", "2")
+            raise RuntimeError("boom")
+    assert journal.get_meta("a") is None and journal.get_meta("b") is None
+    journal.set_meta("a", "3")
+    assert journal.get_meta("a") == "3"
+
+
+def test_counters_and_salt_persist(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    with Journal(path) as j:
+        assert [j.next_counter("x") for _ in range(3)] == [1, 2, 3]
+        salt = j.pan_salt()
+        assert len(salt) == 16 and j.pan_salt() == salt
+    with Journal(path) as j:
+        assert j.next_counter("x") == 4 and j.pan_salt() == salt
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("4111111111111111", "411111******1111"),
+        ("4111 1111 1111 1111", "411111******1111"),
+        ("411111******1111", "411111******1111"),
+        ("************1111", "************1111"),
+        ("41111111111111**", "411111****1111"),
+        ("", ""),
+        (None, None),
+    ],
+)
+def test_safe_masked_pan(given: str | None, stored: str | None) -> None:
+    assert safe_masked_pan(given) == stored
+
+
+# --- ECR side -----------------------------------------------------------------------------------
+def test_transaction_id_is_monotonic_persisted_and_wraps(tmp_path: Path) -> None:
+    path = tmp_path / "ecr.sqlite"
+    with Journal(path) as j:
+        assert [j.next_transaction_id() for _ in range(3)] == ["1", "2", "3"]
+    with Journal(path) as j:
+        assert j.next_transaction_id() == "4"
+        j.set_meta("ecr_transaction_id", "999998")
+        assert [j.next_transaction_id() for _ in range(3)] == ["999999", "1", "2"]
+
+
+def test_transaction_ids_are_unique_across_threads(journal: Journal) -> None:
+    got: list[str] = []
+    lock = threading.Lock()
+
+    def take() -> None:
+        for _ in range(50):
+            value = journal.next_transaction_id()
+            with lock:
+                got.append(value)
+
+    threads = [threading.Thread(target=take) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(got, key=int) == [str(i) for i in range(1, 201)]
+    assert all(v.isascii() and v.isdigit() for v in got)
+
+
+REQUEST = Request(
+    Op.CANCEL, 15_000, 643, transaction_id="42", rrn="123456789012", auth_code="AB12CD",
+    original_operation=Op.SALE, original_amount=15_000, terminal_id="00344224",
+    ecr_datetime=datetime(2025, 3, 10, 11, 59, 58),
+)
+RESULT = Result(
+    Op.CANCEL, Status.APPROVED, "00", "ОДОБРЕНО", amount=15_000, currency=643, rrn="210987654321",
+    auth_code="XY34ZW", masked_pan="411111******1111", card_scheme="VISA", expiry="3012",
+    terminal_id="00344224", merchant_id="000000000123456", transaction_id="42",
+    host_datetime=datetime(2025, 3, 10, 12, 0, 3), host_code="00",
+)
+
+
+def test_ecr_entry_lifecycle_done(journal: Journal) -> None:
+    entry_id = journal.ecr_begin(REQUEST, "pos-1")
+    [pending] = journal.ecr_unresolved()
+    assert isinstance(pending, EcrEntry)
+    assert (pending.id, pending.state, pending.terminal, pending.created_at) == (entry_id, "pending", "pos-1", T0)
+    assert pending.request == REQUEST and pending.result is None
+    journal.ecr_sent(entry_id)
+    assert journal.ecr_unresolved("pos-1")[0].state == "sent"
+    journal.ecr_finish(entry_id, RESULT)
+    assert journal.ecr_unresolved() == []
+    done = journal.ecr_last("pos-1")
+    assert done is not None and done.state == "done" and done.request == REQUEST
+    assert done.result == RESULT  # slips are not journaled; RESULT has none
+    assert done.updated_at > done.created_at
+
+
+def test_ecr_entry_unknown_then_resolved(journal: Journal) -> None:
+    entry_id = journal.ecr_begin(REQUEST, "pos-1")
+    journal.ecr_sent(entry_id)
+    journal.ecr_unknown(entry_id, "timeout: no answer in 45 s")
+    [unknown] = journal.ecr_unresolved()
+    assert unknown.state == "unknown" and unknown.error == "timeout: no answer in 45 s"
+    reversal = Result(Op.EMERGENCY_REVERSAL, Status.APPROVED, "400", "ОТМЕНА ПРОВЕДЕНА", rrn="210987654321")
+    journal.ecr_resolve(entry_id, reversal, "emergency_reversal")
+    assert journal.ecr_unresolved() == []
+    entry = journal.ecr_entry(entry_id)
+    assert entry is not None and entry.state == "resolved" and entry.how == "emergency_reversal"
+    assert entry.result is not None and entry.result.status is Status.APPROVED
+    assert entry.result.response_code == "400"
+
+
+def test_ecr_state_changes_are_checked(journal: Journal) -> None:
+    entry_id = journal.ecr_begin(REQUEST, "pos-1")
+    journal.ecr_sent(entry_id)
+    journal.ecr_sent(entry_id)  # idempotent
+    journal.ecr_finish(entry_id, RESULT)
+    for move in (
+        lambda: journal.ecr_sent(entry_id),
+        lambda: journal.ecr_finish(entry_id, RESULT),
+        lambda: journal.ecr_unknown(entry_id, "late"),
+        lambda: journal.ecr_resolve(entry_id, RESULT, "status"),
+        lambda: journal.ecr_sent(9999),
+    ):
+        with pytest.raises(JournalError):
+            move()
+    assert journal.ecr_entry(9999) is None
+    other = journal.ecr_begin(REQUEST, "pos-1")
+    journal.ecr_finish(other, RESULT.with_changes(status=Status.NO_CONNECTION))  # never sent: fine
+
+
+def test_ecr_unresolved_oldest_first_and_by_terminal(journal: Journal) -> None:
+    a = journal.ecr_begin(Request(Op.SALE, 100, transaction_id="1"), "pos-1")
+    b = journal.ecr_begin(Request(Op.SALE, 200, transaction_id="2"), "pos-2")
+    c = journal.ecr_begin(Request(Op.SETTLEMENT, transaction_id="3"), "pos-1")
+    journal.ecr_sent(b)
+    journal.ecr_unknown(b, "disconnected")
+    done = journal.ecr_begin(Request(Op.TEST_CONNECTION), "pos-1")
+    journal.ecr_finish(done, Result(Op.TEST_CONNECTION, Status.APPROVED, "00"))
+    assert [e.id for e in journal.ecr_unresolved()] == [a, b, c]
+    assert [e.id for e in journal.ecr_unresolved("pos-1")] == [a, c]
+    assert [e.state for e in journal.ecr_unresolved("pos-2")] == ["unknown"]
+    assert journal.ecr_unresolved("pos-3") == []
+    last = journal.ecr_last("pos-1")
+    assert last is not None and last.id == done and last.state == "done"
+    assert journal.ecr_last("nowhere") is None
+    assert journal.ecr_unresolved()[2].request == Request(Op.SETTLEMENT, transaction_id="3")
+
+
+def test_ecr_unresolved_survives_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "ecr.sqlite"
+    with Journal(path) as j:
+        entry_id = j.ecr_begin(REQUEST, "pos-1")
+        j.ecr_sent(entry_id)
+    with Journal(path) as j:  # the "crash": nothing else was written
+        [entry] = j.ecr_unresolved()
+        assert (entry.id, entry.state, entry.request) == (entry_id, "sent", REQUEST)
+
+
+def test_ecr_result_with_a_full_pan_is_masked(journal: Journal) -> None:
+    entry_id = journal.ecr_begin(Request(Op.SALE, 100), "pos-1")
+    journal.ecr_finish(entry_id, RESULT.with_changes(masked_pan="5100000000000008"))
+    entry = journal.ecr_entry(entry_id)
+    assert entry is not None and entry.result is not None
+    assert entry.result.masked_pan == "510000******0008"
+
+
+# --- terminal side ------------------------------------------------------------------------------
+def test_batches_open_lazily_and_close(journal: Journal) -> None:
+    assert journal.batch_number("T1") == 1
+    assert journal.open_batch("T1", T0) == 1 == journal.open_batch("T1", T0)
+    journal.close_batch("T1", 1, T0, Totals())
+    assert journal.batch_number("T1") == 2 and journal.batch_number("T2") == 1
+    with pytest.raises(JournalError):
+        journal.close_batch("T1", 1, T0, Totals())
+    assert journal.open_batch("T1", T0) == 2
+
+
+def test_operation_record_round_trip(journal: Journal) -> None:
+    totals = Totals(sale_count=2, sale_amount=300)
+    rec = journal.add_operation(
+        terminal_id="T1", batch=1, operation=Op.SETTLEMENT, status=Status.APPROVED, code="00",
+        text="ОДОБРЕНО", host_datetime=T0, transaction_id="7", totals=totals, masked_pan="4111111111111111",
+    )
+    assert rec.totals == totals and rec.host_datetime == T0 and rec.transaction_id == "7"
+    assert rec.masked_pan == "411111******1111"  # a full number handed in is masked on the way in
+    assert journal.operation(rec.id) == rec
+    assert journal.find_by_stan("T1", 1, "7") == rec
+    assert journal.find_by_stan("T1", 2, "7") is None and journal.find_by_stan("T2", 1, "7") is None
+    assert journal.state(rec.id).live
+    with pytest.raises(JournalError):
+        journal.state(12345)
+
+
+# --- registry export ----------------------------------------------------------------------------
+HEADER = "side,kind,outcome,amount,currency,masked_pan,rrn,auth_code,response_code,terminal_id,batch,datetime"
+
+
+@pytest.fixture
+def filled() -> Journal:
+    """A journal with both sides: three terminal operations at T0, two ECR entries after it."""
+    journal = Journal(clock=Clock(T0 + timedelta(minutes=1), timedelta(minutes=1)))
+    host = BankHost(journal, HostConfig(seed=1), lambda: T0)
+    sale = host.process(Request(Op.SALE, 1000, transaction_id="1"), DEFAULT_CARD)
+    host.process(Request(Op.SALE, 500, transaction_id="2"), Card("5432543254325430"))
+    host.process(Request(Op.REFUND, 400, transaction_id="3", rrn=sale.rrn), None)
+    done = journal.ecr_begin(Request(Op.SALE, 1000, transaction_id="1"), "pos-1")
+    journal.ecr_sent(done)
+    journal.ecr_finish(done, Result(
+        Op.SALE, Status.APPROVED, "00", "ОДОБРЕНО", amount=1000, currency=643, rrn=sale.rrn,
+        auth_code=sale.auth_code, masked_pan=sale.masked_pan, terminal_id="00344224",
+    ))
+    lost = journal.ecr_begin(Request(Op.SALE, 700, transaction_id="2", terminal_id="00344224"), "pos-1")
+    journal.ecr_sent(lost)
+    journal.ecr_unknown(lost, "timeout")
+    journal.sale = sale  # type: ignore[attr-defined]
+    yield journal
+    journal.close()
+
+
+def expected_lines(j: Journal) -> list[str]:
+    s = j.sale  # type: ignore[attr-defined]
+    refund = [r for r in j.operations() if r.operation is Op.REFUND][0]
+    return [
+        f"terminal,sale,approved,1000,643,411111******1111,{s.rrn},{s.auth_code},00,00344224,1,2025-03-10T12:00:00",
+        "terminal,sale,declined,500,643,543254******5430,,,116,00344224,1,2025-03-10T12:00:00",
+        f"terminal,refund,approved,400,643,411111******1111,{refund.rrn},{refund.auth_code},00,00344224,1,"
+        "2025-03-10T12:00:00",
+        f"ecr,sale,approved,1000,643,411111******1111,{s.rrn},{s.auth_code},00,00344224,,2025-03-10T12:01:00",
+        "ecr,sale,unknown,700,643,,,,,00344224,,2025-03-10T12:04:00",
+    ]
+
+
+def csv_text(j: Journal, **filters: object) -> tuple[int, list[str]]:
+    out = io.StringIO(newline="")
+    n = j.export_csv(out, **filters)  # type: ignore[arg-type]
+    text = out.getvalue()
+    assert text.endswith("\r\n")
+    lines = text.split("\r\n")[:-1]
+    assert lines[0] == HEADER
+    return n, lines[1:]
+
+
+def test_export_csv_exact(filled: Journal) -> None:
+    assert ",".join(EXPORT_COLUMNS) == HEADER
+    n, lines = csv_text(filled)
+    assert n == 5 and lines == expected_lines(filled)
+
+
+def test_export_filters(filled: Journal) -> None:
+    every = expected_lines(filled)
+    assert csv_text(filled, side="terminal") == (3, every[:3])
+    assert csv_text(filled, side="ecr") == (2, every[3:])
+    assert csv_text(filled, operation=Op.REFUND) == (1, [every[2]])
+    assert csv_text(filled, status=Status.DECLINED) == (1, [every[1]])
+    assert csv_text(filled, status=Status.APPROVED) == (3, [every[0], every[2], every[3]])
+    assert csv_text(filled, since=T0 + timedelta(minutes=1)) == (2, every[3:])
+    assert csv_text(filled, until=T0 + timedelta(minutes=1)) == (3, every[:3])  # until is exclusive
+    assert csv_text(filled, since=T0 + timedelta(minutes=2), until=T0 + timedelta(minutes=5)) == (1, every[4:])
+    assert csv_text(filled, side="ecr", operation=Op.SALE, status=Status.APPROVED) == (1, [every[3]])
+    assert csv_text(filled, since=T0 + timedelta(days=1)) == (0, [])
+    # an aware datetime is compared as UTC (the journal's naive times are taken as UTC here)
+    assert csv_text(filled, since=(T0 + timedelta(minutes=1)).replace(tzinfo=timezone.utc))[0] == 2
+    with pytest.raises(ValueError):
+        filled.export_csv(io.StringIO(), side="bank")
+
+
+def test_export_xml_has_the_same_rows(filled: Journal) -> None:
+    out = io.StringIO()
+    assert filled.export_xml(out) == 5
+    text = out.getvalue()
+    assert text.startswith('<?xml version="1.0" encoding="UTF-8"?>\n<registry count="5">')
+    root = ET.fromstring(text.split("\n", 1)[1])
+    assert root.tag == "registry" and root.get("count") == "5"
+    rows = [[(child.tag, child.text or "") for child in item] for item in root]
+    assert all(item.tag == "operation" for item in root)
+    assert [[tag for tag, _ in row] for row in rows] == [list(EXPORT_COLUMNS)] * 5
+    assert [",".join(v for _, v in row) for row in rows] == expected_lines(filled)
+    filtered = io.StringIO()
+    assert filled.export_xml(filtered, side="terminal", status=Status.DECLINED) == 1
+    assert "<response_code>116</response_code>" in filtered.getvalue()
+
+
+def test_export_of_an_empty_journal(journal: Journal) -> None:
+    assert csv_text(journal) == (0, [])
+    out = io.StringIO()
+    assert journal.export_xml(out) == 0
+    assert ET.fromstring(out.getvalue().split("\n", 1)[1]).get("count") == "0"
+
+
+# --- no full card number anywhere ---------------------------------------------------------------
+def test_no_full_pan_in_the_database_file_or_the_exports(tmp_path: Path) -> None:
+    path = tmp_path / "both.sqlite"
+    journal = Journal(path)
+    config = HostConfig(card_limits={pan: __import__("posbridge.host").host.Limits(daily_max=10**9)
+                                     for pan in TEST_CARDS})
+    host = BankHost(journal, config, lambda: T0)
+    pans = [*TEST_CARDS, "2200701234567894", "4111111111111112"]
+    stan = 0
+    for pan in pans:
+        for op in (Op.SALE, Op.PREAUTH):
+            stan += 1
+            d = host.process(Request(op, 1000, transaction_id=str(stan)), Card(pan))
+            if d.approved:
+                follow = Op.REFUND if op is Op.SALE else Op.COMPLETION
+                stan += 1
+                host.process(Request(follow, 500, transaction_id=str(stan), rrn=d.rrn), Card(pan))
+        entry = journal.ecr_begin(Request(Op.SALE, 1000), "pos-1")
+        journal.ecr_finish(entry, Result(Op.SALE, Status.APPROVED, masked_pan=pan))  # careless caller
+    host.config.fault = "answer_lost"
+    host.process(Request(Op.SALE, 1000, transaction_id=str(stan + 1)), Card(pans[0]))
+    host.process(Request(Op.SETTLEMENT, transaction_id=str(stan + 2)), None)
+
+    csv_out, xml_out = io.StringIO(), io.StringIO()
+    assert journal.export_csv(csv_out) == journal.export_xml(xml_out) > 2 * len(pans)
+    exports = csv_out.getvalue() + xml_out.getvalue()
+    # read the files while the journal is still open: the WAL may hold what is not checkpointed yet
+    blobs = [p.read_bytes() for p in tmp_path.iterdir()]
+    journal.close()
+    blobs += [p.read_bytes() for p in tmp_path.iterdir()]
+    assert any(b"411111******1111" in blob for blob in blobs)
+    for pan in pans:
+        assert pan not in exports
+        for blob in blobs:
+            assert pan.encode() not in blob
+            assert pan.encode("utf-16-le") not in blob
