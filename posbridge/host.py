@@ -7,38 +7,44 @@ live in the :class:`~posbridge.journal.Journal`, so a new ``BankHost`` on the sa
 where the last one stopped. A full card number is never stored: masked PANs, plus a SHA-256 of the
 PAN salted with the journal's secret salt for per-card limits.
 
-Response codes (``HostDecision.code``; manual codes unless marked *posbridge*)
-=============  =========  ======================================================================
-code           status     when
-=============  =========  ======================================================================
-``00``         APPROVED   approved; also a blind emergency reversal that found nothing to undo
-``400``        APPROVED   emergency reversal that reversed (or had already reversed) an operation
-test table     per table  the host-rules test cards, exact code (sale and pre-authorization only)
-``101``        DECLINED   expired card by the host clock (ISO 8583:1993 "expired card"; the
-                          manual names no code) — not for test-table cards
-``71015``      DECLINED   no card read for a sale / pre-authorization, or expiry not ``YYMM``
-``111``        DECLINED   PAN fails Luhn or is not 12-19 digits (not for test-table cards)
-``110``        DECLINED   amount missing, 0, negative or over 12 digits; completion over the hold;
-                          cancel (void / release) not for the whole amount; refund over what is
-                          left to refund
-``913``        DECLINED   malformed request: currency not ISO 4217 or not the terminal's
-                          (``HostConfig.currency``) or not the original's; STAN not digits; RRN
-                          not 1-12 letters/digits; unknown operation
-``903``        DECLINED   amount over the terminal's ``single_max``
-``123``        DECLINED   over a card's ``single_max`` or ``daily_max``, or the terminal's
-                          ``daily_max``
-``9010``       DECLINED   *posbridge*: cancel of an operation not in the open batch (refund it)
-``9011``       DECLINED   *posbridge*: no operation with that RRN on this terminal
-``9012``       DECLINED   *posbridge*: refund / cancel / completion / release without an RRN
-``9013``       DECLINED   *posbridge*: the pre-authorization's hold expired (``hold_ttl``)
-``9014``       DECLINED   *posbridge*: the original is not approved, reversed, already cancelled
-                          or completed, has refunds (cancel), or has later operations (reversal)
-``9015``       DECLINED   *posbridge*: the original is of a kind the operation cannot act on
-``151018``     DECLINED   fault ``request_not_sent``: nothing charged
-``151019``     REVERSED   fault ``answer_lost``: charged, then reversed by the terminal itself
-                          (``auto_reversed``); DECLINED for settlement/reports/test (nothing done)
-``""``         NO_CONN.   fault ``no_connection``: nothing charged
-=============  =========  ======================================================================
+Response codes (``HostDecision.code``; the manual's codes unless marked *posbridge*)
+
+==========  =============  ===================================================================
+code        status         when
+==========  =============  ===================================================================
+``00``      APPROVED       approved; also a blind emergency reversal that found nothing to undo
+``400``     APPROVED       emergency reversal that reversed (or had already reversed) an
+                           operation
+table       per table      the host-rules test cards, their exact code (``00`` when approved),
+                           for sale and pre-authorization only, whatever the card's expiry
+``101``     DECLINED       expired card by the host clock (ISO 8583:1993 "expired card"; the
+                           manual names no code); not for test-table cards
+``71015``   DECLINED       no card read for a sale / pre-authorization, or expiry not ``YYMM``
+``111``     DECLINED       PAN fails Luhn or is not 12-19 digits (not for test-table cards)
+``110``     DECLINED       amount missing, 0, negative or over 12 digits; completion over the
+                           hold; cancel or release not for the whole amount; refund over what
+                           is left to refund
+``913``     DECLINED       malformed request: currency not the terminal's
+                           (``HostConfig.currency``) or not the original's; STAN not digits;
+                           RRN not 1-12 letters/digits; unknown operation (not journaled)
+``903``     DECLINED       amount over the terminal's ``single_max``
+``123``     DECLINED       over the card's ``single_max`` or ``daily_max``, or the terminal's
+                           ``daily_max``
+``9010``    DECLINED       *posbridge*: cancel of an operation not in the open batch (refund it)
+``9011``    DECLINED       *posbridge*: no operation with that RRN on this terminal
+``9012``    DECLINED       *posbridge*: refund, cancel, completion or release without an RRN
+``9013``    DECLINED       *posbridge*: the pre-authorization's hold expired (``hold_ttl``)
+``9014``    DECLINED       *posbridge*: the original is not approved, is reversed, already
+                           cancelled or completed, has refunds (cancel), or has later
+                           operations (emergency reversal)
+``9015``    DECLINED       *posbridge*: the original is of a kind the operation cannot act on
+``151018``  DECLINED       fault ``request_not_sent``: nothing charged
+``151019``  REVERSED       fault ``answer_lost`` on a money operation: whatever the host decided,
+                           the terminal never learnt it and reversed on its own
+                           (``auto_reversed``): nothing charged, both rows journaled;
+                           DECLINED for settlement, reports, test connection (nothing done)
+``""``      NO_CONNECTION  fault ``no_connection``: nothing charged
+==========  =============  ===================================================================
 
 Checks run in this order: unknown operation; duplicate STAN; request format (913, 110, 9012, 71015
 for a missing card); fault; test-card table; Luhn; expiry; limits (903 before 123); the original

@@ -330,7 +330,12 @@ class Journal:
                 raise
             self._depth -= 1
             if outer:
-                self._conn.execute("COMMIT")
+                try:
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise
 
     def _q(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
         with self.transaction():
@@ -471,7 +476,7 @@ class Journal:
 
     def operations(self, terminal_id: str | None = None, batch: int | None = None) -> list[OperationRecord]:
         """Operations in journal order, optionally of one terminal and batch."""
-        sql, params = "SELECT * FROM ops WHERE 1", []
+        sql, params = "SELECT * FROM ops WHERE 1", list[Any]()
         if terminal_id is not None:
             sql += " AND terminal_id = ?"
             params.append(terminal_id)
@@ -543,7 +548,8 @@ class Journal:
               COALESCE(SUM(s.operation = 'refund' AND s.live AND NOT s.voided), 0),
               COALESCE(SUM(CASE WHEN s.operation = 'refund' AND s.live AND NOT s.voided
                                 THEN s.amount END), 0),
-              COALESCE(SUM(s.operation = 'cancel' AND s.live AND o.operation IN ('sale', 'completion', 'refund')), 0),
+              COALESCE(SUM(s.operation = 'cancel' AND s.live
+                           AND o.operation IN ('sale', 'completion', 'refund')), 0),
               COALESCE(SUM(CASE WHEN s.operation = 'cancel' AND s.live
                                  AND o.operation IN ('sale', 'completion', 'refund') THEN s.amount END), 0)
             FROM op_state s LEFT JOIN ops o ON o.id = s.original_id
@@ -605,7 +611,8 @@ class Journal:
                 raise JournalError(f"ECR journal entry {entry_id} is {row['state']}, cannot become {state}")
             values.update(state=state, updated_at=_ts(self._clock()))
             sets = ", ".join(f"{k} = :{k}" for k in values)
-            self._conn.execute(f"UPDATE ecr_entries SET {sets} WHERE id = :entry_id", {**values, "entry_id": entry_id})
+            values["entry_id"] = entry_id
+            self._conn.execute(f"UPDATE ecr_entries SET {sets} WHERE id = :entry_id", values)
 
     @staticmethod
     def _result_values(result: Result) -> dict[str, Any]:
@@ -733,7 +740,8 @@ class Journal:
                 + where.format(at="host_datetime", op="operation", st="status")
             )
             for r in self._q(sql, params):
-                rows.append((r["at"], "terminal", r["id"], self._export_row("terminal", r, r["status"], r["code"])))
+                row = self._export_row("terminal", r, r["status"], r["code"])
+                rows.append((r["at"], "terminal", r["id"], row))
         if side in (None, "ecr"):
             sql = (
                 "SELECT id, operation, state, status, COALESCE(res_amount, amount) AS amount, "

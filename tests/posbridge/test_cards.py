@@ -30,7 +30,8 @@ def test_luhn_valid(pan: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "pan", ["4111111111111112", "79927398710", "", "0", "4111x11111111111", "４１１１１１１１１１１１１１１１"]
+    "pan",
+    ["4111111111111112", "79927398710", "", "0", "4111x11111111111", "４１１１１１１１１１１１１１１１"],
 )
 def test_luhn_invalid(pan: str) -> None:
     assert not luhn_valid(pan)
@@ -99,7 +100,7 @@ def test_card_defaults_and_value_semantics() -> None:
 
 
 def test_default_card() -> None:
-    assert DEFAULT_CARD == Card("4111111111111111", "3012")
+    assert Card("4111111111111111", "3012") == DEFAULT_CARD
     assert TEST_CARDS[DEFAULT_CARD.pan].approved
 
 

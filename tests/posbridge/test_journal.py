@@ -6,13 +6,14 @@ import io
 import sqlite3
 import threading
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from posbridge.cards import DEFAULT_CARD, TEST_CARDS, Card
-from posbridge.host import BankHost, HostConfig
+from posbridge.host import BankHost, HostConfig, Limits
 from posbridge.journal import (
     EXPORT_COLUMNS,
     SCHEMA_VERSION,
@@ -38,7 +39,7 @@ class Clock:
 
 
 @pytest.fixture
-def journal():
+def journal() -> Iterator[Journal]:
     j = Journal(clock=Clock(step=timedelta(seconds=1)))
     yield j
     j.close()
@@ -67,12 +68,11 @@ def test_memory_journal_needs_no_file() -> None:
 
 
 def test_transaction_rolls_back_on_error(journal: Journal) -> None:
-    with pytest.raises(RuntimeError):
-        with journal.transaction():
-            journal.set_meta("a", "1")
-            with journal.transaction():  # nested: joins the outer transaction
-                journal.set_meta("b", "2")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), journal.transaction():
+        journal.set_meta("a", "1")
+        with journal.transaction():  # nested: joins the outer transaction
+            journal.set_meta("b", "2")
+        raise RuntimeError("boom")
     assert journal.get_meta("a") is None and journal.get_meta("b") is None
     journal.set_meta("a", "3")
     assert journal.get_meta("a") == "3"
@@ -151,7 +151,8 @@ def test_ecr_entry_lifecycle_done(journal: Journal) -> None:
     entry_id = journal.ecr_begin(REQUEST, "pos-1")
     [pending] = journal.ecr_unresolved()
     assert isinstance(pending, EcrEntry)
-    assert (pending.id, pending.state, pending.terminal, pending.created_at) == (entry_id, "pending", "pos-1", T0)
+    assert (pending.id, pending.state, pending.terminal) == (entry_id, "pending", "pos-1")
+    assert pending.created_at == T0
     assert pending.request == REQUEST and pending.result is None
     journal.ecr_sent(entry_id)
     assert journal.ecr_unresolved("pos-1")[0].state == "sent"
@@ -265,7 +266,7 @@ HEADER = "side,kind,outcome,amount,currency,masked_pan,rrn,auth_code,response_co
 
 
 @pytest.fixture
-def filled() -> Journal:
+def filled() -> Iterator[Journal]:
     """A journal with both sides: three terminal operations at T0, two ECR entries after it."""
     journal = Journal(clock=Clock(T0 + timedelta(minutes=1), timedelta(minutes=1)))
     host = BankHost(journal, HostConfig(seed=1), lambda: T0)
@@ -290,7 +291,8 @@ def expected_lines(j: Journal) -> list[str]:
     s = j.sale  # type: ignore[attr-defined]
     refund = [r for r in j.operations() if r.operation is Op.REFUND][0]
     return [
-        f"terminal,sale,approved,1000,643,411111******1111,{s.rrn},{s.auth_code},00,00344224,1,2025-03-10T12:00:00",
+        f"terminal,sale,approved,1000,643,411111******1111,{s.rrn},{s.auth_code},00,00344224,1,"
+        "2025-03-10T12:00:00",
         "terminal,sale,declined,500,643,543254******5430,,,116,00344224,1,2025-03-10T12:00:00",
         f"terminal,refund,approved,400,643,411111******1111,{refund.rrn},{refund.auth_code},00,00344224,1,"
         "2025-03-10T12:00:00",
@@ -324,7 +326,8 @@ def test_export_filters(filled: Journal) -> None:
     assert csv_text(filled, status=Status.APPROVED) == (3, [every[0], every[2], every[3]])
     assert csv_text(filled, since=T0 + timedelta(minutes=1)) == (2, every[3:])
     assert csv_text(filled, until=T0 + timedelta(minutes=1)) == (3, every[:3])  # until is exclusive
-    assert csv_text(filled, since=T0 + timedelta(minutes=2), until=T0 + timedelta(minutes=5)) == (1, every[4:])
+    window = {"since": T0 + timedelta(minutes=2), "until": T0 + timedelta(minutes=5)}
+    assert csv_text(filled, **window) == (1, every[4:])
     assert csv_text(filled, side="ecr", operation=Op.SALE, status=Status.APPROVED) == (1, [every[3]])
     assert csv_text(filled, since=T0 + timedelta(days=1)) == (0, [])
     # an aware datetime is compared as UTC (the journal's naive times are taken as UTC here)
@@ -360,8 +363,7 @@ def test_export_of_an_empty_journal(journal: Journal) -> None:
 def test_no_full_pan_in_the_database_file_or_the_exports(tmp_path: Path) -> None:
     path = tmp_path / "both.sqlite"
     journal = Journal(path)
-    config = HostConfig(card_limits={pan: __import__("posbridge.host").host.Limits(daily_max=10**9)
-                                     for pan in TEST_CARDS})
+    config = HostConfig(card_limits={pan: Limits(daily_max=10**9) for pan in TEST_CARDS})
     host = BankHost(journal, config, lambda: T0)
     pans = [*TEST_CARDS, "2200701234567894", "4111111111111112"]
     stan = 0
