@@ -82,7 +82,7 @@ class EcrClient:
             self._device, self._owns_device = await open_device(self.port), True
         else:
             self._device = self.port
-        session = self.protocol.ecr_session(timers=self.protocol.timers(**self.timers))
+        session = self.protocol.ecr_session(timers=self.timers)
         self._pump = SessionPump(self._device, session, clock=self.monotonic, trace=self.trace)
         self._pump.start()
 

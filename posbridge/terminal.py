@@ -155,8 +155,7 @@ class VirtualTerminal:
     # --- running ----------------------------------------------------------------------------------
     def new_session(self) -> Any:
         """A fresh protocol session for the terminal's side, with the configured timers."""
-        timers = self.protocol.timers(resend_on_ack_timeout=True, **self.config.timers)
-        return self.protocol.terminal_session(timers=timers, part_size=self.config.part_size)
+        return self.protocol.terminal_session(timers=self.config.timers, part_size=self.config.part_size)
 
     async def run(self, url: str, *, ready: Callable[[Device], None] | None = None) -> None:
         """Open ``url`` and serve ECRs on it until cancelled."""

@@ -20,10 +20,13 @@ class ProtocolSpec:
 
     name: str
     title: str
+    # ecr_session(timers=None) and terminal_session(timers=None, part_size=...): ``timers`` maps
+    # names to seconds. Every protocol understands the neutral names "ack_timeout" (how long a frame
+    # or turn waits for its ACK: SA WAITACK, Arcus T1) and "packet_timeout" (how long the ECR waits
+    # for the terminal's next packet: SA WAITPACKET, Arcus result timer); others are its own.
     ecr_session: Callable[..., EcrSession]
     terminal_session: Callable[..., TerminalSession]
     describe: Callable[[bytes], list[dict[str, Any]]]
-    timers: Callable[..., Any]  # the protocol's timer settings class (keyword arguments in seconds)
 
 
 _REGISTRY = {

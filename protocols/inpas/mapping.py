@@ -178,10 +178,13 @@ def message_to_result(message: Message, request: Request | None = None) -> Resul
     operation = request.operation if request else _operation_of(message)[0]
     receipt = message.get(Tag.RECEIPT)
     slips, scheme = parse_receipt(receipt) if isinstance(receipt, str) else (Slips(), None)
+    response_code = _text(message.get(Tag.RESPONSE_CODE)) or ""
     return Result(
         operation=operation,
         status=status,
-        response_code=_text(message.get(Tag.RESPONSE_CODE)) or "",
+        response_code=response_code,
+        # Tag 15 carries the host's own code, except that approvals read "001" on the wire.
+        host_code=response_code if status is not Status.APPROVED else None,
         response_text=_text(message.get(Tag.RESPONSE_TEXT)) or "",
         amount=_int(message.get(Tag.AMOUNT)),
         currency=_int(message.get(Tag.CURRENCY)),

@@ -61,7 +61,7 @@ async def test_refund_is_capped_at_the_charged_sum(link_args):
         sale = await link.client.sale(100_00)
         assert (await link.client.refund(60_00, rrn=sale.rrn)).approved
         over = await link.client.refund(40_01, rrn=sale.rrn)
-        assert over.status is Status.DECLINED and over.response_code == "110"
+        assert over.status is Status.DECLINED and over.host_code == "110"
         assert (await link.client.refund(40_00, rrn=sale.rrn)).approved
         assert link.terminal.host.totals().refund_amount == 100_00
 
@@ -106,7 +106,7 @@ async def test_declined_test_cards_give_their_codes(link_args, rule):
         link.terminal.cards.present(Card(rule.pan, "3012"))
         result = await link.client.sale(10_00)
         assert result.status is Status.DECLINED and not result.approved
-        assert result.response_code == rule.code
+        assert result.host_code == rule.code
         assert rule.pan not in repr(result) and rule.pan not in result.slips.customer
         assert link.terminal.host.totals().sale_count == 0
 
@@ -174,14 +174,14 @@ async def test_cashier_dialog_asks_for_the_last_four_digits(link_args):
         assert prompts == ["ВВЕДИТЕ ПОСЛЕДНИЕ 4 ЦИФРЫ КАРТЫ"]
         link.client.on_prompt = lambda prompt: ("9999", True)
         wrong = await link.client.sale(10_00)
-        assert wrong.status is Status.DECLINED and wrong.response_code == "71015"
+        assert wrong.status is Status.DECLINED and wrong.host_code == "71015"
         assert link.terminal.host.totals().sale_count == 1
 
 
 async def test_host_answer_lost_is_reversed_by_the_terminal(link_args):
     async with make_link(link_args, host=HostConfig(fault="answer_lost")) as link:
         result = await link.client.sale(10_00)
-        assert not result.approved and result.response_code == "151019"
+        assert not result.approved and result.host_code == "151019"
         assert "ОТВЕТ НЕ ПОЛУЧЕН" in result.slips.customer
         assert "ОПЕРАЦИЯ АВТОМАТИЧЕСКИ ОТМЕНЕНА" in result.slips.customer
         assert link.terminal.host.totals().sale_amount == 0
