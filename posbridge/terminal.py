@@ -203,7 +203,7 @@ class VirtualTerminal:
                     card = self.cards.next_card()
                     self.enter_pin()
                     aborted = await self._busy(pump, self.config.pin_delay)
-            if not aborted and card is not None and self.config.ask_last_digits:
+            if not aborted and card is not None and self.config.ask_last_digits and self.protocol.cashier_dialog:
                 self.ask_cashier()
                 answer = await self._ask(pump, "ВВЕДИТЕ ПОСЛЕДНИЕ 4 ЦИФРЫ КАРТЫ")
                 if answer is None:

@@ -27,6 +27,7 @@ class ProtocolSpec:
     ecr_session: Callable[..., EcrSession]
     terminal_session: Callable[..., TerminalSession]
     describe: Callable[[bytes], list[dict[str, Any]]]
+    cashier_dialog: bool = True  # the terminal can ask the cashier a question through the ECR
 
 
 _REGISTRY = {
