@@ -1,8 +1,12 @@
 """Drives a sans-IO protocol session over a device: the only place where bytes meet time.
 
-One :class:`SessionPump` per open link. It reads the device, feeds the session with the current
-time, expires the session's timers at their deadlines, writes what the session wants sent and
-queues the session's events for the application (ECR client or virtual terminal).
+One :class:`SessionPump` per open link. A reader task feeds the session what the device delivers,
+with the current time; a loop timer calls the session's ``poll`` at its next deadline; whatever
+the session wants sent is written by a writer task. Session events are queued for the
+application (ECR client or virtual terminal).
+
+Per exchange this costs one read wake-up per received chunk and one timer re-arm per change, no
+task per iteration: the pump sits on the hot path of every transaction (benchmarks/run.py).
 """
 
 from __future__ import annotations
@@ -25,12 +29,17 @@ class LinkClosed:
     def __repr__(self) -> str:
         return "LinkClosed()"
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LinkClosed)
+
+    __hash__ = object.__hash__
+
 
 class SessionPump:
     """Moves bytes between ``device`` and ``session``; see the module docstring.
 
-    ``keep_open`` keeps pumping after the device reports a closed peer (listening devices such as
-    ``tcp-listen://`` and ptys serve the next peer); otherwise the pump stops there.
+    ``keep_open`` keeps reading after the device reports a closed peer (listening devices such as
+    ``tcp-listen://`` and ptys serve the next peer); otherwise the pump stops reading there.
     """
 
     def __init__(
@@ -48,38 +57,46 @@ class SessionPump:
         self.trace = trace
         self.keep_open = keep_open
         self.events: asyncio.Queue[Any] = asyncio.Queue()
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._read: asyncio.Task[bytes] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._outbox: list[bytes] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed_for: float | None = None
 
     def start(self) -> None:
-        """Start pumping in a background task of the running loop."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="posbridge-pump")
+        """Start pumping on the running loop."""
+        if self._reader is None:
+            self._loop = asyncio.get_running_loop()
+            self._reader = self._loop.create_task(self._read_loop(), name="posbridge-pump")
+            self._changed()
 
     async def stop(self) -> None:
-        """Stop pumping (pending bytes the session wanted sent are written first)."""
+        """Stop pumping; bytes the session still wanted sent are written first, if possible."""
         with contextlib.suppress(Exception):
             await self.flush()
-        for task in (self._task, self._read):
-            if task is not None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for task in (self._reader, self._writer):
+            if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        self._task = self._read = None
+        self._reader = self._writer = None
 
     def act(self, action: Callable[[float], None]) -> None:
-        """Run ``action(now)`` on the session (send a message...) and let the pump write it."""
+        """Run ``action(now)`` on the session (send a message…); the pump writes what follows."""
         action(self.clock())
-        self._wakeup.set()
+        self._changed()
 
     async def flush(self) -> None:
-        """Write whatever the session wants sent."""
-        data = self.session.data_to_send()
-        if data:
-            if self.trace:
-                self.trace("tx", data)
-            await self.device.write(data)
+        """Write everything queued (waits for a write already under way)."""
+        self._take_output()
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+        if self._outbox:
+            await self._write_all()
 
     async def next_event(self, timeout: float | None = None) -> Any:
         """The next session event (raises TimeoutError after ``timeout`` seconds)."""
@@ -87,53 +104,81 @@ class SessionPump:
             return await self.events.get()
         return await asyncio.wait_for(self.events.get(), timeout)
 
-    async def _run(self) -> None:
+    # --- internals ----------------------------------------------------------------------------
+    def _dispatch(self, events: list[Any]) -> None:
+        for event in events:
+            self.events.put_nowait(event)
+
+    def _changed(self) -> None:
+        """After the session changed: send its output, re-arm its timer."""
+        self._take_output()
+        if self._outbox and (self._writer is None or self._writer.done()) and self._loop is not None:
+            self._writer = self._loop.create_task(self._write_all())
+        deadline = self.session.next_deadline()
+        if deadline == self._armed_for:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._armed_for = deadline
+        if deadline is not None and self._loop is not None:
+            self._timer = self._loop.call_later(max(0.0, deadline - self.clock()), self._on_timer)
+
+    def _take_output(self) -> None:
+        data = self.session.data_to_send()
+        if data:
+            if self.trace:
+                self.trace("tx", data)
+            self._outbox.append(data)
+
+    async def _write_all(self) -> None:
+        while self._outbox:
+            data = b"".join(self._outbox)
+            self._outbox.clear()
+            try:
+                await self.device.write(data)
+            except DeviceClosed:
+                self._outbox.clear()  # the reader reports the closed peer
+                return
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._armed_for = None
+        self._dispatch(self.session.poll(self.clock()))
+        self._changed()
+
+    async def _read_loop(self) -> None:
         session = self.session
+        just_closed = False
         while True:
             try:
-                await self.flush()
-            except DeviceClosed:
-                pass  # the read below reports the closed peer
-            deadline = session.next_deadline()
-            timeout = None if deadline is None else max(0.0, deadline - self.clock())
-            if self._read is None:
-                self._read = asyncio.ensure_future(self.device.read())
-            wake = asyncio.ensure_future(self._wakeup.wait())
-            done, _ = await asyncio.wait({self._read, wake}, timeout=timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if not wake.done():
-                wake.cancel()
-            self._wakeup.clear()
-            events: list[Any] = []
-            if self._read in done:
-                read, self._read = self._read, None
-                try:
-                    data = read.result()
-                except DeviceClosed as closed:
-                    events = self._closed(str(closed))
-                    for event in events:
-                        self.events.put_nowait(event)
-                    if not self.keep_open:
-                        return
-                    continue
-                if self.trace:
-                    self.trace("rx", data)
-                events = session.receive(data, self.clock())
-            events += session.poll(self.clock())
-            for event in events:
-                self.events.put_nowait(event)
+                data = await self.device.read()
+            except DeviceClosed as closed:
+                if not just_closed:
+                    self._dispatch(self._closed(str(closed)))
+                    self._changed()
+                # Listening devices wait in read() for their next peer; one that reports the
+                # close again at once (an in-memory pair whose peer left) has no next peer.
+                if not self.keep_open or just_closed or getattr(self.device, "closed", False):
+                    return
+                just_closed = True
+                await asyncio.sleep(0)
+                continue
+            just_closed = False
+            if self.trace:
+                self.trace("rx", data)
+            now = self.clock()
+            events = session.receive(data, now)
+            events += session.poll(now)
+            self._dispatch(events)
+            self._changed()
 
     def _closed(self, why: str) -> list[Any]:
         events: list[Any] = []
-        if session_busy(self.session):
+        if getattr(self.session, "busy", False):
             events.append(Failed(Disconnected(why or "the device closed")))
         reset = getattr(self.session, "reset", None)
         if reset:
             reset()
         events.append(LinkClosed())
         return events
-
-
-def session_busy(session: Session) -> bool:
-    """True while the session is in the middle of an exchange."""
-    return bool(getattr(session, "busy", False))

@@ -32,6 +32,7 @@ class ProtocolSpec:
 
 _REGISTRY = {
     "inpas": "protocols.inpas.spec",
+    "arcus2": "protocols.arcus2.spec",
 }
 
 

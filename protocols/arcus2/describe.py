@@ -1,0 +1,84 @@
+"""Human- and JSON-friendly dump of Arcus2-style bytes (``posbridge decode --protocol arcus2 HEX...``).
+
+:func:`describe` walks the bytes as a receiver would: control bytes and noise between frames, each
+frame with its length, LRC verdict, class and fields. It never raises: problems become entries.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from protocols.common.errors import DecodeError, IncompleteFrame
+
+from .constants import BYTE_NAMES, FRAME_OVERHEAD, HEADER_SIZE
+from .fields import PAN_KEY, Message, mask_pan_text
+from .frame import decode_frame
+
+__all__ = ["describe", "describe_fields"]
+
+_CLASS_NAMES = {"Q": "request", "I": "intermediate", "R": "result", "A": "abort"}
+_OUTSIDE_RE = re.compile(rb"([\x04\x05\x06\x15])|[^\x02\x04\x05\x06\x15]+")
+
+
+def describe_fields(message: Message) -> dict[str, str]:
+    """Fields in wire order, the PAN masked."""
+    return {key: mask_pan_text(value) if key == PAN_KEY else value for key, value in message.fields.items()}
+
+
+def describe(data: bytes) -> list[dict[str, Any]]:
+    """Describe every frame, control byte and noise run in ``data`` as JSON-able dicts.
+
+    Entries, in order, each with the ``offset`` of its first byte in ``data``:
+
+    * ``{"offset", "control": "ACK"}`` -- a control byte outside a frame;
+    * ``{"offset", "noise": hex}`` -- other bytes outside a frame not directly before one;
+    * a frame: ``{"offset", "length", "lrc": "ok", "skipped": n, "class": "Q", "kind": "request",
+      "fields": {...}}`` where ``skipped`` counts noise bytes directly before it; a body that does
+      not parse has ``"error"``, ``"detail"``, ``"error_offset"`` instead of class and fields;
+    * ``{"offset", "error": reason, "detail"}`` -- a bad ETX or LRC (also with ``"length"``;
+      scanning goes on after that frame) or an incomplete frame (ends the walk).
+    """
+    data = bytes(data)
+    entries: list[dict[str, Any]] = []
+    pos = 0
+    while pos < len(data):
+        stop = data.find(b"\x02", pos)
+        if stop < 0:
+            stop = len(data)
+        skipped = 0
+        for run in _OUTSIDE_RE.finditer(data, pos, stop):
+            if run.group(1) is not None:
+                entries.append({"offset": run.start(), "control": BYTE_NAMES[data[run.start()]]})
+            elif stop < len(data) and run.end() == stop:
+                skipped = run.end() - run.start()
+            else:
+                entries.append({"offset": run.start(), "noise": run.group().hex()})
+        if stop == len(data):
+            break
+        pos = _describe_frame(data, stop, skipped, entries)
+    return entries
+
+
+def _describe_frame(data: bytes, at: int, skipped: int, entries: list[dict[str, Any]]) -> int:
+    """Describe the frame whose STX is ``data[at]``; return where scanning resumes."""
+    try:
+        frame = decode_frame(data[at:])
+    except IncompleteFrame as error:
+        entries.append({"offset": at, "error": error.reason, "detail": error.detail, "skipped": skipped})
+        return len(data)
+    except DecodeError as error:  # bad ETX or LRC: the frame is complete, so its extent is known
+        length = data[at + 1] << 8 | data[at + 2]
+        entries.append({"offset": at, "length": length, "skipped": skipped, "error": error.reason,
+                        "detail": error.detail, "lrc": "bad" if error.reason == "crc" else "unchecked"})
+        return at + FRAME_OVERHEAD + length
+    entry: dict[str, Any] = {"offset": at, "length": len(frame.body), "lrc": "ok", "skipped": skipped}
+    entries.append(entry)
+    try:
+        message = Message.decode_body(frame.body)
+    except DecodeError as error:
+        entry.update(error=error.reason, detail=error.detail, error_offset=at + HEADER_SIZE + error.offset)
+    else:
+        entry.update({"class": message.message_class, "kind": _CLASS_NAMES[message.message_class],
+                      "fields": describe_fields(message)})
+    return at + frame.size

@@ -1,0 +1,200 @@
+"""The Arcus2-style key table and :class:`Message`, one message as its class and fields.
+
+arcus2.md "BODY": a class letter, then ``key=value`` fields separated by FS; keys are the Arcus
+library's lowercase names plus ``operation``; values are CP1251 text; a key appears at most once.
+posbridge adds a few keys of its own (``source="posbridge"`` below), each documented in
+``docs/protocols/arcus2.md``.
+"""
+
+from __future__ import annotations
+
+import codecs
+from dataclasses import dataclass
+from typing import Iterator, Mapping
+
+from protocols.common.errors import DecodeError, InvalidRequest
+
+from .constants import FS, MESSAGE_CLASSES, TEXT_ENCODING
+from .frame import KEY_PATTERN, decode_body, encode_body
+
+__all__ = ["FieldSpec", "FIELDS", "PAN_KEY", "Message", "mask_pan_text"]
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """What a key means.
+
+    ``kind`` is ``"text"`` (CP1251) or ``"digits"`` (ASCII 0-9, checked when encoding);
+    ``direction`` is ``"in"`` (ECR -> terminal), ``"out"`` (terminal -> ECR) or ``"both"``;
+    ``source`` is ``"arcus"`` for the public library's keys, ``"posbridge"`` for posbridge's own.
+    ``max_length`` (characters) is enforced when encoding; decoding accepts what the peer sent.
+    """
+
+    key: str
+    kind: str
+    direction: str
+    meaning: str
+    max_length: int | None = None
+    source: str = "arcus"
+
+
+def _table(*specs: FieldSpec) -> dict[str, FieldSpec]:
+    return {spec.key: spec for spec in specs}
+
+
+#: Every key posbridge knows, in the order it writes them.
+FIELDS: dict[str, FieldSpec] = _table(
+    FieldSpec("operation", "digits", "both", "operation code from ops.ini (Q); echoed in R"),
+    FieldSpec("response_code", "text", "out", "three-character response code; 000 = approved", 3),
+    FieldSpec("host_code", "text", "out", "the acquirer's own response code, any width", source="posbridge"),
+    FieldSpec("text_message", "text", "out", "what the terminal shows (I) or answers (R), in Russian"),
+    FieldSpec("amount", "digits", "in", "amount in minor units", 12),
+    FieldSpec("result_amount", "digits", "out", "amount actually processed, minor units", 12),
+    FieldSpec("currency", "digits", "both", "ISO 4217 numeric currency, e.g. 643", 3),
+    FieldSpec("transaction_id", "digits", "both",
+              "the ECR's unique number: the idempotency key; echoed in R and carried in A", 12),
+    FieldSpec("rrn", "text", "both", "RRN of the original operation (Q) or of this one (R)", 12),
+    FieldSpec("auth_code", "text", "both", "authorization code", 6),
+    FieldSpec("original_amount", "digits", "in", "amount of the original operation", 12),
+    FieldSpec("original_date_time", "digits", "in", "date-time of the original operation, yyMMddhhmmss", 12),
+    FieldSpec("original_operation", "digits", "both",
+              "ops.ini code of the operation a cancel or reversal undoes (PREAUTH: release a hold)",
+              source="posbridge"),
+    FieldSpec("terminal_id", "text", "both", "terminal id", 8),
+    FieldSpec("pan", "text", "out", "masked card number: at most the first 6 and last 4 digits"),
+    FieldSpec("expiry", "digits", "out", "card expiry, YYMM", 4),
+    FieldSpec("card_type", "text", "out", "card scheme: VISA, MASTERCARD, MIR ..."),
+    FieldSpec("application_label", "text", "out", "EMV application label"),
+    FieldSpec("aid", "text", "out", "EMV application identifier"),
+    FieldSpec("tvr", "text", "out", "EMV terminal verification results"),
+    FieldSpec("date", "digits", "out", "host date, yyMMdd", 6),
+    FieldSpec("time", "digits", "out", "host time, hhmmss", 6),
+    FieldSpec("cardholder_name", "text", "out", "card holder's name"),
+    FieldSpec("sale_count", "digits", "out", "totals: sales in the batch", source="posbridge"),
+    FieldSpec("sale_amount", "digits", "out", "totals: sum of sales, minor units", source="posbridge"),
+    FieldSpec("refund_count", "digits", "out", "totals: refunds in the batch", source="posbridge"),
+    FieldSpec("refund_amount", "digits", "out", "totals: sum of refunds, minor units", source="posbridge"),
+    FieldSpec("cancel_count", "digits", "out", "totals: cancels in the batch", source="posbridge"),
+    FieldSpec("cancel_amount", "digits", "out", "totals: sum of cancels, minor units", source="posbridge"),
+    FieldSpec("slip", "text", "out", "customer copy, a separator line, then the cashier copy"),
+)
+
+PAN_KEY = "pan"
+_DIGIT_KEYS = frozenset(key for key, spec in FIELDS.items() if spec.kind == "digits")
+_MAX_LENGTHS = {key: spec.max_length for key, spec in FIELDS.items() if spec.max_length is not None}
+_FS = chr(FS)
+
+# CP1251 through the codec object: str.encode("cp1251") pays a registry lookup per call; the C
+# ascii codec is faster still for the many values that are plain ASCII (and gives the same bytes).
+_CP1251 = codecs.lookup(TEXT_ENCODING)
+
+
+def mask_pan_text(value: str) -> str:
+    """Mask a card number as received: at most the first 6 and last 4 characters stay (DESIGN.md).
+
+    Idempotent, so already-masked values (``411111******1111``) pass unchanged.
+    """
+    n = len(value)
+    if n > 10:
+        return value[:6] + "*" * (n - 10) + value[-4:]
+    if n > 4:
+        return "*" * (n - 4) + value[-4:]
+    return "*" * n
+
+
+class Message:
+    """One Arcus2-style message: its class letter and its fields (key -> text), in wire order.
+
+    ``message_class`` is ``Q`` (request), ``I`` (intermediate), ``R`` (result) or ``A`` (abort).
+    ``repr`` masks the ``pan`` key, so a message in a log never shows a full card number.
+    """
+
+    __slots__ = ("message_class", "fields")
+
+    def __init__(self, message_class: str, fields: Mapping[str, str | int] | None = None) -> None:
+        """Build a message; ints become ASCII decimal; ``None`` values are dropped.
+
+        Raises :class:`InvalidRequest` for an unknown class or a key that is not lowercase ASCII.
+        """
+        if message_class not in MESSAGE_CLASSES:
+            raise InvalidRequest(f"message class must be one of {', '.join(MESSAGE_CLASSES)}, not {message_class!r}")
+        self.message_class = message_class
+        self.fields: dict[str, str] = {}
+        for key, value in (fields or {}).items():
+            if not isinstance(key, str) or KEY_PATTERN.fullmatch(key.encode("ascii", "replace")) is None:
+                raise InvalidRequest(f"field key must be lowercase ASCII ([a-z][a-z0-9_]*), not {key!r}")
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (str, int)):
+                raise InvalidRequest(f"field {key}: unsupported value {value!r}")
+            self.fields[key] = value if isinstance(value, str) else str(int(value))
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        """The value of ``key``, ``default`` if absent."""
+        return self.fields.get(key, default)
+
+    def __getitem__(self, key: str) -> str:
+        return self.fields[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.fields
+
+    def __iter__(self) -> Iterator[str]:
+        """Keys in wire order."""
+        return iter(self.fields)
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+    def encode_body(self) -> bytes:
+        """The wire body: class letter, then the fields in insertion order.
+
+        Raises :class:`InvalidRequest` for text CP1251 cannot hold, a value holding FS, a
+        ``digits`` key with anything but ASCII digits, or a value over its ``max_length``.
+        """
+        encoded = []
+        for key, value in self.fields.items():
+            if _FS in value:
+                raise InvalidRequest(f"field {key}: a value cannot hold FS (0x1C)")
+            if key in _DIGIT_KEYS and not (value.isascii() and value.isdigit()):
+                raise InvalidRequest(f"field {key}: {value!r} is not ASCII digits")
+            limit = _MAX_LENGTHS.get(key)
+            if limit is not None and len(value) > limit:
+                raise InvalidRequest(f"field {key}: {len(value)} characters, at most {limit} allowed")
+            try:
+                raw = value.encode("ascii") if value.isascii() else _CP1251.encode(value)[0]
+            except UnicodeEncodeError as error:
+                raise InvalidRequest(f"field {key}: not CP1251: {error}") from None
+            encoded.append((key, raw))
+        return encode_body(self.message_class, encoded)
+
+    @classmethod
+    def decode_body(cls, body: bytes) -> Message:
+        """Parse a body. Raises only :class:`DecodeError`: the reasons of
+        :func:`~protocols.arcus2.frame.decode_body`, plus ``"encoding"`` for a value with a byte
+        CP1251 leaves undefined (0x98), at that value's offset in ``body``."""
+        message_class, raw_fields = decode_body(body)
+        message = cls.__new__(cls)
+        message.message_class = message_class
+        fields: dict[str, str] = {}
+        pos = 1
+        for key, raw in raw_fields:
+            try:  # this loop runs for every field of every frame: ascii first, it is the usual case
+                fields[key] = raw.decode("ascii") if raw.isascii() else _CP1251.decode(raw)[0]
+            except UnicodeDecodeError as error:
+                raise DecodeError("encoding", pos + len(key) + 1 + error.start,
+                                  f"field {key}: byte 0x{raw[error.start]:02X} is not CP1251") from None
+            pos += len(key) + len(raw) + 2
+        message.fields = fields
+        return message
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return self.message_class == other.message_class and self.fields == other.fields
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        parts = [f"{key}={mask_pan_text(value) if key == PAN_KEY else value!r}" for key, value in self.fields.items()]
+        return f"Message({self.message_class!r}, {', '.join(parts)})"

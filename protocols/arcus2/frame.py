@@ -1,0 +1,390 @@
+"""Arcus2-style frames and bodies: the declarative format, a fast codec, and a streaming scanner.
+
+The ``construct`` declarations below (``FIELD``, ``BODY``, ``FRAME``) are the normative definition of
+the wire format of "Arcus2-style link, version 1"; each line cites arcus2.md. They cost tens of
+microseconds per frame in construct 2.10 (DESIGN.md), so the functions that run per frame use a
+hand-written ``struct`` / slice codec instead; ``tests/protocols/arcus2/test_frame.py`` proves with
+hypothesis that the two agree on every input (same result, or both reject it).
+
+Everything here is sans-IO: bytes in, values or typed errors out. Decoding raises only
+:class:`~protocols.common.errors.DecodeError` and its subclasses; encoding rejects values that
+cannot be sent with :class:`~protocols.common.errors.InvalidRequest` (a ``ValueError``).
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass
+from typing import Iterable, Union
+
+from construct import (
+    Bytes,
+    Check,
+    Checksum,
+    Const,
+    Construct,
+    ExprValidator,
+    GreedyBytes,
+    GreedyRange,
+    If,
+    Int8ub,
+    Int16ub,
+    NullTerminated,
+    OneOf,
+    RawCopy,
+    Rebuild,
+    Struct,
+    Terminated,
+    ValidationError,
+    len_,
+    stream_seek,
+    stream_write,
+    this,
+)
+
+from protocols.common.errors import ChecksumError, DecodeError, IncompleteFrame, InvalidRequest
+
+from .constants import ETX, FRAME_OVERHEAD, FS, HEADER_SIZE, MAX_BODY, MESSAGE_CLASSES, STX
+
+__all__ = [
+    "lrc",
+    "FIELD",
+    "BODY",
+    "FRAME",
+    "KEY_PATTERN",
+    "DecodedFrame",
+    "encode_frame",
+    "decode_frame",
+    "encode_body",
+    "decode_body",
+    "Control",
+    "Noise",
+    "FrameToken",
+    "BadFrame",
+    "Token",
+    "FrameScanner",
+]
+
+
+def lrc(data: bytes | bytearray) -> int:
+    """XOR of every byte of ``data`` (0 for no bytes).
+
+    Folds the bytes as one big integer, halving it each step: O(log n) integer operations instead
+    of a Python loop over every byte (about 5x faster on a 400-byte frame).
+    """
+    width = len(data)
+    value = int.from_bytes(data, "little")
+    while width > 1:
+        keep = width - (width >> 1)  # the low part keeps the odd byte
+        shift = keep << 3
+        value = (value & ((1 << shift) - 1)) ^ (value >> shift)
+        width = keep
+    return value
+
+
+#: A key: the library's lowercase names (arcus2.md "Keys are the library's lowercase names").
+KEY_PATTERN = re.compile(rb"[a-z][a-z0-9_]*")
+_FS_BYTE = bytes([FS])
+
+
+class _ValueBytes(Construct):
+    """Bytes up to the next FS or the end of the body; FS itself is left for the next field."""
+
+    def _parse(self, stream, context, path):  # type: ignore[no-untyped-def]
+        data = bytearray()
+        while True:
+            byte = stream.read(1)
+            if not byte:
+                return bytes(data)
+            if byte == _FS_BYTE:
+                stream_seek(stream, -1, 1, path)
+                return bytes(data)
+            data += byte
+
+    def _build(self, obj, stream, context, path):  # type: ignore[no-untyped-def]
+        if _FS_BYTE in obj:
+            raise ValidationError("a value cannot hold FS (0x1C)", path=path)
+        stream_write(stream, obj, len(obj), path)
+        return obj
+
+
+# --- the format, declared (normative) ------------------------------------------------------------
+
+#: One field. arcus2.md "BODY": ``key=value``; fields are separated by FS (so every field but the
+#: first starts with one); the key is lowercase ASCII, the value any CP1251 text without FS.
+FIELD = Struct(
+    "separator" / If(this._._index > 0, Const(_FS_BYTE)),
+    "key" / ExprValidator(NullTerminated(GreedyBytes, term=b"="),
+                          lambda key, ctx: KEY_PATTERN.fullmatch(key) is not None),
+    "value" / _ValueBytes(),
+)
+
+#: A body. arcus2.md "BODY": one ASCII class letter (Q, I, R, A), then the fields;
+#: "a key appears at most once".
+BODY = Struct(
+    "message_class" / OneOf(Bytes(1), [c.encode("ascii") for c in MESSAGE_CLASSES]),
+    "fields" / GreedyRange(FIELD),
+    Terminated,  # anything GreedyRange could not read as a field is an error, not silently dropped
+    Check(lambda ctx: len({f.key for f in ctx.fields}) == len(ctx.fields)),
+)
+
+#: One frame. arcus2.md "Frame": ``STX LEN(2, big-endian, counts BODY) BODY ETX LRC(1)``.
+FRAME = Struct(
+    "stx" / Const(bytes([STX])),
+    "covered"
+    / RawCopy(
+        Struct(
+            "length" / Rebuild(Int16ub, len_(this.body)),
+            "body" / Bytes(this.length),
+            "etx" / Const(bytes([ETX])),
+        )
+    ),
+    # LRC = XOR of every byte from the first LEN byte through ETX
+    "lrc" / Checksum(Int8ub, lrc, this.covered.data),
+)
+
+# --- fast codec (what runs per frame) ------------------------------------------------------------
+
+_HEADER = struct.Struct(">BH")  # STX, LEN
+_CLASS_BYTES = frozenset(c.encode("ascii")[0] for c in MESSAGE_CLASSES)
+_STX_BYTE = bytes([STX])
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    """A frame found by :func:`decode_frame`.
+
+    ``skipped`` bytes preceded STX; ``size`` is the frame's own length from STX to the LRC, so the
+    input consumed is ``skipped + size``.
+    """
+
+    body: bytes
+    skipped: int
+    size: int
+
+
+def encode_frame(body: bytes) -> bytes:
+    """Return the wire bytes of one frame carrying ``body``.
+
+    Raises :class:`InvalidRequest` if ``body`` exceeds 65535 bytes.
+    """
+    if len(body) > MAX_BODY:
+        raise InvalidRequest(f"frame body of {len(body)} bytes exceeds {MAX_BODY}")
+    covered = len(body).to_bytes(2, "big") + bytes(body) + b"\x03"
+    return _STX_BYTE + covered + bytes([lrc(covered)])
+
+
+def decode_frame(data: bytes) -> DecodedFrame:
+    """Decode the first frame in ``data``, skipping any bytes before its STX.
+
+    Every byte before the first STX is skipped, control bytes included. Bytes after the frame are
+    ignored. Errors, with offsets relative to ``data``:
+
+    * :class:`IncompleteFrame` -- ``data`` ends inside the frame; ``offset`` is its STX
+      (``len(data)`` when there is no STX at all);
+    * ``DecodeError("etx", offset)`` -- the byte LEN points at is not ETX (``offset`` is that byte);
+    * :class:`ChecksumError` -- the LRC does not match; ``offset`` is the LRC byte.
+
+    In the last two cases the bad frame spans ``offset - at + 1`` or ``+ 2`` bytes from STX.
+    """
+    data = bytes(data)
+    at = data.find(_STX_BYTE)
+    if at < 0:
+        raise IncompleteFrame(len(data), "no STX")
+    have = len(data) - at
+    if have < HEADER_SIZE:
+        raise IncompleteFrame(at, f"frame header needs {HEADER_SIZE} bytes, have {have}")
+    _, length = _HEADER.unpack_from(data, at)
+    size = length + FRAME_OVERHEAD
+    if have < size:
+        raise IncompleteFrame(at, f"frame of {size} bytes, have {have}")
+    etx_at = at + HEADER_SIZE + length
+    _check_trailer(data, at, etx_at, etx_at)
+    return DecodedFrame(data[at + HEADER_SIZE : etx_at], at, size)
+
+
+def _check_trailer(buf: bytes | bytearray, stx_at: int, etx_at: int, report_at: int) -> None:
+    """Check ETX at ``etx_at`` and the LRC after it; offsets in errors count from ``report_at``
+    (the ETX's position as the caller reports it)."""
+    if buf[etx_at] != ETX:
+        raise DecodeError("etx", report_at, f"expected ETX (0x03) after the body, got 0x{buf[etx_at]:02X}")
+    computed = lrc(buf[stx_at + 1 : etx_at + 1])
+    received = buf[etx_at + 1]
+    if computed != received:
+        raise ChecksumError(report_at + 1, f"received LRC 0x{received:02X}, computed 0x{computed:02X}")
+
+
+def encode_body(message_class: str, fields: Iterable[tuple[str, bytes]]) -> bytes:
+    """Return a body: the class letter, then ``key=value`` fields separated by FS, in the order given.
+
+    Raises :class:`InvalidRequest` for an unknown class, a key that is not lowercase ASCII
+    (``[a-z][a-z0-9_]*``), a repeated key, or a value holding FS -- anything :func:`decode_body`
+    would not read back.
+    """
+    if message_class not in MESSAGE_CLASSES:
+        raise InvalidRequest(f"message class must be one of {', '.join(MESSAGE_CLASSES)}, not {message_class!r}")
+    parts = []
+    seen = set()
+    for key, value in fields:
+        raw_key = key.encode("ascii", "replace") if isinstance(key, str) else b"?"
+        if KEY_PATTERN.fullmatch(raw_key) is None or raw_key in seen:
+            reason = "appears twice" if raw_key in seen else "is not a lowercase ASCII key"
+            raise InvalidRequest(f"field key {key!r} {reason}")
+        seen.add(raw_key)
+        if _FS_BYTE in value:
+            raise InvalidRequest(f"field {key}: a value cannot hold FS (0x1C)")
+        parts.append(raw_key + b"=" + bytes(value))
+    return message_class.encode("ascii") + _FS_BYTE.join(parts)
+
+
+def decode_body(body: bytes) -> tuple[str, list[tuple[str, bytes]]]:
+    """Split a body into its class letter and (key, raw value) fields, in wire order.
+
+    Raises ``DecodeError`` with ``offset`` in ``body``: ``"class"`` (offset 0) for an empty body or
+    an unknown class letter; ``"field"`` for a field without ``=`` or with a bad key, and
+    ``"duplicate_key"`` for a repeated key (offset: the field's first byte).
+    """
+    body = bytes(body)
+    if not body or body[0] not in _CLASS_BYTES:
+        found = f"0x{body[0]:02X}" if body else "an empty body"
+        raise DecodeError("class", 0, f"expected a class letter Q, I, R or A, got {found}")
+    message_class = chr(body[0])
+    fields: list[tuple[str, bytes]] = []
+    if len(body) == 1:
+        return message_class, fields
+    seen: set[bytes] = set()
+    pos = 1
+    for part in body[1:].split(_FS_BYTE):
+        eq = part.find(b"=")
+        key = part[:eq]
+        if eq < 0 or KEY_PATTERN.fullmatch(key) is None:
+            raise DecodeError("field", pos, f"expected key=value with a lowercase key, got {part[:20]!r}")
+        if key in seen:
+            raise DecodeError("duplicate_key", pos, f"key {key.decode()!r} appears twice")
+        seen.add(key)
+        fields.append((key.decode("ascii"), part[eq + 1 :]))
+        pos += len(part) + 1
+    return message_class, fields
+
+
+# --- streaming scanner (for the link layer) ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Control:
+    """A control byte (ACK, NAK, ENQ, EOT) received outside a frame."""
+
+    byte: int
+
+
+@dataclass(frozen=True)
+class Noise:
+    """Bytes outside a frame that are neither a control byte nor STX."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class FrameToken:
+    """A complete frame with ETX in place and a good LRC."""
+
+    body: bytes
+
+
+@dataclass(frozen=True)
+class BadFrame:
+    """A complete frame that failed its check (the link answers NAK).
+
+    ``error.offset`` counts bytes since the scanner was created (stream offset).
+    """
+
+    error: DecodeError
+
+
+Token = Union[Control, Noise, FrameToken, BadFrame]
+
+# Outside a frame: one control byte, or a run of bytes that are neither control bytes nor STX.
+_OUTSIDE_RE = re.compile(rb"([\x04\x05\x06\x15])|[^\x02\x04\x05\x06\x15]+")
+
+
+class FrameScanner:
+    """Cut a byte stream, fed in arbitrary chunks, into frames, control bytes and noise.
+
+    Inside a frame every byte is frame data, control values included: a frame's extent comes from
+    its LEN. After a bad ETX or LRC scanning resumes after that frame's bytes. At most one frame
+    (``MAX_BODY + 5`` bytes) is held; :meth:`reset` drops it (the link calls it on timeouts, since
+    a stray STX in noise announces a frame that will never be completed).
+    """
+
+    def __init__(self) -> None:
+        self._frame = bytearray()  # the frame in progress, from its STX
+        self._size = 0  # its total size once LEN is known, else 0
+        self._frame_at = 0  # stream offset of its STX
+        self._stream_pos = 0  # stream offset of the next byte fed
+
+    @property
+    def pending(self) -> int:
+        """Bytes held of an incomplete frame."""
+        return len(self._frame)
+
+    def reset(self) -> None:
+        """Forget a partial frame."""
+        self._frame.clear()
+        self._size = 0
+
+    def feed(self, data: bytes) -> list[Token]:
+        """Consume ``data`` and return the tokens it completes, in stream order."""
+        tokens: list[Token] = []
+        data = bytes(data)
+        end = len(data)
+        pos = 0
+        frame = self._frame
+        while pos < end:
+            if not frame:
+                stop = data.find(_STX_BYTE, pos)
+                if stop < 0:
+                    stop = end
+                if stop > pos:
+                    self._outside(data, pos, stop, tokens)
+                if stop == end:
+                    break
+                self._frame_at = self._stream_pos + stop
+                frame.append(STX)
+                pos = stop + 1
+                continue
+            if not self._size:
+                take = min(HEADER_SIZE - len(frame), end - pos)
+                frame += data[pos : pos + take]
+                pos += take
+                if len(frame) < HEADER_SIZE:
+                    break
+                self._size = (frame[1] << 8 | frame[2]) + FRAME_OVERHEAD
+            take = min(self._size - len(frame), end - pos)
+            frame += data[pos : pos + take]
+            pos += take
+            if len(frame) == self._size:
+                tokens.append(self._complete())
+        self._stream_pos += end
+        return tokens
+
+    @staticmethod
+    def _outside(data: bytes, pos: int, stop: int, tokens: list[Token]) -> None:
+        """Tokenize ``data[pos:stop]``, which holds no STX."""
+        for match in _OUTSIDE_RE.finditer(data, pos, stop):
+            if match.group(1) is not None:
+                tokens.append(Control(data[match.start()]))
+            else:
+                tokens.append(Noise(match.group()))
+
+    def _complete(self) -> Token:
+        """Turn the buffered, complete frame into a token and empty the buffer."""
+        frame = self._frame
+        etx_at = len(frame) - 2
+        try:
+            _check_trailer(frame, 0, etx_at, self._frame_at + etx_at)
+            token: Token = FrameToken(bytes(frame[HEADER_SIZE:etx_at]))
+        except DecodeError as error:
+            token = BadFrame(error)
+        self.reset()
+        return token

@@ -1,0 +1,297 @@
+"""Mapping between Arcus2-style messages and the domain model, both directions, both sides.
+
+The ECR encodes a :class:`Request` as ``Q`` and decodes the ``R`` into a :class:`Result`; the
+terminal decodes the ``Q`` and encodes the ``R``. Operation codes come from an
+:class:`~protocols.arcus2.ops.OpsTable`; response codes follow :mod:`protocols.arcus2.codes`.
+Fields are written in the order of the key table (:data:`~protocols.arcus2.fields.FIELDS`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Mapping
+
+from protocols.common.model import Operation, Request, Result, Slips, Totals
+
+from .codes import DEFAULT_TEXTS, response_code_for, status_for
+from .constants import ABORT, FS, INTERMEDIATE, REQUEST, RESULT, TEXT_ENCODING
+from .fields import FIELDS, Message, mask_pan_text
+from .ops import OpsTable
+
+__all__ = [
+    "SLIP_SEPARATOR",
+    "DEFAULT_PROGRESS_TEXT",
+    "ORIGINAL_DATETIME_FORMAT",
+    "UnsupportedMessage",
+    "RequestContext",
+    "request_to_message",
+    "message_to_request",
+    "result_to_message",
+    "message_to_result",
+    "rejection_context",
+    "intermediate_message",
+    "abort_message",
+    "format_slip",
+    "parse_slip",
+]
+
+#: The line between the customer copy and the cashier copy in the ``slip`` key.
+SLIP_SEPARATOR = "-" * 32
+DEFAULT_PROGRESS_TEXT = "ПОДОЖДИТЕ..."
+ORIGINAL_DATETIME_FORMAT = "%y%m%d%H%M%S"
+_DATE_FORMAT, _TIME_FORMAT = "%y%m%d", "%H%M%S"
+_TOTALS_KEYS = ("sale_count", "sale_amount", "refund_count", "refund_amount", "cancel_count", "cancel_amount")
+# Operations whose Q names the operation they undo in original_operation.
+_NAMES_ORIGINAL = frozenset({Operation.CANCEL, Operation.CANCEL_PREAUTH, Operation.EMERGENCY_REVERSAL})
+_ORDER = {key: index for index, key in enumerate(FIELDS)}
+# Request.original_datetime is proposed for protocols.common.model (docs/protocols/arcus2.md); until
+# it exists the key is decoded but has nowhere to go.
+_REQUEST_HAS_ORIGINAL_DATETIME = "original_datetime" in {f.name for f in dataclasses.fields(Request)}
+
+
+class UnsupportedMessage(ValueError):
+    """A well-framed message that maps to no request; ``reason`` says why in words."""
+
+    def __init__(self, reason: str, operation_code: str = "") -> None:
+        self.reason = reason
+        self.operation_code = operation_code
+        super().__init__(reason)
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """What the terminal echoes in its ``R``: the request's own codes and transaction id."""
+
+    operation_code: str
+    transaction_id: str | None = None
+    original_operation: str | None = None
+
+
+def _ordered(message_class: str, values: Mapping[str, object]) -> Message:
+    """A message of the given fields (None and "" dropped), in key-table order."""
+    kept = {key: value for key, value in values.items() if value is not None and value != ""}
+    return Message(message_class, dict(sorted(kept.items(), key=lambda item: _ORDER.get(item[0], len(_ORDER)))))  # type: ignore[arg-type]
+
+
+# --- ECR side --------------------------------------------------------------------------------------
+def request_to_message(request: Request, ops: OpsTable) -> Message:
+    """Encode a (validated) request as the ``Q`` an ECR sends.
+
+    Raises InvalidRequest if the ops table has no code for the operation.
+    """
+    op = request.operation
+    original = request.original_operation
+    if op is Operation.CANCEL_PREAUTH:
+        original = Operation.PREAUTH
+    original_datetime: datetime | None = getattr(request, "original_datetime", None)
+    return _ordered(REQUEST, {
+        "operation": ops.code_for(op),
+        "amount": request.amount if op.moves_money else None,
+        "currency": f"{request.currency:03d}" if op.moves_money else None,
+        "transaction_id": request.transaction_id,
+        "rrn": request.rrn,
+        "auth_code": request.auth_code,
+        "original_amount": request.original_amount,
+        "original_date_time": original_datetime.strftime(ORIGINAL_DATETIME_FORMAT) if original_datetime else None,
+        "original_operation": ops.code_for(original) if original is not None and op in _NAMES_ORIGINAL else None,
+        "terminal_id": request.terminal_id,
+    })
+
+
+def message_to_result(message: Message, request: Request, texts: Mapping[str, str] = DEFAULT_TEXTS) -> Result:
+    """Decode the terminal's ``R`` to ``request``; ``texts`` fill in a missing ``text_message``."""
+    code = message.get("response_code") or ""
+    pan = message.get("pan")
+    currency = _int(message.get("currency"))
+    if currency is None and request.operation.moves_money:
+        currency = request.currency
+    return Result(
+        operation=request.operation,
+        status=status_for(code, request.operation),
+        response_code=code,
+        response_text=message.get("text_message") or texts.get(code, ""),
+        amount=_int(message.get("result_amount")),
+        currency=currency,
+        rrn=message.get("rrn"),
+        auth_code=message.get("auth_code"),
+        masked_pan=mask_pan_text(pan) if pan else None,  # defence in depth: mask whatever arrives
+        card_scheme=message.get("card_type"),
+        expiry=message.get("expiry"),
+        terminal_id=message.get("terminal_id"),
+        transaction_id=message.get("transaction_id") or request.transaction_id,
+        host_datetime=_datetime(message.get("date"), message.get("time")),
+        host_code=message.get("host_code"),
+        slips=parse_slip(message.get("slip") or ""),
+        totals=_totals(message),
+    )
+
+
+# --- terminal side ---------------------------------------------------------------------------------
+def message_to_request(message: Message, ops: OpsTable) -> tuple[Request, RequestContext]:
+    """Decode an ECR's ``Q``. Amounts are passed on as sent (0 included: the host answers 110).
+
+    Raises :class:`UnsupportedMessage` for an operation code not in ``ops`` or a number field that
+    is not ASCII digits.
+    """
+    raw_code = message.get("operation") or ""
+    entry = ops.entry_for_code(int(raw_code)) if _is_digits(raw_code) else None
+    if entry is None:
+        reason = f"operation code {raw_code!r} is not in {ops.source}" if raw_code else "the request has no operation code"
+        raise UnsupportedMessage(reason, raw_code)
+    operation = entry.operation
+    raw_original = message.get("original_operation")
+    original: Operation | None = None
+    if raw_original is not None:
+        original = ops.operation_for(int(raw_original)) if _is_digits(raw_original) else None
+        if original is None:
+            raise UnsupportedMessage(f"original operation {raw_original!r} is not in {ops.source}", raw_code)
+    if operation is Operation.CANCEL and original is Operation.PREAUTH:
+        operation = Operation.CANCEL_PREAUTH
+    transaction_id = message.get("transaction_id")
+    if transaction_id is not None and not _is_digits(transaction_id):
+        raise UnsupportedMessage(f"transaction_id must be ASCII digits, got {transaction_id!r}", raw_code)
+    original_datetime = _original_datetime(message)
+    values: dict[str, object] = {
+        "operation": operation,
+        "amount": _digits(message, "amount"),
+        "currency": _digits(message, "currency") or 643,
+        "transaction_id": transaction_id,
+        "rrn": message.get("rrn"),
+        "auth_code": message.get("auth_code"),
+        "original_operation": original,
+        "original_amount": _digits(message, "original_amount"),
+        "terminal_id": message.get("terminal_id"),
+    }
+    if _REQUEST_HAS_ORIGINAL_DATETIME:
+        values["original_datetime"] = original_datetime
+    context = RequestContext(raw_code, transaction_id, raw_original)
+    return Request(**values), context  # type: ignore[arg-type]
+
+
+def result_to_message(result: Result, context: RequestContext) -> Message:
+    """Encode the terminal's ``R`` answering the request described by ``context``.
+
+    ``response_code`` is never "000" unless the status is approved: an operation the terminal
+    reversed on its own (host 151019) goes out as 956 with ``host_code=151019``.
+    """
+    when = result.host_datetime
+    totals = result.totals
+    values: dict[str, object] = {
+        "operation": context.operation_code,
+        "response_code": response_code_for(result.status, result.host_code or result.response_code),
+        "host_code": result.host_code or result.response_code,
+        "text_message": _text(result.response_text),
+        "result_amount": result.amount,
+        "currency": f"{result.currency:03d}" if result.currency else None,
+        "transaction_id": context.transaction_id,
+        "rrn": result.rrn,
+        "auth_code": result.auth_code,
+        "original_operation": context.original_operation,
+        "terminal_id": result.terminal_id,
+        "pan": mask_pan_text(result.masked_pan) if result.masked_pan else None,
+        "expiry": result.expiry,
+        "card_type": result.card_scheme,
+        "date": when.strftime(_DATE_FORMAT) if when else None,
+        "time": when.strftime(_TIME_FORMAT) if when else None,
+        "slip": _text(format_slip(result.slips)),
+    }
+    if totals is not None:
+        values.update({key: getattr(totals, key) for key in _TOTALS_KEYS})
+        values["currency"] = f"{totals.currency:03d}"
+    return _ordered(RESULT, values)
+
+
+def rejection_context(message: Message) -> RequestContext:
+    """The context to answer a ``Q`` that could not be understood: its codes, if they are digits."""
+    code = message.get("operation") or ""
+    transaction_id = message.get("transaction_id")
+    return RequestContext(code if _is_digits(code) else "",
+                          transaction_id if transaction_id and _is_digits(transaction_id) else None)
+
+
+# --- intermediate and abort ------------------------------------------------------------------------
+def intermediate_message(text: str) -> Message:
+    """``I``: what the terminal shows while it works (present card, enter PIN, connecting...)."""
+    return Message(INTERMEDIATE, {"text_message": _text(text) or DEFAULT_PROGRESS_TEXT})
+
+
+def abort_message(transaction_id: str | None) -> Message:
+    """``A``: abort the operation in progress (the one with ``transaction_id``, when given)."""
+    return _ordered(ABORT, {"transaction_id": transaction_id})
+
+
+# --- slip --------------------------------------------------------------------------------------------
+def format_slip(slips: Slips) -> str:
+    """The ``slip`` key: the customer copy, then :data:`SLIP_SEPARATOR` on a line, then the cashier copy."""
+    if not slips.cashier:
+        return slips.customer
+    return f"{slips.customer}\n{SLIP_SEPARATOR}\n{slips.cashier}"
+
+
+def parse_slip(text: str) -> Slips:
+    """Split a ``slip`` value at its first separator line into the customer and cashier copies."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    if SLIP_SEPARATOR not in lines:
+        return Slips(customer="\n".join(lines) if text else "")
+    cut = lines.index(SLIP_SEPARATOR)
+    return Slips("\n".join(lines[:cut]), "\n".join(lines[cut + 1 :]))
+
+
+# --- helpers -------------------------------------------------------------------------------------------
+def _text(value: str | None) -> str | None:
+    """``value`` as it can travel: FS becomes a space, characters CP1251 lacks become '?'."""
+    if not value:
+        return value
+    value = value.replace(chr(FS), " ")
+    if value.isascii():
+        return value
+    return value.encode(TEXT_ENCODING, "replace").decode(TEXT_ENCODING)
+
+
+def _is_digits(value: str) -> bool:
+    return value.isascii() and value.isdigit()
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value is not None and _is_digits(value) else None
+
+
+def _digits(message: Message, key: str) -> int | None:
+    value = message.get(key)
+    if value is None:
+        return None
+    if not _is_digits(value):
+        raise UnsupportedMessage(f"{key} must be ASCII digits, got {value!r}", message.get("operation") or "")
+    return int(value)
+
+
+def _datetime(date: str | None, time: str | None) -> datetime | None:
+    if not date or not time:
+        return None
+    try:
+        return datetime.strptime(date + time, _DATE_FORMAT + _TIME_FORMAT)
+    except ValueError:
+        return None
+
+
+def _original_datetime(message: Message) -> datetime | None:
+    value = message.get("original_date_time")
+    if value is None:
+        return None
+    try:
+        return datetime.strptime(value, ORIGINAL_DATETIME_FORMAT)
+    except ValueError:
+        raise UnsupportedMessage(f"original_date_time must be yyMMddhhmmss, got {value!r}",
+                                 message.get("operation") or "") from None
+
+
+def _totals(message: Message) -> Totals | None:
+    values = [_int(message.get(key)) for key in _TOTALS_KEYS]
+    if all(value is None for value in values):
+        return None
+    sale_count, sale_amount, refund_count, refund_amount, cancel_count, cancel_amount = (v or 0 for v in values)
+    return Totals(currency=_int(message.get("currency")) or 643, sale_count=sale_count, sale_amount=sale_amount,
+                  refund_count=refund_count, refund_amount=refund_amount, cancel_count=cancel_count,
+                  cancel_amount=cancel_amount)

@@ -1,0 +1,267 @@
+"""Arcus2-style exchange sessions for both sides, sans-IO, speaking the protocol-neutral events of
+:mod:`protocols.common.session` (arcus2.md, "Exchange").
+
+ECR turn with ``Q`` -> zero or more terminal turns with ``I`` -> terminal turn with ``R``. While the
+operation waits for the card or PIN the ECR may send ``A``; the terminal then ends it with an ``R``
+whose response code is 998. Arcus has no cashier dialog.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Mapping
+
+from protocols.common.errors import ExchangeTimeout, LinkError
+from protocols.common.model import Request, Result
+from protocols.common.session import (
+    AbortRequested,
+    Completed,
+    Failed,
+    Progress,
+    RequestReceived,
+    RequestRejected,
+    ResultDelivered,
+    ResultUndelivered,
+)
+
+from .codes import DEFAULT_TEXTS
+from .constants import ABORT, INTERMEDIATE, REQUEST, RESULT
+from .fields import Message
+from .link import (
+    Arcus2Link,
+    LinkEvent,
+    LinkTimers,
+    MessageDelivered,
+    MessageReceived,
+    MessageUndelivered,
+    PacketTimeout,
+)
+from .mapping import (
+    RequestContext,
+    UnsupportedMessage,
+    abort_message,
+    intermediate_message,
+    message_to_request,
+    message_to_result,
+    rejection_context,
+    request_to_message,
+    result_to_message,
+)
+from .ops import OpsTable, default_ops_table
+
+_NO_DIALOG = "Arcus has no cashier dialog"
+
+
+class _Ecr(enum.Enum):
+    IDLE = "idle"
+    REQUESTING = "requesting"  # Q queued or in flight
+    WAITING = "waiting"  # Q delivered; the result timer runs
+
+
+class Arcus2EcrSession:
+    """The cash register's side. See :class:`protocols.common.session.EcrSession`.
+
+    ``texts`` (rc_res) give ``Result.response_text`` when the terminal sent no ``text_message``.
+    """
+
+    def __init__(
+        self,
+        timers: LinkTimers | None = None,
+        ops_table: OpsTable | None = None,
+        texts: Mapping[str, str] | None = None,
+    ) -> None:
+        self.link = Arcus2Link("ecr", timers)
+        self.ops = ops_table or default_ops_table()
+        self.texts = texts if texts is not None else DEFAULT_TEXTS
+        self._state = _Ecr.IDLE
+        self._request: Request | None = None
+        self._request_message: Message | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._state is not _Ecr.IDLE
+
+    def start(self, request: Request, now: float) -> None:
+        """Send ``request`` as ``Q``; InvalidRequest if the ops table has no code for it."""
+        if self.busy:
+            raise RuntimeError("an exchange is already in progress")
+        message = request_to_message(request, self.ops)
+        # The previous exchange ended with the terminal's R, its last word: its EOT (which a client
+        # may have discarded as stale input) is not worth waiting for.
+        self.link.end_peer_turn(now)
+        self._request, self._request_message = request, message
+        self.link.send(message, now)
+        self._state = _Ecr.REQUESTING
+
+    def answer_prompt(self, answer: str, ok: bool, now: float) -> None:
+        """Never called: an Arcus terminal asks the cashier nothing through the ECR."""
+        raise NotImplementedError(_NO_DIALOG)
+
+    def abort(self, now: float) -> None:
+        """Send ``A`` for the operation in progress (the terminal answers 998 while it waits for
+        the card or PIN, later it finishes the operation); nothing happens when idle."""
+        if self._state is not _Ecr.IDLE and self._request is not None:
+            self.link.send(abort_message(self._request.transaction_id), now)
+
+    def receive(self, data: bytes, now: float) -> list:
+        return self._handle(self.link.receive(data, now), now)
+
+    def poll(self, now: float) -> list:
+        return self._handle(self.link.poll(now), now)
+
+    def next_deadline(self) -> float | None:
+        return self.link.next_deadline()
+
+    def data_to_send(self) -> bytes:
+        return self.link.data_to_send()
+
+    def reset(self) -> None:
+        """Forget everything (the connection was lost)."""
+        self.link.reset()
+        self._state = _Ecr.IDLE
+
+    def _fail(self, error: LinkError) -> list:
+        self.link.discard_outgoing()
+        self.link.stop_packet_timer()
+        self._state = _Ecr.IDLE
+        return [Failed(error)]
+
+    def _handle(self, link_events: list[LinkEvent], now: float) -> list:
+        events: list = []
+        for event in link_events:
+            if self._state is _Ecr.IDLE:
+                continue  # late packets of an earlier exchange (already ACKed by the link)
+            if isinstance(event, MessageDelivered):
+                if event.message is self._request_message and self._state is _Ecr.REQUESTING:
+                    self._state = _Ecr.WAITING
+                    self.link.expect_packet(now)
+            elif isinstance(event, MessageUndelivered):
+                if event.message is self._request_message and self._state is _Ecr.REQUESTING:
+                    events += self._fail(event.error)
+                # an undelivered A changes nothing: the result timer still guards the exchange
+            elif isinstance(event, MessageReceived):
+                events += self._on_message(event.message, now)
+            elif isinstance(event, PacketTimeout) and self._state is _Ecr.WAITING:
+                events += self._fail(ExchangeTimeout(
+                    f"no packet from the terminal within {self.link.timers.packet_timeout:g} s"))
+        return events
+
+    def _on_message(self, message: Message, now: float) -> list:
+        if message.message_class == INTERMEDIATE:
+            # An I means the terminal has our Q, even if its ACK was lost on the line.
+            self._state = _Ecr.WAITING
+            self.link.expect_packet(now)
+            return [Progress(message.get("text_message") or "")]
+        if message.message_class != RESULT:
+            return []
+        request, sent = self._request, self._request_message
+        assert request is not None and sent is not None
+        if message.get("transaction_id") not in (None, sent.get("transaction_id")) or \
+                message.get("operation") not in (None, sent.get("operation")):
+            return []  # the late R of an earlier exchange: keep waiting for ours
+        result = message_to_result(message, request, self.texts)
+        self.link.stop_packet_timer()
+        self.link.discard_outgoing()  # an A still queued has nothing left to abort
+        self._state = _Ecr.IDLE
+        return [Completed(result)]
+
+
+class _Terminal(enum.Enum):
+    IDLE = "idle"
+    PROCESSING = "processing"
+    FINISHING = "finishing"  # R queued or in flight
+
+
+class Arcus2TerminalSession:
+    """The terminal's side. See :class:`protocols.common.session.TerminalSession`.
+
+    It decides nothing about money: it reports the request and sends what the application (the
+    virtual terminal) tells it to.
+    """
+
+    def __init__(self, timers: LinkTimers | None = None, ops_table: OpsTable | None = None) -> None:
+        self.link = Arcus2Link("terminal", timers)
+        self.ops = ops_table or default_ops_table()
+        self._state = _Terminal.IDLE
+        self._context: RequestContext | None = None
+        self._result: Result | None = None
+        self._result_message: Message | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._state is not _Terminal.IDLE
+
+    def send_progress(self, text: str, now: float) -> None:
+        """Send ``I`` with ``text`` (a default when empty); coalesced while anything is still queued."""
+        if self._state is _Terminal.PROCESSING and not self.link.sending:
+            self.link.send(intermediate_message(text), now)
+
+    def send_prompt(self, prompt: str, timeout: float | None, now: float) -> None:
+        """Not available: Arcus has no cashier dialog (``SPEC.cashier_dialog`` is False)."""
+        raise NotImplementedError(_NO_DIALOG)
+
+    def send_result(self, result: Result, now: float) -> None:
+        """Send ``R`` for the request in progress."""
+        if self._state is not _Terminal.PROCESSING or self._context is None:
+            raise RuntimeError("there is no request to answer")
+        self._result = result
+        self._result_message = result_to_message(result, self._context)
+        self.link.send(self._result_message, now)
+        self._state = _Terminal.FINISHING
+
+    def receive(self, data: bytes, now: float) -> list:
+        return self._handle(self.link.receive(data, now))
+
+    def poll(self, now: float) -> list:
+        return self._handle(self.link.poll(now))
+
+    def next_deadline(self) -> float | None:
+        return self.link.next_deadline()
+
+    def data_to_send(self) -> bytes:
+        return self.link.data_to_send()
+
+    def reset(self) -> None:
+        """Forget everything (the ECR disconnected)."""
+        self.link.reset()
+        self._finish()
+
+    def _finish(self) -> None:
+        self._state = _Terminal.IDLE
+        self._context = None
+        self._result = None
+        self._result_message = None
+
+    def _handle(self, link_events: list[LinkEvent]) -> list:
+        events: list = []
+        for event in link_events:
+            if isinstance(event, MessageReceived):
+                events += self._on_message(event.message)
+            elif isinstance(event, MessageDelivered):
+                if event.message is self._result_message and self._result is not None:
+                    events.append(ResultDelivered(self._result))
+                    self._finish()
+            elif isinstance(event, MessageUndelivered):
+                if event.message is self._result_message and self._result is not None:
+                    events.append(ResultUndelivered(self._result, event.error))
+                    self._finish()
+                else:
+                    events.append(Failed(event.error))  # an I the ECR would not take
+        return events
+
+    def _on_message(self, message: Message) -> list:
+        if message.message_class == ABORT:
+            wanted = message.get("transaction_id")
+            if self._state is _Terminal.PROCESSING and self._context is not None and \
+                    wanted in (None, self._context.transaction_id):
+                return [AbortRequested()]
+            return []
+        if message.message_class != REQUEST or self._state is not _Terminal.IDLE:
+            return []  # busy: a resent or second request waits until this one is answered
+        self._state = _Terminal.PROCESSING
+        try:
+            request, self._context = message_to_request(message, self.ops)
+        except UnsupportedMessage as error:
+            self._context = rejection_context(message)
+            return [RequestRejected(error.reason, error.operation_code)]
+        return [RequestReceived(request, raw=repr(message))]

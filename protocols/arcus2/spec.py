@@ -1,0 +1,69 @@
+"""The Arcus2-style entry of the protocol registry."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Mapping
+from pathlib import Path
+
+from protocols import ProtocolSpec
+
+from .describe import describe
+from .link import LinkTimers
+from .ops import OpsTable, load_ops_ini
+from .session import Arcus2EcrSession, Arcus2TerminalSession
+
+__all__ = ["SPEC", "ecr_session", "terminal_session", "spec_with_ops_table"]
+
+
+def _table(ops_table: OpsTable | str | Path | None) -> OpsTable | None:
+    return load_ops_ini(ops_table) if isinstance(ops_table, (str, Path)) else ops_table
+
+
+def ecr_session(
+    timers: Mapping[str, float] | None = None,
+    ops_table: OpsTable | str | Path | None = None,
+    texts: Mapping[str, str] | None = None,
+) -> Arcus2EcrSession:
+    """An ECR-side session.
+
+    ``timers``: ``ack_timeout`` (T1, 2 s), ``packet_timeout`` (result timer, 120 s),
+    ``enq_interval`` (0.5 s), ``tries`` (3), ``turn_timeout`` (3 x T1) -- see LinkTimers.
+    ``ops_table``: an OpsTable or an ops.ini-format file (default: posbridge's table).
+    ``texts``: response texts (rc_res) for results that come without ``text_message``.
+    """
+    return Arcus2EcrSession(LinkTimers(**(timers or {})), _table(ops_table), texts)
+
+
+def terminal_session(
+    timers: Mapping[str, float] | None = None,
+    part_size: int = 0,
+    ops_table: OpsTable | str | Path | None = None,
+) -> Arcus2TerminalSession:
+    """A terminal-side session (timers and ops_table as for :func:`ecr_session`).
+
+    ``part_size`` is accepted for the common factory signature and ignored: Arcus2-style frames
+    carry a whole message (up to 65535 bytes of body).
+    """
+    return Arcus2TerminalSession(LinkTimers(**(timers or {})), _table(ops_table))
+
+
+def spec_with_ops_table(ops_table: OpsTable | str | Path) -> ProtocolSpec:
+    """:data:`SPEC` with both session factories bound to ``ops_table`` (an installation's ops.ini).
+
+    Assign it to ``EcrClient.protocol`` / ``VirtualTerminal.protocol`` before they open a session.
+    """
+    table = _table(ops_table)
+    return dataclasses.replace(SPEC, ecr_session=functools.partial(ecr_session, ops_table=table),
+                               terminal_session=functools.partial(terminal_session, ops_table=table))
+
+
+SPEC = ProtocolSpec(
+    name="arcus2",
+    title="Arcus2-style link v1",
+    ecr_session=ecr_session,
+    terminal_session=terminal_session,
+    describe=describe,
+    cashier_dialog=False,
+)
