@@ -55,6 +55,27 @@ from .mapping import (
 )
 
 
+class _SessionBase:
+    """Plumbing both sides share: the link, and the driver-facing calls that go through it."""
+
+    link: InpasLink
+
+    def receive(self, data: bytes, now: float) -> list:
+        return self._handle(self.link.receive(data, now), now)
+
+    def poll(self, now: float) -> list:
+        return self._handle(self.link.poll(now), now)
+
+    def next_deadline(self) -> float | None:
+        return self.link.next_deadline()
+
+    def data_to_send(self) -> bytes:
+        return self.link.data_to_send()
+
+    def _handle(self, link_events: list[LinkEvent], now: float) -> list:
+        raise NotImplementedError
+
+
 class _Ecr(enum.Enum):
     IDLE = "idle"
     REQUESTING = "requesting"  # request frames out, waiting for ACK
@@ -63,7 +84,7 @@ class _Ecr(enum.Enum):
     ANSWERING = "answering"  # our dialog/gateway answer out, waiting for ACK
 
 
-class InpasEcrSession:
+class InpasEcrSession(_SessionBase):
     """The cash register's side of SA. See :class:`protocols.common.session.EcrSession`."""
 
     def __init__(
@@ -97,18 +118,6 @@ class InpasEcrSession:
     def abort(self, now: float) -> None:
         """SA has no abort message from the ECR: the cashier cancels on the terminal itself."""
         raise NotImplementedError("INPAS SA has no ECR-side abort; cancel on the terminal's keypad")
-
-    def receive(self, data: bytes, now: float) -> list:
-        return self._handle(self.link.receive(data, now), now)
-
-    def poll(self, now: float) -> list:
-        return self._handle(self.link.poll(now), now)
-
-    def next_deadline(self) -> float | None:
-        return self.link.next_deadline()
-
-    def data_to_send(self) -> bytes:
-        return self.link.data_to_send()
 
     def reset(self) -> None:
         """Forget everything (the connection was lost)."""
@@ -188,7 +197,7 @@ class _Terminal(enum.Enum):
     FINISHING = "finishing"  # final response sent, waiting for ACK
 
 
-class InpasTerminalSession:
+class InpasTerminalSession(_SessionBase):
     """The terminal's side of SA. See :class:`protocols.common.session.TerminalSession`."""
 
     def __init__(self, timers: LinkTimers | None = None, part_size: int = 1024) -> None:
@@ -199,6 +208,7 @@ class InpasTerminalSession:
         self._result_message: Message | None = None
         self._result: Result | None = None
         self._prompt_message: Message | None = None
+        self._prompt_timeout: float | None = None
 
     @property
     def busy(self) -> bool:
@@ -224,18 +234,6 @@ class InpasTerminalSession:
         self.link.stop_packet_timer()
         self.link.send(self._result_message, now)
         self._state = _Terminal.FINISHING
-
-    def receive(self, data: bytes, now: float) -> list:
-        return self._handle(self.link.receive(data, now), now)
-
-    def poll(self, now: float) -> list:
-        return self._handle(self.link.poll(now), now)
-
-    def next_deadline(self) -> float | None:
-        return self.link.next_deadline()
-
-    def data_to_send(self) -> bytes:
-        return self.link.data_to_send()
 
     def reset(self) -> None:
         """Forget everything (the ECR disconnected)."""
