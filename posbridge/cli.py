@@ -22,7 +22,8 @@ import protocols
 from devices import DeviceError
 from protocols.common.errors import DecodeError, LinkError
 
-from .model import InvalidRequest, Operation, Request, Result, format_amount, parse_amount
+from .formatting import format_result, result_to_json
+from .model import InvalidRequest, Operation, Request, parse_amount
 
 DEFAULT_PROTOCOL = "inpas"
 
@@ -31,50 +32,6 @@ def default_journal_path() -> Path:
     """Where the ECR journal lives unless ``--journal`` says otherwise (XDG data folder)."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "posbridge" / "ecr-journal.sqlite3"
-
-
-# --- output ------------------------------------------------------------------------------------
-def format_result(result: Result, *, slips: bool = True) -> str:
-    """A result as people read it: outcome line, details, then the slips."""
-    lines = [f"{result.operation.value}: {result.status.value.upper()}"
-             f" (code {result.host_code or result.response_code or '-'}) {result.response_text}".rstrip()]
-    details = {
-        "amount": format_amount(result.amount, result.currency or 643) if result.amount is not None else None,
-        "card": f"{result.card_scheme or ''} {result.masked_pan or ''}".strip() or None,
-        "rrn": result.rrn, "auth code": result.auth_code, "terminal": result.terminal_id,
-        "transaction id": result.transaction_id,
-    }
-    for name, value in details.items():
-        if value:
-            lines.append(f"  {name}: {value}")
-    if result.totals is not None:
-        t = result.totals
-        lines.append(f"  totals: sales {t.sale_count} / {format_amount(t.sale_amount, t.currency)},"
-                     f" refunds {t.refund_count} / {format_amount(t.refund_amount, t.currency)},"
-                     f" cancels {t.cancel_count} / {format_amount(t.cancel_amount, t.currency)}")
-    if slips:
-        for title, text in (("customer slip", result.slips.customer), ("cashier slip", result.slips.cashier)):
-            if text:
-                lines.append(f"  --- {title} ---")
-                lines += ["  | " + line for line in text.splitlines()]
-    return "\n".join(lines)
-
-
-def result_to_json(result: Result) -> dict[str, Any]:
-    """A result as a JSON-able dict (masked PAN only, as everywhere)."""
-    data: dict[str, Any] = {
-        "operation": result.operation.value, "status": result.status.value, "approved": result.approved,
-        "response_code": result.response_code, "host_code": result.host_code,
-        "response_text": result.response_text, "amount": result.amount, "currency": result.currency,
-        "rrn": result.rrn, "auth_code": result.auth_code, "masked_pan": result.masked_pan,
-        "card_scheme": result.card_scheme, "terminal_id": result.terminal_id,
-        "transaction_id": result.transaction_id,
-        "host_datetime": result.host_datetime.isoformat() if result.host_datetime else None,
-        "slips": {"customer": result.slips.customer, "cashier": result.slips.cashier},
-    }
-    if result.totals is not None:
-        data["totals"] = vars(result.totals)
-    return data
 
 
 # --- commands ----------------------------------------------------------------------------------

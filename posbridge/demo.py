@@ -16,6 +16,7 @@ from devices import open_device
 
 from .cards import Card
 from .client import EcrClient
+from .formatting import format_result
 from .model import Result
 from .terminal import TerminalConfig, VirtualTerminal
 
@@ -32,12 +33,15 @@ async def run_demo(protocol: str = "inpas", out: TextIO | None = None) -> int:
     serving = asyncio.get_running_loop().create_task(terminal.serve(terminal_end))
     failures = 0
 
+    shown = 0
+
     def show(title: str, result: Result, expect_approved: bool) -> None:
-        nonlocal failures
+        nonlocal failures, shown
         ok = result.approved == expect_approved
         failures += not ok
-        print(f"\n=== {title} {'' if ok else '(UNEXPECTED OUTCOME)'}", file=out)
-        print(_format(result), file=out)
+        print(f"\n=== {title}{'' if ok else ' (UNEXPECTED OUTCOME)'}", file=out)
+        print(format_result(result, cashier_slip=shown == 0), file=out)  # one cashier copy is enough
+        shown += 1
 
     print(f"posbridge demo: ECR client <-> virtual terminal over {name} ({terminal.protocol.title})", file=out)
     try:
@@ -65,9 +69,3 @@ async def run_demo(protocol: str = "inpas", out: TextIO | None = None) -> int:
     print(f"\n{'all steps gave the expected outcome' if not failures else f'{failures} unexpected outcome(s)'}",
           file=out)
     return 0 if not failures else 1
-
-
-def _format(result: Result) -> str:
-    from .cli import format_result
-
-    return format_result(result)

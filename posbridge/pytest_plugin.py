@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator
 
-import pytest
 
 from .testing import TRANSPORTS, TerminalLink
 

@@ -7,7 +7,9 @@ CP1251 or CP866); this module only lays it out. Only masked card numbers ever re
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from .model import Operation, Result, Slips, Status, Totals, format_amount, mask_pan
 
@@ -63,9 +65,12 @@ class SlipPrinter:
         self.width = width
         self.copies = copies
 
-    def render(self, result: Result, *, auto_reversed: bool = False) -> Slips:
-        """Both slips of ``result``; the cashier copy is empty when only one copy is printed."""
-        body = self._body(result, auto_reversed)
+    def render(self, result: Result, *, auto_reversed: bool = False, details: Sequence[str] = ()) -> Slips:
+        """Both slips of ``result``; the cashier copy is empty when only one copy is printed.
+
+        ``details`` are extra lines after the amount or totals (a report's operation list).
+        """
+        body = self._body(result, auto_reversed, details)
         customer = "\n".join(body + ["", self._center(CUSTOMER_MARK)])
         if self.copies == 1:
             return Slips(customer=customer)
@@ -76,7 +81,14 @@ class SlipPrinter:
         separator = "\n" + "-" * self.width + "\n"
         return Slips(customer=customer, cashier=separator.join([cashier_one] * (self.copies - 1)))
 
-    def _body(self, result: Result, auto_reversed: bool) -> list[str]:
+    def operation_line(self, when: datetime, title: str, masked_pan: str | None, amount: int | None,
+                       currency: int | None) -> str:
+        """One line of a report's operation list: time, kind, card's last digits, amount."""
+        left = f"{when:%H:%M} {title[:10]} {(masked_pan or '')[-4:]}".rstrip()
+        right = format_amount(amount or 0, currency or 643).split()[0]
+        return self._pair(left, right)
+
+    def _body(self, result: Result, auto_reversed: bool, details: Sequence[str]) -> list[str]:
         m = self.merchant
         when = result.host_datetime
         lines = [self._center(m.name), *self._wrap(m.address)]
@@ -89,6 +101,7 @@ class SlipPrinter:
             lines += self._totals(result.totals)
         elif result.amount is not None:
             lines.append(self._pair("СУММА:", format_amount(result.amount, result.currency or 643)))
+        lines += [line[: self.width] for line in details]
         if result.masked_pan:
             # Defence in depth: whatever arrives here is masked again to 6 + 4 digits.
             lines.append(self._pair(result.card_scheme or "КАРТА", mask_pan(result.masked_pan)

@@ -37,7 +37,7 @@ from .host import BankHost, HostConfig, HostDecision
 from .journal import Journal
 from .model import Operation, Request, Result, Slips, Status
 from .pump import LinkClosed, SessionPump, Trace
-from .slips import Merchant, SlipPrinter
+from .slips import TITLES, Merchant, SlipPrinter
 
 log = logging.getLogger("posbridge.terminal")
 
@@ -62,6 +62,7 @@ TRANSITIONS = [
     {"trigger": "finish", "source": "*", "dest": "idle"},
 ]
 CARD_OPERATIONS = frozenset({Operation.SALE, Operation.PREAUTH, Operation.REFUND})
+REPORT_OPERATIONS = frozenset({Operation.FULL_REPORT, Operation.SETTLEMENT})
 
 # posbridge's own response codes for refusals the terminal makes itself (not the host's).
 CODE_BAD_MESSAGE = "913"  # invalid message format (the manual's code)
@@ -224,7 +225,10 @@ class VirtualTerminal:
             decision = self.host.process(request, card)
             await self._busy(pump, self.host_config.latency, abortable=False)
             result = self._result(request, decision)
-            await self._send(pump, request, result, auto_reversed=decision.auto_reversed)
+            details = self._report_lines(decision) if request.operation in REPORT_OPERATIONS else ()
+            result = result.with_changes(slips=self.printer.render(
+                result, auto_reversed=decision.auto_reversed, details=details))
+            await self._send(pump, request, result)
         finally:
             if self.state != "idle":
                 self.finish()
@@ -254,10 +258,10 @@ class VirtualTerminal:
             if isinstance(event, (AbortRequested, Failed, LinkClosed)):
                 return None
 
-    async def _send(self, pump: SessionPump, request: Request, result: Result, auto_reversed: bool = False) -> None:
+    async def _send(self, pump: SessionPump, request: Request, result: Result) -> None:
         self.print_slips()
         if not result.slips.customer and result.operation is not Operation.SLIP_COPY:
-            result = result.with_changes(slips=self.printer.render(result, auto_reversed=auto_reversed))
+            result = result.with_changes(slips=self.printer.render(result))
         if result.operation is not Operation.SLIP_COPY:
             self.last_result = result
         self.send_result()
@@ -315,6 +319,15 @@ class VirtualTerminal:
             host_code=decision.code,
             totals=decision.totals,
         )
+
+    def _report_lines(self, decision: HostDecision) -> list[str]:
+        """The operation list of a full report or a settlement: every approved money operation."""
+        lines = []
+        for op in self.journal.operations(self.host_config.terminal_id, decision.batch_number):
+            if op.status is Status.APPROVED and op.operation.moves_money and op.amount:
+                lines.append(self.printer.operation_line(op.host_datetime, TITLES[op.operation],
+                                                         op.masked_pan, op.amount, op.currency))
+        return lines
 
     def _refusal(self, request: Request, status: Status, code: str, text: str, card: Card | None) -> Result:
         return Result(

@@ -11,10 +11,9 @@ import pytest
 
 from devices import open_device
 from posbridge.cards import Card
-from posbridge.client import BlockingEcrClient, EcrClient
+from posbridge.client import BlockingEcrClient
 from posbridge.host import HostConfig
 from posbridge.journal import Journal
-from posbridge.model import Operation, Status
 from posbridge.scenario import ScenarioError, scenario_from_dict
 from posbridge.terminal import TerminalConfig, VirtualTerminal
 from posbridge.testing import TerminalLink

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 
 import pytest
 from hypothesis import given, settings
@@ -25,7 +24,6 @@ from protocols.inpas.constants import ACK, ENQ, EOT, NAK, SOH, STX
 from protocols.inpas.fields import Message
 from protocols.inpas.frame import encode_frame, encode_records
 from protocols.inpas.link import InpasLink, LinkTimers, MessageReceived
-from protocols.inpas.mapping import request_to_message
 from protocols.inpas.session import InpasEcrSession, InpasTerminalSession
 
 TIMERS = LinkTimers(ack_timeout=5.0, packet_timeout=45.0)
