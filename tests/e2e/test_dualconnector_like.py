@@ -1,0 +1,66 @@
+"""The virtual terminal serves an ECR that behaves like INPAS DualConnector over TCP (inpas-sa.md,
+"How the vendor's own ECR library behaves"): one connection per exchange, the request sent at once,
+fields in ascending tag order with tag 89, TRIPLEACK (extra ACKs) and EOT, then close."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from posbridge.terminal import VirtualTerminal
+from protocols.inpas.constants import ACK, EOT
+from protocols.inpas.fields import Message
+from protocols.inpas.frame import FrameScanner, FrameToken, encode_frame
+
+
+async def exchange(port: int, fields: dict, triple_ack: bool) -> Message:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(encode_frame(Message(fields).encode_body()))
+    scanner = FrameScanner()
+    answer = None
+    while answer is None:
+        data = await asyncio.wait_for(reader.read(4096), 5)
+        assert data, "the terminal closed the connection"
+        for token in scanner.feed(data):
+            if isinstance(token, FrameToken):
+                writer.write(bytes([ACK]))
+                message = Message.decode_body(token.body)
+                if message.operation_code != 21:
+                    answer = message
+    if triple_ack:
+        await asyncio.sleep(0.02)
+        writer.write(bytes([ACK]))
+        await asyncio.sleep(0.02)
+        writer.write(bytes([ACK, EOT]))
+    else:
+        writer.write(bytes([EOT]))
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+    return answer
+
+
+async def test_one_connection_per_exchange_with_tripleack():
+    terminal = VirtualTerminal("inpas")
+    ready: asyncio.Future = asyncio.get_running_loop().create_future()
+    task = asyncio.get_running_loop().create_task(
+        terminal.run("tcp-listen://127.0.0.1:0", ready=lambda device: ready.set_result(device.port)))
+    port = await asyncio.wait_for(ready, 5)
+    try:
+        ecr_id = "CON:SW:DC;1.3.5.2;SA:;2;"
+        sale = await exchange(port, {0: 15000, 4: "643", 25: 1, 26: "1", 27: "00344224", 89: ecr_id}, True)
+        assert (sale.get(25), sale.get(39), sale.get(15), sale.get(0)) == ("1", "1", "001", "15000")
+        test = await exchange(port, {25: 26, 27: "00344224"}, False)
+        assert test.get(39) == "1"
+        refund = await exchange(port, {0: 5000, 4: "643", 14: sale.get(14), 25: 29, 26: "2", 27: "00344224",
+                                       89: ecr_id}, True)
+        assert refund.get(39) == "1" and refund.get(0) == "5000"
+        no_rrn = await exchange(port, {0: 5000, 4: "643", 25: 29, 26: "3", 27: "00344224", 89: ecr_id}, True)
+        assert no_rrn.get(39) == "16" and no_rrn.get(15) == "9012"  # declined clearly: no RRN
+        totals = terminal.host.totals()
+        assert (totals.sale_amount, totals.refund_amount) == (15000, 5000)
+        assert terminal.undelivered == []
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
