@@ -109,13 +109,16 @@ class EcrClient:
         Raises InvalidRequest before anything is journaled or sent, and a LinkError subclass when
         the exchange fails; the journal then holds the operation as "unknown" for :meth:`recover`.
         """
+        request.validated()  # before anything is journaled or numbered
+        filled: dict[str, object] = {}
         if request.transaction_id is None and request.operation is not Operation.EMERGENCY_REVERSAL:
-            request = request.with_changes(transaction_id=self.journal.next_transaction_id())
+            filled["transaction_id"] = self.journal.next_transaction_id()
         if request.ecr_datetime is None:
-            request = request.with_changes(ecr_datetime=self.clock().replace(microsecond=0))
+            filled["ecr_datetime"] = self.clock().replace(microsecond=0)
         if request.terminal_id is None and self.terminal_id:
-            request = request.with_changes(terminal_id=self.terminal_id)
-        request.validated()
+            filled["terminal_id"] = self.terminal_id
+        if filled:
+            request = request.with_changes(**filled)
         async with self._lock:
             await self.open()
             entry = self.journal.ecr_begin(request, self.journal_key)

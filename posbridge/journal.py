@@ -370,11 +370,11 @@ class Journal:
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
 
     def next_counter(self, name: str) -> int:
-        """Increment and return a persisted counter (1, 2, 3 …)."""
-        with self.transaction():
-            value = int(self.get_meta(f"counter:{name}") or 0) + 1
-            self.set_meta(f"counter:{name}", str(value))
-            return value
+        """Increment and return a persisted counter (1, 2, 3 …), in one statement."""
+        rows = self._q(
+            "INSERT INTO meta (key, value) VALUES (?, '1') ON CONFLICT (key) "
+            "DO UPDATE SET value = CAST(value AS INTEGER) + 1 RETURNING value", (f"counter:{name}",))
+        return int(rows[0][0])
 
     def pan_salt(self) -> bytes:
         """This journal's secret salt for card-number hashes, created on first use."""
@@ -580,11 +580,11 @@ class Journal:
     # --- ECR side --------------------------------------------------------------------------------
     def next_transaction_id(self) -> str:
         """The ECR's next transaction number (STAN): persisted, 1 … 999999, then 1 again."""
-        with self.transaction():
-            last = int(self.get_meta("ecr_transaction_id") or 0)
-            value = last + 1 if last < MAX_TRANSACTION_ID else 1
-            self.set_meta("ecr_transaction_id", str(value))
-            return str(value)
+        rows = self._q(
+            "INSERT INTO meta (key, value) VALUES ('ecr_transaction_id', '1') ON CONFLICT (key) "
+            "DO UPDATE SET value = CASE WHEN CAST(value AS INTEGER) >= ? THEN 1 "
+            "ELSE CAST(value AS INTEGER) + 1 END RETURNING value", (MAX_TRANSACTION_ID,))
+        return str(int(rows[0][0]))
 
     def ecr_begin(self, request: Request, terminal: str) -> int:
         """Journal a request before its first byte is sent (state ``pending``); returns the entry id."""
@@ -605,16 +605,20 @@ class Journal:
         return int(cur.lastrowid or 0)
 
     def _ecr_move(self, entry_id: int, allowed: tuple[str, ...], state: str, **values: Any) -> None:
-        with self.transaction():
+        values.update(state=state, updated_at=_ts(self._clock()))
+        sets = ", ".join(f"{k} = :{k}" for k in values)
+        allowed_names = ", ".join(f":allowed{i}" for i in range(len(allowed)))
+        values.update({f"allowed{i}": name for i, name in enumerate(allowed)}, entry_id=entry_id)
+        with self._lock:  # one conditional UPDATE: the state check and the move are one statement
+            moved = self._conn.execute(
+                f"UPDATE ecr_entries SET {sets} WHERE id = :entry_id AND state IN ({allowed_names})", values
+            ).rowcount
+            if moved:
+                return
             row = self._conn.execute("SELECT state FROM ecr_entries WHERE id = ?", (entry_id,)).fetchone()
-            if row is None:
-                raise JournalError(f"no ECR journal entry {entry_id}")
-            if row["state"] not in allowed:
-                raise JournalError(f"ECR journal entry {entry_id} is {row['state']}, cannot become {state}")
-            values.update(state=state, updated_at=_ts(self._clock()))
-            sets = ", ".join(f"{k} = :{k}" for k in values)
-            values["entry_id"] = entry_id
-            self._conn.execute(f"UPDATE ecr_entries SET {sets} WHERE id = :entry_id", values)
+        if row is None:
+            raise JournalError(f"no ECR journal entry {entry_id}")
+        raise JournalError(f"ECR journal entry {entry_id} is {row['state']}, cannot become {state}")
 
     @staticmethod
     def _result_values(result: Result) -> dict[str, Any]:

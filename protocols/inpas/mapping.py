@@ -380,9 +380,11 @@ def _digits(value: str | bytes, what: str) -> int:
 
 
 def _datetime(value: str | bytes | None) -> datetime | None:
-    if not isinstance(value, str):
+    # Sliced by hand: strptime costs ~15 us and runs twice per exchange.
+    if not isinstance(value, str) or len(value) != 14 or not value.isdigit():
         return None
     try:
-        return datetime.strptime(value, DATETIME_FORMAT)
+        return datetime(int(value[:4]), int(value[4:6]), int(value[6:8]), int(value[8:10]),
+                        int(value[10:12]), int(value[12:14]))
     except ValueError:
         return None
