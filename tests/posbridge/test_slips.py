@@ -56,7 +56,7 @@ def test_settlement_totals_and_operation_lines():
     line = printer.operation_line(WHEN, "ОПЛАТА", "411111******1111", 15000, 643)
     assert line == "12:30 ОПЛАТА 1111         150.00" and len(line) == 32
     text = printer.render(settlement, details=[line]).customer.splitlines()
-    assert text[5:11] == ["          СВЕРКА ИТОГОВ", "ОПЛАТА (2)            300.00 RUB", "ВОЗВРАТ (1)            50.00 RUB",
+    assert text[5:11] == ["         СВЕРКА ИТОГОВ", "ОПЛАТА (2)            300.00 RUB", "ВОЗВРАТ (1)            50.00 RUB",
                           "ОТМЕНА (1)            100.00 RUB", "ИТОГО:                250.00 RUB", line]
 
 
