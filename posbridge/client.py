@@ -66,6 +66,8 @@ class EcrClient:
         self._owns_device = False
         self._pump: SessionPump | None = None
         self._lock = asyncio.Lock()
+        self._line_suspect = False  # the last exchange failed: the terminal may still be resending
+        self._failed_at = float("-inf")
 
     @property
     def journal_key(self) -> str:
@@ -125,9 +127,11 @@ class EcrClient:
             try:
                 result = await self._exchange(request, entry)
             except LinkError as error:
+                self._line_suspect, self._failed_at = True, self.monotonic()
                 self.journal.ecr_unknown(entry, str(error))
                 raise
             except BaseException as error:  # cancelled mid-exchange: the outcome is unknown too
+                self._line_suspect, self._failed_at = True, self.monotonic()
                 self.journal.ecr_unknown(entry, f"interrupted: {error!r}")
                 raise
             self.journal.ecr_finish(entry, result)
@@ -136,6 +140,9 @@ class EcrClient:
     async def _exchange(self, request: Request, entry: int) -> Result:
         pump = self._pump
         assert pump is not None and self._device is not None
+        if self._line_suspect:
+            await self._wait_for_quiet_line(pump)
+            self._line_suspect = False
         self._device.discard_input()  # stale bytes of an earlier exchange must not answer this one
         while not pump.events.empty():
             pump.events.get_nowait()
@@ -154,6 +161,18 @@ class EcrClient:
             if isinstance(event, CashierPrompt):
                 answer, ok = await self._answer(event)
                 pump.act(lambda now: pump.session.answer_prompt(answer, ok, now))
+
+    async def _wait_for_quiet_line(self, pump: SessionPump) -> None:
+        """After a failed exchange, wait until the terminal's resends of its old answer have died
+        out and its own timers have dropped any half frame (bounded: a line that never goes quiet
+        delays us at most four settle times)."""
+        quiet = float(getattr(pump.session, "settle_time", 0.0))
+        give_up = self.monotonic() + 4 * quiet
+        while (now := self.monotonic()) < give_up:
+            silent_for = now - max(pump.last_rx, self._failed_at)
+            if silent_for >= quiet:
+                return
+            await asyncio.sleep(quiet - silent_for)
 
     async def _answer(self, prompt: CashierPrompt) -> tuple[str, bool]:
         if self.on_prompt is None:

@@ -63,6 +63,7 @@ class SessionPump:
         self._outbox: list[bytes] = []
         self._timer: asyncio.TimerHandle | None = None
         self._armed_for: float | None = None
+        self.last_rx = float("-inf")  # clock() when bytes last arrived
 
     def start(self) -> None:
         """Start pumping on the running loop."""
@@ -167,7 +168,7 @@ class SessionPump:
             just_closed = False
             if self.trace:
                 self.trace("rx", data)
-            now = self.clock()
+            now = self.last_rx = self.clock()
             events = session.receive(data, now)
             events += session.poll(now)
             self._dispatch(events)

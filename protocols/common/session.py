@@ -137,6 +137,10 @@ class EcrSession(Session, Protocol):
     def abort(self, now: float) -> None:
         """Ask the terminal to abort the operation in progress, where the protocol allows it."""
 
+    @property
+    def settle_time(self) -> float:
+        """Seconds the line must stay quiet after a failed exchange before the next one starts."""
+
 
 class TerminalSession(Session, Protocol):
     """The terminal's side of one protocol."""

@@ -8,8 +8,9 @@ Handled here once, for every transport (inpas-sa.md, "Link layer"):
 - noise before a frame is skipped; a frame with a bad CRC or body gets NAK;
 - every valid frame (each SOH part too) gets one ACK; multi-part messages are reassembled;
 - a NAKed frame is resent, 3 sends in all; ENQ while waiting for ACK restarts the ACK timer;
-- posbridge's tolerance: a valid frame from the peer while we wait for the ACK of our own frame is
-  taken as that ACK (the ACK byte was lost on the line), so a damaged ACK costs no operation.
+- a valid frame from the peer while we wait for an ACK is reported as it is; the session decides
+  whether it proves the peer got our frame (:meth:`InpasLink.assume_delivered`) or is a stale
+  resend of an earlier exchange, which the link cannot tell.
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ class InpasLink:
         self._ack_deadline: float | None = None
         self._packet_deadline: float | None = None
         self._partial_deadline: float | None = None  # a started frame must complete by then
+        self._after_noise = False  # the last thing seen on the line was noise
         self.frames_rejected = 0
         self.noise_bytes = 0
 
@@ -160,6 +162,21 @@ class InpasLink:
             self._transmit_head(now)
         return [MessageDelivered(head.message)]
 
+    def assume_delivered(self, now: float) -> list[LinkEvent]:
+        """The peer answered our message, so it has it: treat its ACK, lost on the line, as received.
+
+        Only the last frame of a message can be assumed; a peer does not answer half a message.
+        """
+        if not self._queue or self._queue[0].index != len(self._queue[0].frames) - 1:
+            return []
+        return self._acknowledged(now)
+
+    def reset_receiver(self) -> None:
+        """Forget a partial frame or message (a new exchange must not inherit line damage)."""
+        self._scanner.reset()
+        self._reassembler.reset()
+        self._partial_deadline = None
+
     def _give_up_head(self, error: NoAck | NakLimit, now: float) -> list[LinkEvent]:
         head = self._queue.popleft()
         self._ack_deadline = None
@@ -181,6 +198,16 @@ class InpasLink:
         """Feed bytes read from the device; returns the events they complete."""
         events: list[LinkEvent] = []
         for token in self._scanner.feed(data):
+            if isinstance(token, Noise):
+                self.noise_bytes += len(token.data)
+                self._after_noise = True
+                continue
+            if isinstance(token, Control) and self._after_noise:
+                # A control value right after noise is most likely the inside of a frame whose start
+                # was lost (e.g. tag 4 reads as EOT): acting on it would abort a healthy exchange.
+                self.noise_bytes += 1
+                continue
+            self._after_noise = False
             if isinstance(token, FrameToken):
                 events += self._on_frame(token, now)
             elif isinstance(token, Control):
@@ -189,8 +216,6 @@ class InpasLink:
                 self.frames_rejected += 1
                 self._out.append(NAK)
                 events.append(FrameRejected(token.error))
-            elif isinstance(token, Noise):
-                self.noise_bytes += len(token.data)
         # A stray start byte followed by a large bogus length would otherwise swallow the next real
         # frames: a frame that has not completed within the ACK timer is dropped as noise.
         if self._scanner.pending == 0:
@@ -218,9 +243,6 @@ class InpasLink:
 
     def _on_frame(self, token: FrameToken, now: float) -> list[LinkEvent]:
         events: list[LinkEvent] = []
-        if self._queue:
-            # Our frame's ACK was lost on the line but the peer has moved on: take this as the ACK.
-            events += self._acknowledged(now)
         try:
             body = self._reassembler.add(token.start, token.body)
             message = Message.decode_body(body) if body is not None else None
@@ -250,6 +272,7 @@ class InpasLink:
             self.noise_bytes += self._scanner.pending
             self._scanner.reset()
             self._partial_deadline = None
+            self._after_noise = True
         if self._ack_deadline is not None and now >= self._ack_deadline:
             head = self._queue[0]
             if self.timers.resend_on_ack_timeout and head.sends < self.timers.tries:
@@ -281,4 +304,5 @@ class InpasLink:
         self._ack_deadline = None
         self._packet_deadline = None
         self._partial_deadline = None
+        self._after_noise = False
 

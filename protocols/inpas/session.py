@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 
-from protocols.common.errors import ExchangeAborted, ExchangeTimeout, LinkError, ProtocolViolation
+from protocols.common.errors import ExchangeAborted, ExchangeTimeout, LinkError
 from protocols.common.model import Request, Result
 from protocols.common.session import (
     AbortRequested,
@@ -97,15 +97,24 @@ class InpasEcrSession(_SessionBase):
         self.ecr_id = ecr_id
         self._state = _Ecr.IDLE
         self._request: Request | None = None
+        self._expected_code = 0
 
     @property
     def busy(self) -> bool:
         return self._state is not _Ecr.IDLE
 
+    @property
+    def settle_time(self) -> float:
+        """How long the line must stay quiet after a failed exchange before the next one starts:
+        a terminal resends an un-ACKed answer every WAITACK, and those resends must die out."""
+        return self.link.timers.ack_timeout * 1.2
+
     def start(self, request: Request, now: float) -> None:
         if self.busy:
             raise RuntimeError("an exchange is already in progress")
         self._request = request
+        self._expected_code = _expected_code(request)
+        self.link.reset_receiver()
         self.link.send(request_to_message(request, self.ecr_id), now)
         self._state = _Ecr.REQUESTING
 
@@ -152,11 +161,17 @@ class InpasEcrSession(_SessionBase):
 
     def _on_message(self, message: Message, now: float) -> list:
         code = message.operation_code
-        if self._state is _Ecr.REQUESTING:
-            self._state = _Ecr.WAITING  # the link took this packet as the request's lost ACK
+        intermediate = code in (OpCode.WAIT, OpCode.CASHIER_DIALOG) or (
+            code == OpCode.CUSTOM_COMMAND and message.get(Tag.COMMAND_MODE_2) in _GATEWAY_COMMANDS)
+        if not intermediate and not self._answers_our_request(message):
+            return []  # a resent answer to an earlier exchange: the link ACKed it, nothing more
+        events: list = []
+        if self._state in (_Ecr.REQUESTING, _Ecr.ANSWERING):
+            # The terminal answered, so it has our frame: its ACK was lost on the line.
+            events += self._handle(self.link.assume_delivered(now), now)
         if code == OpCode.WAIT:
             text = message.get(Tag.DISPLAY)
-            return [Progress(text if isinstance(text, str) else "")]
+            return events + [Progress(text if isinstance(text, str) else "")]
         if code == OpCode.CASHIER_DIALOG:
             prompt = message.get(Tag.CASHIER_PROMPT)
             timeout = message.get(Tag.TIMEOUT)
@@ -165,25 +180,32 @@ class InpasEcrSession(_SessionBase):
             self._state = _Ecr.PROMPTED
             # The cashier may think as long as the terminal allows; then the packet timer runs again.
             self.link.expect_packet(now, (seconds or 0) + self.link.timers.packet_timeout)
-            return [CashierPrompt(prompt if isinstance(prompt, str) else "", seconds,
-                                  int(kind) if isinstance(kind, str) and kind.isdigit() else 0)]
-        sub = message.get(Tag.COMMAND_MODE_2)
-        if code == OpCode.CUSTOM_COMMAND and sub in (str(int(CustomCommand.GATEWAY_OPEN_CLOSE)),
-                                                      str(int(CustomCommand.GATEWAY_DATA))):
+            return events + [CashierPrompt(prompt if isinstance(prompt, str) else "", seconds,
+                                           int(kind) if isinstance(kind, str) and kind.isdigit() else 0)]
+        if intermediate:
             # Gateway mode (the ECR relays the terminal's host traffic) is not offered: say so, the
             # terminal then uses its own connection or declines.
-            self.link.send(Message({Tag.OPERATION: int(OpCode.CUSTOM_COMMAND), Tag.COMMAND_MODE_2: sub,
+            self.link.send(Message({Tag.OPERATION: int(OpCode.CUSTOM_COMMAND),
+                                    Tag.COMMAND_MODE_2: message.get(Tag.COMMAND_MODE_2),
                                     Tag.COMMAND_RESULT: 1}), now)
             self._state = _Ecr.ANSWERING
-            return []
-        assert self._request is not None
-        if code is not None and message.get(Tag.STATUS) is None and code != _expected_code(self._request):
-            return self._fail(ProtocolViolation(f"unexpected operation {code} in the terminal's answer"))
+            return events
         result = message_to_result(message, self._request)
         self.link.send_control(EOT)
         self.link.stop_packet_timer()
         self._state = _Ecr.IDLE
-        return [Completed(result)]
+        return events + [Completed(result)]
+
+    def _answers_our_request(self, message: Message) -> bool:
+        """Same operation code as our request and, where both carry one, the same STAN."""
+        if message.operation_code != self._expected_code:
+            return False
+        stan = message.get(Tag.STAN)
+        ours = self._request.transaction_id if self._request else None
+        return stan is None or ours is None or stan == ours
+
+
+_GATEWAY_COMMANDS = (str(int(CustomCommand.GATEWAY_OPEN_CLOSE)), str(int(CustomCommand.GATEWAY_DATA)))
 
 
 def _expected_code(request: Request) -> int:
@@ -273,6 +295,13 @@ class InpasTerminalSession(_SessionBase):
         self._result_message = None
 
     def _on_message(self, message: Message, now: float) -> list:
+        events: list = []
+        if self.link.sending and self._state in (_Terminal.FINISHING, _Terminal.PROMPTING):
+            # The ECR answered or moved on to its next request: it has our frame, its ACK was lost.
+            events = self._handle(self.link.assume_delivered(now), now)
+        return events + self._on_ecr_message(message, now)
+
+    def _on_ecr_message(self, message: Message, now: float) -> list:
         if self._state is _Terminal.PROMPTING and message.operation_code == OpCode.CASHIER_DIALOG:
             self.link.stop_packet_timer()
             self._state = _Terminal.PROCESSING

@@ -173,7 +173,21 @@ def test_noise_and_stray_acks_before_a_request_are_skipped():
     events = terminal.receive(bytes.fromhex("00ff06") + VECTOR_SALE, 0.0)  # vector noise-before-frame
     assert [type(e) for e in events] == [RequestReceived]
     assert events[0].request.amount == 150 and events[0].request.operation is Operation.SALE
-    assert terminal.link.noise_bytes == 2  # 0x00 0xFF; the stray ACK is a control byte, ignored
+    assert terminal.link.noise_bytes == 3  # 0x00 0xFF, and the ACK after them counts as noise too
+
+
+def test_a_control_value_right_after_noise_is_not_taken_for_an_eot():
+    ecr = ecr_session()
+    ecr.start(SALE, 0.0)
+    ecr.data_to_send()
+    ecr.receive(bytes([ACK]), 0.1)
+    # The tail of a frame whose start was lost: "...0" then tag 4 (EOT's value) then more.
+    assert ecr.receive(bytes.fromhex("3135300403003634"), 0.2) == []
+    assert ecr.busy
+    events = ecr.receive(bytes([EOT]), 0.3)  # a lone EOT after a frame or control byte still aborts
+    assert events == [] and ecr.busy  # ...but not straight after noise: it too could be frame data
+    final = encode_frame(Message({25: 1, 39: 1, 15: "001"}).encode_body())
+    assert isinstance(ecr.receive(final, 0.4)[0], Completed)
 
 
 def test_a_resent_request_whose_ack_was_lost_is_acked_again_and_reported_once():
