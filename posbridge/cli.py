@@ -50,10 +50,28 @@ OPERATION_COMMANDS: dict[str, tuple[Operation, str]] = {
 }
 
 
+def _resolve_port(args: argparse.Namespace) -> None:
+    """``--port auto``: the single connected terminal and, unless --protocol was given, its protocol."""
+    if args.port == "auto":
+        from devices.discovery import choose_auto
+
+        args.port, protocol = choose_auto()
+        args.protocol = args.protocol or protocol
+    args.protocol = args.protocol or DEFAULT_PROTOCOL
+
+
+def _cmd_devices(args: argparse.Namespace) -> int:
+    from devices.discovery import format_report
+
+    print(format_report())
+    return 0
+
+
 async def _run_operation(args: argparse.Namespace) -> int:
     from .client import EcrClient
     from .journal import Journal
 
+    _resolve_port(args)
     operation, _ = OPERATION_COMMANDS[args.command]
     request = Request(
         operation,
@@ -92,6 +110,7 @@ async def _run_recover(args: argparse.Namespace) -> int:
     from .client import EcrClient
     from .journal import Journal
 
+    _resolve_port(args)
     journal = Journal(args.journal)
     try:
         async with EcrClient(args.port, args.protocol, journal=journal, terminal_id=args.terminal_id) as client:
@@ -139,7 +158,7 @@ async def _run_emulate(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, task.cancel)
     try:
-        await terminal.run(args.port, ready=ready)
+        await terminal.run(args.port, ready=ready, faults=args.fault)
     except asyncio.CancelledError:
         print("posbridge virtual terminal stopped", flush=True)
     return 0
@@ -171,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     emulate.add_argument("--journal", help="terminal batch journal (SQLite file; default in memory)")
     emulate.add_argument("--card", action="append", help="card the next operation reads (repeatable)")
     emulate.add_argument("--seed", type=int, default=None, help="seed for RRNs and authorization codes")
+    emulate.add_argument("--fault", metavar="SPEC", help="line faults, e.g. 'rx:drop@12,split=3,seed=7'"
+                         " (grammar: devices/faults.py); rx = what the terminal receives")
+
+    sub.add_parser("devices", help="list connected terminals (serial and USB) that match a model profile")
+    sub.add_parser("arcus2-cli", add_help=False,
+                   help="Arcus command-line tool drop-in: /o<op> /a<amount> /c<currency> … (rc.out, cheq.out, output.dat)")
 
     decode = sub.add_parser("decode", help="decode frames given in hex into JSON")
     protocol_option(decode)
@@ -191,8 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _link_options(p: argparse.ArgumentParser, protocol_option: Any) -> None:
-    protocol_option(p)
-    p.add_argument("--port", required=True, help="device URL of the terminal (serial://…, tcp://…, pty path…)")
+    p.add_argument("--protocol", default=None, choices=protocols.names(),
+                   help=f"wire protocol (default {DEFAULT_PROTOCOL}, or the model's with --port auto)")
+    p.add_argument("--port", required=True,
+                   help="device URL of the terminal (serial://…, tcp://…, usb://VID:PID), or 'auto'")
     p.add_argument("--terminal-id", help="terminal id to send (tag 27)")
     p.add_argument("--journal", default=str(default_journal_path()), help="ECR journal file (SQLite)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -200,6 +227,11 @@ def _link_options(p: argparse.ArgumentParser, protocol_option: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``posbridge`` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["arcus2-cli"]:  # its own /o1 /a100 argument style, parsed by the tool itself
+        from .arcus2_cli import main as arcus2_cli_main
+
+        return arcus2_cli_main(argv[1:])
     args = build_parser().parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level if args.command != "emulate" else min(level, logging.INFO),
@@ -209,6 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_demo(args)
         if args.command == "decode":
             return _cmd_decode(args)
+        if args.command == "devices":
+            return _cmd_devices(args)
         if args.command == "emulate":
             return asyncio.run(_run_emulate(args))
         if args.command == "recover":

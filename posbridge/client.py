@@ -41,7 +41,7 @@ class EcrClient:
     def __init__(
         self,
         port: str | Device,
-        protocol: str = "inpas",
+        protocol: str | protocols.ProtocolSpec = "inpas",
         *,
         journal: Journal | None = None,
         terminal_id: str | None = None,
@@ -53,7 +53,8 @@ class EcrClient:
         trace: Trace | None = None,
     ) -> None:
         self.port = port
-        self.protocol = protocols.get(protocol)
+        # A ProtocolSpec too: e.g. protocols.arcus2.spec.spec_for_installation(ops.ini, rc_res.ini)
+        self.protocol = protocol if isinstance(protocol, protocols.ProtocolSpec) else protocols.get(protocol)
         self.journal = journal if journal is not None else Journal()
         self.terminal_id = terminal_id
         self.timers = timers or {}
@@ -161,6 +162,13 @@ class EcrClient:
             if isinstance(event, CashierPrompt):
                 answer, ok = await self._answer(event)
                 pump.act(lambda now: pump.session.answer_prompt(answer, ok, now))
+
+    def abort(self) -> None:
+        """Ask the terminal to abort the operation in progress (Arcus ``A``: it answers 998 while it
+        waits for the card or PIN). NotImplementedError for protocols without one (INPAS SA)."""
+        pump = self._pump
+        if pump is not None:
+            pump.act(pump.session.abort)
 
     async def _wait_for_quiet_line(self, pump: SessionPump) -> None:
         """After a failed exchange, wait until the terminal's resends of its old answer have died

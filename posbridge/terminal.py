@@ -95,7 +95,7 @@ class VirtualTerminal:
 
     def __init__(
         self,
-        protocol: str = "inpas",
+        protocol: str | protocols.ProtocolSpec = "inpas",
         *,
         config: TerminalConfig | None = None,
         host_config: HostConfig | None = None,
@@ -106,7 +106,8 @@ class VirtualTerminal:
         on_operation: Callable[[Request, Result], None] | None = None,
         trace: Trace | None = None,
     ) -> None:
-        self.protocol = protocols.get(protocol)
+        # A ProtocolSpec too: e.g. protocols.arcus2.spec.spec_for_installation(ops.ini, rc_res.ini)
+        self.protocol = protocol if isinstance(protocol, protocols.ProtocolSpec) else protocols.get(protocol)
         self.config = config or TerminalConfig()
         merchant = self.config.merchant
         self.host_config = host_config or HostConfig(
@@ -158,9 +159,11 @@ class VirtualTerminal:
         """A fresh protocol session for the terminal's side, with the configured timers."""
         return self.protocol.terminal_session(timers=self.config.timers, part_size=self.config.part_size)
 
-    async def run(self, url: str, *, ready: Callable[[Device], None] | None = None) -> None:
-        """Open ``url`` and serve ECRs on it until cancelled."""
-        device = await open_device(url)
+    async def run(self, url: str, *, ready: Callable[[Device], None] | None = None,
+                  faults: str | None = None) -> None:
+        """Open ``url`` and serve ECRs on it until cancelled; ``faults`` puts the line in a
+        :class:`~devices.faults.FaultyDevice` (its spec; ``rx`` is what the terminal receives)."""
+        device = await open_device(url, faults=faults)
         try:
             if ready:
                 ready(device)
@@ -199,11 +202,11 @@ class VirtualTerminal:
         try:
             if request.operation in CARD_OPERATIONS:
                 self.wait_for_card()
-                aborted = await self._busy(pump, self.config.card_delay)
+                aborted = await self._busy(pump, self.config.card_delay, "ВСТАВЬТЕ КАРТУ")
                 if not aborted:
                     card = self.cards.next_card()
                     self.enter_pin()
-                    aborted = await self._busy(pump, self.config.pin_delay)
+                    aborted = await self._busy(pump, self.config.pin_delay, "ВВЕДИТЕ ПИН")
             if not aborted and card is not None and self.config.ask_last_digits and self.protocol.cashier_dialog:
                 self.ask_cashier()
                 answer = await self._ask(pump, "ВВЕДИТЕ ПОСЛЕДНИЕ 4 ЦИФРЫ КАРТЫ")
@@ -223,7 +226,7 @@ class VirtualTerminal:
                 return
             self.authorize()
             decision = self.host.process(request, card)
-            await self._busy(pump, self.host_config.latency, abortable=False)
+            await self._busy(pump, self.host_config.latency, "СОЕДИНЕНИЕ С БАНКОМ", abortable=False)
             result = self._result(request, decision)
             details = self._report_lines(decision) if request.operation in REPORT_OPERATIONS else ()
             result = result.with_changes(slips=self.printer.render(
@@ -233,13 +236,13 @@ class VirtualTerminal:
             if self.state != "idle":
                 self.finish()
 
-    async def _busy(self, pump: SessionPump, seconds: float, abortable: bool = True) -> bool:
-        """Wait ``seconds`` while telling the ECR we are busy; True if the ECR aborted meanwhile."""
+    async def _busy(self, pump: SessionPump, seconds: float, text: str, abortable: bool = True) -> bool:
+        """Wait ``seconds`` while telling the ECR what we do (``text``); True if the ECR aborted."""
         if seconds <= 0:
             return False
         end = self.monotonic() + seconds
         while (left := end - self.monotonic()) > 0:
-            pump.act(lambda now: pump.session.send_progress("", now))
+            pump.act(lambda now: pump.session.send_progress(text, now))
             try:
                 event = await pump.next_event(min(left, self.config.progress_interval))
             except (TimeoutError, asyncio.TimeoutError):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from protocols.common.model import Operation, Status
 
-from .ops import OpsTableError, read_text_file
+from .ops import IniFileError, read_text_file
 
 __all__ = [
     "APPROVED",
@@ -158,7 +158,7 @@ def parse_rc_res(text: str, source: str = "rc_res.ini") -> dict[str, str]:
 
     The separator is ``=``, ``,``, ``;``, ``:``, a tab or spaces. ``#`` / ``;`` comment lines,
     ``[section]`` lines and blank lines are skipped; a later line for the same code wins.
-    Raises :class:`~protocols.arcus2.ops.OpsTableError` naming the line of a malformed one.
+    Raises :class:`~protocols.arcus2.ops.IniFileError` naming the line of a malformed one.
     """
     texts: dict[str, str] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -167,7 +167,7 @@ def parse_rc_res(text: str, source: str = "rc_res.ini") -> dict[str, str]:
             continue
         match = _RC_LINE.fullmatch(line)
         if match is None:
-            raise OpsTableError(source, number, f"expected 'CODE=TEXT', got {line[:60]!r}")
+            raise IniFileError(source, number, f"expected 'CODE=TEXT', got {line[:60]!r}")
         texts[match.group("code")] = match.group("text").strip()
     return texts
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Union
+from typing import NoReturn, Union
 
 from construct import (
     Bytes,
@@ -43,9 +44,22 @@ from construct import (
     this,
 )
 
-from protocols.common.errors import ChecksumError, DecodeError, IncompleteFrame, InvalidRequest
+from protocols.common.errors import (
+    ChecksumError,
+    DecodeError,
+    IncompleteFrame,
+    InvalidRequest,
+)
 
-from .constants import ETX, FRAME_OVERHEAD, FS, HEADER_SIZE, MAX_BODY, MESSAGE_CLASSES, STX
+from .constants import (
+    ETX,
+    FRAME_OVERHEAD,
+    FS,
+    HEADER_SIZE,
+    MAX_BODY,
+    MESSAGE_CLASSES,
+    STX,
+)
 
 __all__ = [
     "lrc",
@@ -58,6 +72,8 @@ __all__ = [
     "decode_frame",
     "encode_body",
     "decode_body",
+    "raise_body_error",
+    "BODY_PATTERN",
     "Control",
     "Noise",
     "FrameToken",
@@ -238,6 +254,11 @@ def encode_body(message_class: str, fields: Iterable[tuple[str, bytes]]) -> byte
     return message_class.encode("ascii") + _FS_BYTE.join(parts)
 
 
+#: A whole well-formed body, checked in one pass of the regex engine (the per-frame fast path);
+#: :func:`raise_body_error` finds what is wrong with a body that does not match. Keys repeat-checked apart.
+BODY_PATTERN = re.compile(rb"[QIRA](?:[a-z][a-z0-9_]*=[^\x1c]*(?:\x1c[a-z][a-z0-9_]*=[^\x1c]*)*)?")
+
+
 def decode_body(body: bytes) -> tuple[str, list[tuple[str, bytes]]]:
     """Split a body into its class letter and (key, raw value) fields, in wire order.
 
@@ -246,13 +267,21 @@ def decode_body(body: bytes) -> tuple[str, list[tuple[str, bytes]]]:
     ``"duplicate_key"`` for a repeated key (offset: the field's first byte).
     """
     body = bytes(body)
+    if BODY_PATTERN.fullmatch(body) is None:
+        raise_body_error(body)
+    if len(body) == 1:
+        return chr(body[0]), []
+    fields = [(key.decode("ascii"), value) for key, _, value in (p.partition(b"=") for p in body[1:].split(_FS_BYTE))]
+    if len({key for key, _ in fields}) != len(fields):
+        raise_body_error(body)
+    return chr(body[0]), fields
+
+
+def raise_body_error(body: bytes) -> NoReturn:
+    """Raise the DecodeError (reason, offset) for a body that is not well-formed: see :func:`decode_body`."""
     if not body or body[0] not in _CLASS_BYTES:
         found = f"0x{body[0]:02X}" if body else "an empty body"
         raise DecodeError("class", 0, f"expected a class letter Q, I, R or A, got {found}")
-    message_class = chr(body[0])
-    fields: list[tuple[str, bytes]] = []
-    if len(body) == 1:
-        return message_class, fields
     seen: set[bytes] = set()
     pos = 1
     for part in body[1:].split(_FS_BYTE):
@@ -263,9 +292,8 @@ def decode_body(body: bytes) -> tuple[str, list[tuple[str, bytes]]]:
         if key in seen:
             raise DecodeError("duplicate_key", pos, f"key {key.decode()!r} appears twice")
         seen.add(key)
-        fields.append((key.decode("ascii"), part[eq + 1 :]))
         pos += len(part) + 1
-    return message_class, fields
+    raise DecodeError("field", 0, "malformed body")  # not reached: BODY_PATTERN and this scan agree
 
 
 # --- streaming scanner (for the link layer) ------------------------------------------------------

@@ -168,6 +168,12 @@ class Arcus2Link:
             if self._queue:
                 self._start_turn(now)
 
+    def reset_receiver(self) -> None:
+        """Forget a partial frame (a new exchange must not inherit line damage)."""
+        self.noise_bytes += self._scanner.pending
+        self._scanner.reset()
+        self._partial_deadline = None
+
     def _idle(self) -> None:
         self.phase = Phase.IDLE
         self._turn_deadline = None
@@ -305,9 +311,7 @@ class Arcus2Link:
         """Expire timers that are due at ``now``."""
         events: list[LinkEvent] = []
         if self._partial_deadline is not None and now >= self._partial_deadline:
-            self.noise_bytes += self._scanner.pending
-            self._scanner.reset()
-            self._partial_deadline = None
+            self.reset_receiver()
         if self._turn_deadline is not None and now >= self._turn_deadline:
             phase = self.phase
             if phase is Phase.ENQ_SENT:

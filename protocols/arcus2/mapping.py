@@ -8,10 +8,9 @@ Fields are written in the order of the key table (:data:`~protocols.arcus2.field
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Mapping
 
 from protocols.common.model import Operation, Request, Result, Slips, Totals
 
@@ -24,6 +23,7 @@ __all__ = [
     "SLIP_SEPARATOR",
     "DEFAULT_PROGRESS_TEXT",
     "ORIGINAL_DATETIME_FORMAT",
+    "parse_original_date_time",
     "UnsupportedMessage",
     "RequestContext",
     "request_to_message",
@@ -46,10 +46,6 @@ _TOTALS_KEYS = ("sale_count", "sale_amount", "refund_count", "refund_amount", "c
 # Operations whose Q names the operation they undo in original_operation.
 _NAMES_ORIGINAL = frozenset({Operation.CANCEL, Operation.CANCEL_PREAUTH, Operation.EMERGENCY_REVERSAL})
 _ORDER = {key: index for index, key in enumerate(FIELDS)}
-# Request.original_datetime is proposed for protocols.common.model (docs/protocols/arcus2.md); until
-# it exists the key is decoded but has nowhere to go.
-_REQUEST_HAS_ORIGINAL_DATETIME = "original_datetime" in {f.name for f in dataclasses.fields(Request)}
-
 
 class UnsupportedMessage(ValueError):
     """A well-framed message that maps to no request; ``reason`` says why in words."""
@@ -71,8 +67,9 @@ class RequestContext:
 
 def _ordered(message_class: str, values: Mapping[str, object]) -> Message:
     """A message of the given fields (None and "" dropped), in key-table order."""
-    kept = {key: value for key, value in values.items() if value is not None and value != ""}
-    return Message(message_class, dict(sorted(kept.items(), key=lambda item: _ORDER.get(item[0], len(_ORDER)))))  # type: ignore[arg-type]
+    kept = [(key, value) for key, value in values.items() if value is not None and value != ""]
+    kept.sort(key=lambda item: _ORDER.get(item[0], len(_ORDER)))
+    return Message(message_class, dict(kept))  # type: ignore[arg-type]
 
 
 # --- ECR side --------------------------------------------------------------------------------------
@@ -85,7 +82,7 @@ def request_to_message(request: Request, ops: OpsTable) -> Message:
     original = request.original_operation
     if op is Operation.CANCEL_PREAUTH:
         original = Operation.PREAUTH
-    original_datetime: datetime | None = getattr(request, "original_datetime", None)
+    original_datetime = request.original_datetime
     return _ordered(REQUEST, {
         "operation": ops.code_for(op),
         "amount": request.amount if op.moves_money else None,
@@ -138,8 +135,9 @@ def message_to_request(message: Message, ops: OpsTable) -> tuple[Request, Reques
     raw_code = message.get("operation") or ""
     entry = ops.entry_for_code(int(raw_code)) if _is_digits(raw_code) else None
     if entry is None:
-        reason = f"operation code {raw_code!r} is not in {ops.source}" if raw_code else "the request has no operation code"
-        raise UnsupportedMessage(reason, raw_code)
+        if not raw_code:
+            raise UnsupportedMessage("the request has no operation code")
+        raise UnsupportedMessage(f"operation code {raw_code!r} is not in {ops.source}", raw_code)
     operation = entry.operation
     raw_original = message.get("original_operation")
     original: Operation | None = None
@@ -163,9 +161,8 @@ def message_to_request(message: Message, ops: OpsTable) -> tuple[Request, Reques
         "original_operation": original,
         "original_amount": _digits(message, "original_amount"),
         "terminal_id": message.get("terminal_id"),
+        "original_datetime": original_datetime,
     }
-    if _REQUEST_HAS_ORIGINAL_DATETIME:
-        values["original_datetime"] = original_datetime
     context = RequestContext(raw_code, transaction_id, raw_original)
     return Request(**values), context  # type: ignore[arg-type]
 
@@ -268,12 +265,19 @@ def _digits(message: Message, key: str) -> int | None:
 
 
 def _datetime(date: str | None, time: str | None) -> datetime | None:
-    if not date or not time:
-        return None
+    if not date or not time or len(date + time) != 12 or not _is_digits(date + time):
+        return None  # strptime alone would take "2611221230" as well
     try:
         return datetime.strptime(date + time, _DATE_FORMAT + _TIME_FORMAT)
     except ValueError:
         return None
+
+
+def parse_original_date_time(text: str) -> datetime:
+    """``original_date_time`` (``yyMMddhhmmss``, exactly 12 digits) as a datetime; ValueError if not."""
+    if len(text) != 12 or not _is_digits(text):
+        raise ValueError(f"expected yyMMddhhmmss, got {text!r}")  # strptime alone takes "2611221230" too
+    return datetime.strptime(text, ORIGINAL_DATETIME_FORMAT)
 
 
 def _original_datetime(message: Message) -> datetime | None:
@@ -281,7 +285,7 @@ def _original_datetime(message: Message) -> datetime | None:
     if value is None:
         return None
     try:
-        return datetime.strptime(value, ORIGINAL_DATETIME_FORMAT)
+        return parse_original_date_time(value)
     except ValueError:
         raise UnsupportedMessage(f"original_date_time must be yyMMddhhmmss, got {value!r}",
                                  message.get("operation") or "") from None

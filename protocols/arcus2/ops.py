@@ -27,7 +27,7 @@ __all__ = [
     "DEFAULT_OPS_INI",
     "OpsEntry",
     "OpsTable",
-    "OpsTableError",
+    "IniFileError",
     "parse_ops_ini",
     "load_ops_ini",
     "default_ops_table",
@@ -76,8 +76,9 @@ DEFAULT_OPS_INI = """\
 """
 
 
-class OpsTableError(PosbridgeError, ValueError):
-    """An ops.ini-format file that cannot be used; ``line`` is the 1-based line number (0: none)."""
+class IniFileError(PosbridgeError, ValueError):
+    """An ops.ini- or rc_res.ini-format file that cannot be used; ``line`` is the 1-based line number
+    (0: none)."""
 
     def __init__(self, source: str, line: int, detail: str) -> None:
         self.source = source
@@ -106,7 +107,7 @@ class OpsTable:
     """Operation codes both ways: domain :class:`Operation` <-> the CODE on the wire."""
 
     def __init__(self, entries: list[OpsEntry] | tuple[OpsEntry, ...], source: str = "ops table") -> None:
-        """Build a table; raises :class:`OpsTableError` for an unknown ID or a repeated CODE or ID."""
+        """Build a table; raises :class:`IniFileError` for an unknown ID or a repeated CODE or ID."""
         self.source = source
         self.entries = tuple(entries)
         self._by_code: dict[int, OpsEntry] = {}
@@ -114,13 +115,15 @@ class OpsTable:
         for entry in self.entries:
             if entry.op_id not in OPERATION_IDS:
                 known = " ".join(str(i) for i in OPERATION_IDS)
-                raise OpsTableError(source, entry.line, f"operation id {entry.op_id} is not one posbridge knows ({known})")
+                raise IniFileError(source, entry.line,
+                                   f"operation id {entry.op_id} is not one posbridge knows ({known})")
             if entry.code in self._by_code:
                 first = self._by_code[entry.code]
-                raise OpsTableError(source, entry.line, f"code {entry.code} is already used on line {first.line} ({first.name})")
+                raise IniFileError(source, entry.line,
+                                   f"code {entry.code} is already used on line {first.line} ({first.name})")
             if entry.op_id in self._by_id:
                 first = self._by_id[entry.op_id]
-                raise OpsTableError(
+                raise IniFileError(
                     source, entry.line,
                     f"operation id {entry.op_id} already has code {first.code} (line {first.line}, {first.name})")
             self._by_code[entry.code] = entry
@@ -150,7 +153,7 @@ _LINE = re.compile(r"(?P<code>\d{1,6})\s*=\s*(?P<cls>[^,]*),(?P<id>[^,]*),(?P<na
 
 
 def parse_ops_ini(text: str, source: str = "ops.ini") -> OpsTable:
-    """Parse ops.ini-format ``text``; raises :class:`OpsTableError` naming the line of a bad one."""
+    """Parse ops.ini-format ``text``; raises :class:`IniFileError` naming the line of a bad one."""
     entries = []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -158,17 +161,17 @@ def parse_ops_ini(text: str, source: str = "ops.ini") -> OpsTable:
             continue
         match = _LINE.fullmatch(line)
         if match is None:
-            raise OpsTableError(source, number, f"expected 'CODE = CLASS, ID, NAME', got {line[:60]!r}")
+            raise IniFileError(source, number, f"expected 'CODE = CLASS, ID, NAME', got {line[:60]!r}")
         fields = {}
         for part in ("cls", "id"):
             value = match.group(part).strip()
             if not value.isascii() or not value.isdigit():
                 what = "CLASS" if part == "cls" else "ID"
-                raise OpsTableError(source, number, f"{what} must be a number, got {value!r}")
+                raise IniFileError(source, number, f"{what} must be a number, got {value!r}")
             fields[part] = int(value)
         name = match.group("name").strip()
         if not name:
-            raise OpsTableError(source, number, "NAME is empty")
+            raise IniFileError(source, number, "NAME is empty")
         entries.append(OpsEntry(int(match.group("code")), fields["cls"], fields["id"], name, number))
     return OpsTable(entries, source)
 
@@ -183,7 +186,7 @@ def read_text_file(path: str | Path) -> str:
 
 
 def load_ops_ini(path: str | Path) -> OpsTable:
-    """Load an ops.ini-format file (UTF-8 or CP1251); OpsTableError (with the line) if it is bad."""
+    """Load an ops.ini-format file (UTF-8 or CP1251); IniFileError (with the line) if it is bad."""
     return parse_ops_ini(read_text_file(path), source=str(path))
 
 

@@ -9,19 +9,21 @@ whose response code is 998. Arcus has no cashier dialog.
 from __future__ import annotations
 
 import enum
-from typing import Mapping
+from collections.abc import Mapping
 
 from protocols.common.errors import ExchangeTimeout, LinkError
 from protocols.common.model import Request, Result
 from protocols.common.session import (
     AbortRequested,
     Completed,
+    EcrEvent,
     Failed,
     Progress,
     RequestReceived,
     RequestRejected,
     ResultDelivered,
     ResultUndelivered,
+    TerminalEvent,
 )
 
 from .codes import DEFAULT_TEXTS
@@ -79,13 +81,22 @@ class Arcus2EcrSession:
 
     @property
     def busy(self) -> bool:
+        """True from :meth:`start` until the result arrives or the exchange fails."""
         return self._state is not _Ecr.IDLE
+
+    @property
+    def settle_time(self) -> float:
+        """How long the line must stay quiet after a failed exchange before the next one starts:
+        a terminal resends an un-ACKed R every T1, and those resends must die out (a late R is
+        also recognised by its echo, and an ENQ collision is the terminal's anyway)."""
+        return self.link.timers.ack_timeout * 1.2
 
     def start(self, request: Request, now: float) -> None:
         """Send ``request`` as ``Q``; InvalidRequest if the ops table has no code for it."""
         if self.busy:
             raise RuntimeError("an exchange is already in progress")
         message = request_to_message(request, self.ops)
+        self.link.reset_receiver()  # a half frame left by line damage belongs to no exchange
         # The previous exchange ended with the terminal's R, its last word: its EOT (which a client
         # may have discarded as stale input) is not worth waiting for.
         self.link.end_peer_turn(now)
@@ -103,16 +114,20 @@ class Arcus2EcrSession:
         if self._state is not _Ecr.IDLE and self._request is not None:
             self.link.send(abort_message(self._request.transaction_id), now)
 
-    def receive(self, data: bytes, now: float) -> list:
+    def receive(self, data: bytes, now: float) -> list[EcrEvent]:
+        """Feed bytes read from the device; returns the events they complete."""
         return self._handle(self.link.receive(data, now), now)
 
-    def poll(self, now: float) -> list:
+    def poll(self, now: float) -> list[EcrEvent]:
+        """Let timers expire (ENQ tries, resends, the result timer)."""
         return self._handle(self.link.poll(now), now)
 
     def next_deadline(self) -> float | None:
+        """When :meth:`poll` must be called next, or None."""
         return self.link.next_deadline()
 
     def data_to_send(self) -> bytes:
+        """Bytes to write to the device now (and forget)."""
         return self.link.data_to_send()
 
     def reset(self) -> None:
@@ -120,14 +135,14 @@ class Arcus2EcrSession:
         self.link.reset()
         self._state = _Ecr.IDLE
 
-    def _fail(self, error: LinkError) -> list:
+    def _fail(self, error: LinkError) -> list[EcrEvent]:
         self.link.discard_outgoing()
         self.link.stop_packet_timer()
         self._state = _Ecr.IDLE
         return [Failed(error)]
 
-    def _handle(self, link_events: list[LinkEvent], now: float) -> list:
-        events: list = []
+    def _handle(self, link_events: list[LinkEvent], now: float) -> list[EcrEvent]:
+        events: list[EcrEvent] = []
         for event in link_events:
             if self._state is _Ecr.IDLE:
                 continue  # late packets of an earlier exchange (already ACKed by the link)
@@ -146,7 +161,7 @@ class Arcus2EcrSession:
                     f"no packet from the terminal within {self.link.timers.packet_timeout:g} s"))
         return events
 
-    def _on_message(self, message: Message, now: float) -> list:
+    def _on_message(self, message: Message, now: float) -> list[EcrEvent]:
         if message.message_class == INTERMEDIATE:
             # An I means the terminal has our Q, even if its ACK was lost on the line.
             self._state = _Ecr.WAITING
@@ -189,6 +204,7 @@ class Arcus2TerminalSession:
 
     @property
     def busy(self) -> bool:
+        """True from a request until its result is delivered or given up."""
         return self._state is not _Terminal.IDLE
 
     def send_progress(self, text: str, now: float) -> None:
@@ -209,16 +225,20 @@ class Arcus2TerminalSession:
         self.link.send(self._result_message, now)
         self._state = _Terminal.FINISHING
 
-    def receive(self, data: bytes, now: float) -> list:
+    def receive(self, data: bytes, now: float) -> list[TerminalEvent]:
+        """Feed bytes read from the device; returns the events they complete."""
         return self._handle(self.link.receive(data, now))
 
-    def poll(self, now: float) -> list:
+    def poll(self, now: float) -> list[TerminalEvent]:
+        """Let timers expire (ENQ tries, resends)."""
         return self._handle(self.link.poll(now))
 
     def next_deadline(self) -> float | None:
+        """When :meth:`poll` must be called next, or None."""
         return self.link.next_deadline()
 
     def data_to_send(self) -> bytes:
+        """Bytes to write to the device now (and forget)."""
         return self.link.data_to_send()
 
     def reset(self) -> None:
@@ -232,8 +252,8 @@ class Arcus2TerminalSession:
         self._result = None
         self._result_message = None
 
-    def _handle(self, link_events: list[LinkEvent]) -> list:
-        events: list = []
+    def _handle(self, link_events: list[LinkEvent]) -> list[TerminalEvent]:
+        events: list[TerminalEvent] = []
         for event in link_events:
             if isinstance(event, MessageReceived):
                 events += self._on_message(event.message)
@@ -249,7 +269,7 @@ class Arcus2TerminalSession:
                     events.append(Failed(event.error))  # an I the ECR would not take
         return events
 
-    def _on_message(self, message: Message) -> list:
+    def _on_message(self, message: Message) -> list[TerminalEvent]:
         if message.message_class == ABORT:
             wanted = message.get("transaction_id")
             if self._state is _Terminal.PROCESSING and self._context is not None and \

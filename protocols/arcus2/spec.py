@@ -14,7 +14,7 @@ from .link import LinkTimers
 from .ops import OpsTable, load_ops_ini
 from .session import Arcus2EcrSession, Arcus2TerminalSession
 
-__all__ = ["SPEC", "ecr_session", "terminal_session", "spec_with_ops_table"]
+__all__ = ["SPEC", "ecr_session", "terminal_session", "spec_for_installation"]
 
 
 def _table(ops_table: OpsTable | str | Path | None) -> OpsTable | None:
@@ -49,13 +49,17 @@ def terminal_session(
     return Arcus2TerminalSession(LinkTimers(**(timers or {})), _table(ops_table))
 
 
-def spec_with_ops_table(ops_table: OpsTable | str | Path) -> ProtocolSpec:
-    """:data:`SPEC` with both session factories bound to ``ops_table`` (an installation's ops.ini).
+def spec_for_installation(
+    ops_table: OpsTable | str | Path | None = None,
+    texts: Mapping[str, str] | None = None,
+) -> ProtocolSpec:
+    """:data:`SPEC` bound to an installation's ops.ini (both ends) and rc_res.ini texts (ECR end).
 
-    Assign it to ``EcrClient.protocol`` / ``VirtualTerminal.protocol`` before they open a session.
+    Assign it to ``EcrClient.protocol`` / ``VirtualTerminal.protocol`` before they open a session:
+    both take a protocol by name only.
     """
     table = _table(ops_table)
-    return dataclasses.replace(SPEC, ecr_session=functools.partial(ecr_session, ops_table=table),
+    return dataclasses.replace(SPEC, ecr_session=functools.partial(ecr_session, ops_table=table, texts=texts),
                                terminal_session=functools.partial(terminal_session, ops_table=table))
 
 

@@ -153,7 +153,8 @@ class Request:
 
     ``transaction_id`` is the ECR's unique number for the operation (STAN in INPAS SA,
     ``transaction_id`` in Arcus): the host's idempotency key, so a resent request is never charged
-    twice. ``original_operation`` names what a cancel or an emergency reversal undoes.
+    twice. ``original_operation`` names what a cancel or an emergency reversal undoes;
+    ``original_datetime`` is when the original operation took place (Arcus ``original_date_time``).
     """
 
     operation: Operation
@@ -166,6 +167,7 @@ class Request:
     original_amount: int | None = None
     terminal_id: str | None = None
     ecr_datetime: datetime | None = None
+    original_datetime: datetime | None = None
 
     def validated(self) -> Request:
         """Return self after checking every field the operation needs; raise InvalidRequest if not."""

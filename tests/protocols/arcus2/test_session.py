@@ -1,0 +1,423 @@
+"""Arcus2-style sessions, sans-IO: exact bytes, result timer, abort, EOT, faults, both sides back to back."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocols.arcus2.constants import ACK, ENQ, EOT, NAK
+from protocols.arcus2.fields import Message
+from protocols.arcus2.frame import encode_frame
+from protocols.arcus2.link import LinkTimers
+from protocols.arcus2.ops import parse_ops_ini
+from protocols.arcus2.session import Arcus2EcrSession, Arcus2TerminalSession
+from protocols.common.errors import ExchangeTimeout, NakLimit, NoAck
+from protocols.common.model import Operation, Request, Result, Slips, Status, Totals
+from protocols.common.session import (
+    AbortRequested,
+    Completed,
+    Failed,
+    Progress,
+    RequestReceived,
+    RequestRejected,
+    ResultDelivered,
+    ResultUndelivered,
+)
+
+TIMERS = LinkTimers(ack_timeout=2.0, packet_timeout=120.0)
+SALE = Request(Operation.SALE, 15000, 643, transaction_id="7", terminal_id="00344224")
+SALE_FRAME = bytes.fromhex(  # vectors.txt "sale-request"
+    "02004c516f7065726174696f6e3d311c616d6f756e743d31353030301c63757272656e63793d3634331c7472616e73"
+    "616374696f6e5f69643d371c7465726d696e616c5f69643d30303334343232340339")
+NOW = datetime(2026, 11, 22, 12, 30, 0)
+
+
+def approved(request: Request = SALE, **changes) -> Result:
+    result = Result(request.operation, Status.APPROVED, response_code="00", host_code="00",
+                    response_text="ОДОБРЕНО", amount=request.amount, currency=request.currency,
+                    rrn="333109189729", auth_code="454583", masked_pan="411111******1111", card_scheme="VISA",
+                    terminal_id="00344224", transaction_id=request.transaction_id, host_datetime=NOW,
+                    slips=Slips("   ТЕСТ БАНК\nОПЛАТА\nОДОБРЕНО", "КОПИЯ КАССИРА"))
+    return result.with_changes(**changes)
+
+
+def frame(message_class: str, fields: dict) -> bytes:
+    return encode_frame(Message(message_class, fields).encode_body())
+
+
+def byte(value: int) -> bytes:
+    return bytes([value])
+
+
+def started_ecr(request: Request = SALE, timers: LinkTimers = TIMERS) -> Arcus2EcrSession:
+    """An ECR whose Q has been delivered: ENQ, ACK, Q, ACK, EOT."""
+    ecr = Arcus2EcrSession(timers)
+    ecr.start(request, 0.0)
+    assert ecr.data_to_send() == byte(ENQ)
+    ecr.receive(byte(ACK), 0.0)
+    ecr.data_to_send()
+    ecr.receive(byte(ACK), 0.0)
+    assert ecr.data_to_send() == byte(EOT)
+    return ecr
+
+
+def terminal_turn(session, body: bytes, now: float) -> list:
+    """Play a terminal turn (ENQ, frame, EOT) into an ECR session; returns its events."""
+    events = session.receive(byte(ENQ), now)
+    assert session.data_to_send() == byte(ACK)
+    events += session.receive(body, now)
+    assert session.data_to_send() == byte(ACK)
+    events += session.receive(byte(EOT), now)
+    return events
+
+
+# --- ECR side ---------------------------------------------------------------------------------------
+def test_request_bytes_match_the_golden_vector():
+    ecr = Arcus2EcrSession(TIMERS)
+    ecr.start(SALE, 0.0)
+    assert ecr.data_to_send() == byte(ENQ)
+    assert ecr.receive(byte(ACK), 0.05) == []
+    assert ecr.data_to_send() == SALE_FRAME
+
+
+def test_sale_with_progress_then_result():
+    ecr = started_ecr()
+    assert ecr.next_deadline() == pytest.approx(120.0)  # the result timer runs
+    events = terminal_turn(ecr, frame("I", {"text_message": "ВСТАВЬТЕ КАРТУ"}), 1.0)
+    assert events == [Progress("ВСТАВЬТЕ КАРТУ")]
+    result_frame = frame("R", {"operation": "1", "response_code": "000", "host_code": "00",
+                               "text_message": "ОДОБРЕНО", "result_amount": "15000", "currency": "643",
+                               "transaction_id": "7", "rrn": "333109189729", "auth_code": "454583",
+                               "pan": "411111******1111", "card_type": "VISA", "date": "261122", "time": "123000"})
+    events = terminal_turn(ecr, result_frame, 2.0)
+    assert len(events) == 1 and isinstance(events[0], Completed)
+    result = events[0].result
+    assert (result.status, result.response_code, result.host_code, result.amount, result.rrn) == (
+        Status.APPROVED, "000", "00", 15000, "333109189729")
+    assert (result.masked_pan, result.card_scheme, result.host_datetime) == ("411111******1111", "VISA", NOW)
+    assert not ecr.busy and ecr.next_deadline() is None
+
+
+def test_intermediates_restart_the_result_timer():
+    timers = LinkTimers(ack_timeout=0.5, packet_timeout=1.0)
+    ecr = started_ecr(timers=timers)
+    now = 0.0
+    for _ in range(5):  # 4.5 s of authorization, 4.5 x the result timer
+        now += 0.9
+        assert ecr.poll(now) == []
+        assert terminal_turn(ecr, frame("I", {"text_message": "СОЕДИНЕНИЕ С БАНКОМ"}), now) == [
+            Progress("СОЕДИНЕНИЕ С БАНКОМ")]
+        assert ecr.next_deadline() == pytest.approx(now + 1.0)
+    events = terminal_turn(ecr, frame("R", {"operation": "1", "response_code": "116", "host_code": "116"}), now + 0.9)
+    assert isinstance(events[0], Completed) and events[0].result.status is Status.DECLINED
+
+
+def test_result_timeout_without_intermediates_fails():
+    ecr = started_ecr(timers=LinkTimers(ack_timeout=0.5, packet_timeout=1.0))
+    assert ecr.poll(0.99) == []
+    events = ecr.poll(1.0)
+    assert len(events) == 1 and isinstance(events[0], Failed) and isinstance(events[0].error, ExchangeTimeout)
+    assert not ecr.busy
+
+
+def test_terminal_that_never_answers_enq_is_no_ack_the_999_case():
+    ecr = Arcus2EcrSession(LinkTimers(ack_timeout=1.0))
+    ecr.start(SALE, 0.0)
+    events: list = []
+    now = 0.0
+    while not events:
+        now = ecr.next_deadline()
+        events = ecr.poll(now)
+    assert now == pytest.approx(4.0)  # 3 tries of 1 s, 500 ms apart
+    assert len(events) == 1 and isinstance(events[0], Failed) and isinstance(events[0].error, NoAck)
+    assert events[0].error.reason == "no_ack" and not ecr.busy
+
+
+def test_busy_terminal_is_retried():
+    ecr = Arcus2EcrSession(TIMERS)
+    ecr.start(SALE, 0.0)
+    ecr.data_to_send()
+    assert ecr.receive(byte(NAK), 0.1) == []  # busy
+    assert ecr.poll(0.6) == [] and ecr.data_to_send() == byte(ENQ)
+    ecr.receive(byte(ACK), 0.7)
+    assert ecr.data_to_send() == SALE_FRAME
+
+
+def test_three_naks_to_the_request_frame_fail():
+    ecr = Arcus2EcrSession(TIMERS)
+    ecr.start(SALE, 0.0)
+    ecr.data_to_send()
+    ecr.receive(byte(ACK), 0.0)
+    events: list = []
+    for now in (0.1, 0.2, 0.3):
+        ecr.data_to_send()
+        events += ecr.receive(byte(NAK), now)
+    assert len(events) == 1 and isinstance(events[0].error, NakLimit)
+    assert ecr.data_to_send() == byte(EOT) and not ecr.busy
+
+
+def test_next_request_does_not_wait_for_the_eot_of_the_last_result():
+    ecr = started_ecr()
+    ecr.receive(byte(ENQ), 1.0)
+    ecr.receive(frame("R", {"operation": "1", "response_code": "000", "transaction_id": "7"}), 1.0)
+    ecr.data_to_send()
+    # the terminal's EOT was discarded with stale input: the next exchange starts at once anyway
+    ecr.start(SALE.with_changes(transaction_id="8"), 1.1)
+    assert ecr.data_to_send() == byte(ENQ)
+
+
+def test_a_new_exchange_forgets_a_half_frame_and_settles_for_one_ack_timer():
+    ecr = Arcus2EcrSession(LinkTimers(ack_timeout=1.0))
+    assert ecr.settle_time == pytest.approx(1.2)
+    ecr.receive(b"\x02\x00\x40R", 0.0)  # the rest of this frame was lost on the line
+    ecr.start(SALE, 0.1)
+    ecr.data_to_send()
+    ecr.receive(byte(ACK), 0.2)
+    assert ecr.data_to_send() == SALE_FRAME  # the ACK was not swallowed as frame data
+
+
+def test_a_late_result_of_an_earlier_exchange_is_ignored():
+    ecr = started_ecr(SALE.with_changes(transaction_id="8"))
+    stale = frame("R", {"operation": "1", "response_code": "000", "transaction_id": "7"})
+    assert terminal_turn(ecr, stale, 1.0) == []
+    other_operation = frame("R", {"operation": "2", "response_code": "000", "transaction_id": "8"})
+    assert terminal_turn(ecr, other_operation, 1.1) == []
+    assert ecr.busy
+    ours = frame("R", {"operation": "1", "response_code": "000", "transaction_id": "8"})
+    assert isinstance(terminal_turn(ecr, ours, 1.2)[0], Completed)
+
+
+def test_abort_sends_a_in_its_own_turn():
+    ecr = started_ecr()
+    ecr.abort(1.0)
+    assert ecr.data_to_send() == byte(ENQ)
+    ecr.receive(byte(ACK), 1.0)
+    assert ecr.data_to_send() == frame("A", {"transaction_id": "7"})
+    ecr.receive(byte(ACK), 1.0)
+    assert ecr.data_to_send() == byte(EOT)
+    events = terminal_turn(ecr, frame("R", {"operation": "1", "response_code": "998", "host_code": "998",
+                                            "text_message": "ОПЕРАЦИЯ ПРЕРВАНА"}), 2.0)
+    result = events[0].result
+    assert (result.status, result.response_code, result.host_code) == (Status.ABORTED, "998", "998")
+
+
+def test_abort_when_idle_does_nothing_and_there_is_no_cashier_dialog():
+    ecr = Arcus2EcrSession(TIMERS)
+    ecr.abort(0.0)
+    assert ecr.data_to_send() == b""
+    with pytest.raises(NotImplementedError):
+        ecr.answer_prompt("1111", True, 0.0)
+    with pytest.raises(NotImplementedError):
+        Arcus2TerminalSession(TIMERS).send_prompt("?", 10, 0.0)
+    ecr.start(SALE, 0.0)
+    with pytest.raises(RuntimeError):
+        ecr.start(SALE, 0.0)
+
+
+# --- terminal side ------------------------------------------------------------------------------
+def delivered_request(terminal: Arcus2TerminalSession, data: bytes = SALE_FRAME) -> list:
+    events = terminal.receive(byte(ENQ), 0.0)
+    events += terminal.receive(data, 0.0)
+    events += terminal.receive(byte(EOT), 0.0)
+    assert terminal.data_to_send() == bytes([ACK, ACK])
+    return events
+
+
+def test_terminal_reports_the_request_and_ignores_a_second_one():
+    terminal = Arcus2TerminalSession(TIMERS)
+    events = delivered_request(terminal)
+    assert len(events) == 1 and isinstance(events[0], RequestReceived)
+    assert events[0].request == SALE
+    assert delivered_request(terminal) == []  # a resent Q while busy
+
+
+def test_unknown_operation_and_bad_numbers_are_rejected_with_a_reason():
+    terminal = Arcus2TerminalSession(TIMERS)
+    events = delivered_request(terminal, frame("Q", {"operation": "77", "amount": "100"}))
+    assert events == [RequestRejected("operation code '77' is not in posbridge default ops table", "77")]
+    terminal.send_result(Result(Operation.TEST_CONNECTION, Status.DECLINED, "913", host_code="913"), 0.0)
+    assert terminal.data_to_send() == byte(ENQ)
+    terminal.receive(byte(ACK), 0.0)
+    assert Message.decode_body(terminal.data_to_send()[3:-2]).fields == {
+        "operation": "77", "response_code": "913", "host_code": "913"}
+    terminal = Arcus2TerminalSession(TIMERS)
+    body = b"Qoperation=1\x1camount=1O0"  # the encoder itself refuses to build this
+    events = delivered_request(terminal, encode_frame(body))
+    assert isinstance(events[0], RequestRejected) and "amount" in events[0].reason
+
+
+def test_terminal_abort_only_while_processing_and_for_its_own_operation():
+    terminal = Arcus2TerminalSession(TIMERS)
+    assert delivered_request(terminal, frame("A", {})) == []  # nothing to abort
+    delivered_request(terminal)
+    assert delivered_request(terminal, frame("A", {"transaction_id": "6"})) == []
+    assert delivered_request(terminal, frame("A", {"transaction_id": "7"})) == [AbortRequested()]
+    assert delivered_request(terminal, frame("A", {})) == [AbortRequested()]
+
+
+def test_progress_is_coalesced_while_one_is_in_flight():
+    terminal = Arcus2TerminalSession(TIMERS)
+    terminal.send_progress("", 0.0)
+    assert terminal.data_to_send() == b""  # no request: nothing to report
+    delivered_request(terminal)
+    terminal.send_progress("", 0.0)
+    terminal.send_progress("ВВЕДИТЕ ПИН", 0.0)
+    assert terminal.data_to_send() == byte(ENQ)
+    terminal.receive(byte(ACK), 0.0)
+    assert terminal.data_to_send() == frame("I", {"text_message": "ПОДОЖДИТЕ..."})
+
+
+def test_unacked_result_is_resent_then_undelivered():
+    terminal = Arcus2TerminalSession(LinkTimers(ack_timeout=1.0))
+    delivered_request(terminal)
+    result = approved()
+    terminal.send_result(result, 0.0)
+    terminal.data_to_send()
+    terminal.receive(byte(ACK), 0.0)
+    first = terminal.data_to_send()
+    assert terminal.poll(1.0) == [] and terminal.data_to_send() == first
+    assert terminal.poll(2.0) == [] and terminal.data_to_send() == first
+    events = terminal.poll(3.0)
+    assert events == [ResultUndelivered(result, events[0].error)] and isinstance(events[0].error, NoAck)
+    assert not terminal.busy
+
+
+def test_undelivered_progress_is_a_failure():
+    terminal = Arcus2TerminalSession(LinkTimers(ack_timeout=1.0))
+    delivered_request(terminal)
+    terminal.send_progress("", 0.0)
+    events: list = []
+    while not events:
+        events = terminal.poll(terminal.next_deadline())
+    assert isinstance(events[0], Failed) and isinstance(events[0].error, NoAck)
+
+
+def test_send_result_needs_a_request():
+    with pytest.raises(RuntimeError):
+        Arcus2TerminalSession(TIMERS).send_result(approved(), 0.0)
+
+
+# --- both sessions wired together -------------------------------------------------------------------
+class Wire:
+    """Two sessions joined back to back; delivers bytes in chunks of ``chunk`` (0 = whole)."""
+
+    def __init__(self, ecr, terminal, chunk: int = 0) -> None:
+        self.ecr, self.terminal, self.chunk = ecr, terminal, chunk
+        self.ecr_events: list = []
+        self.terminal_events: list = []
+        self.now = 0.0
+
+    def _deliver(self, data: bytes, to, sink: list) -> None:
+        step = self.chunk or max(len(data), 1)
+        for i in range(0, len(data), step):
+            sink += to.receive(data[i : i + step], self.now)
+
+    def run(self) -> None:
+        for _ in range(10_000):
+            a = self.ecr.data_to_send()
+            b = self.terminal.data_to_send()
+            if not a and not b:
+                return
+            self._deliver(a, self.terminal, self.terminal_events)
+            self._deliver(b, self.ecr, self.ecr_events)
+        raise AssertionError("the sessions never went quiet")
+
+
+@pytest.mark.parametrize("chunk", [0, 1, 3, 7])
+def test_full_exchange_in_any_chunking(chunk):
+    ecr, terminal = Arcus2EcrSession(TIMERS), Arcus2TerminalSession(TIMERS)
+    wire = Wire(ecr, terminal, chunk)
+    ecr.start(SALE, 0.0)
+    wire.run()
+    assert [type(e) for e in wire.terminal_events] == [RequestReceived]
+    assert wire.terminal_events[0].request == SALE
+    terminal.send_progress("ВСТАВЬТЕ КАРТУ", 0.0)
+    wire.run()
+    assert wire.ecr_events == [Progress("ВСТАВЬТЕ КАРТУ")]
+    terminal.send_result(approved(), 0.0)
+    wire.run()
+    completed = [e for e in wire.ecr_events if isinstance(e, Completed)]
+    assert len(completed) == 1
+    got = completed[0].result
+    assert (got.status, got.rrn, got.auth_code, got.masked_pan, got.amount, got.currency) == (
+        Status.APPROVED, "333109189729", "454583", "411111******1111", 15000, 643)
+    assert got.slips == Slips("   ТЕСТ БАНК\nОПЛАТА\nОДОБРЕНО", "КОПИЯ КАССИРА")
+    assert isinstance(wire.terminal_events[-1], ResultDelivered)
+    assert not ecr.busy and not terminal.busy
+
+
+def test_abort_back_to_back():
+    ecr, terminal = Arcus2EcrSession(TIMERS), Arcus2TerminalSession(TIMERS)
+    wire = Wire(ecr, terminal)
+    ecr.start(SALE, 0.0)
+    wire.run()
+    terminal.send_progress("ВСТАВЬТЕ КАРТУ", 0.0)
+    ecr.abort(0.0)  # both want a turn at once: the terminal's I goes first, then the ECR's A
+    wire.run()
+    assert wire.terminal_events[-1] == AbortRequested()
+    terminal.send_result(Result(Operation.SALE, Status.ABORTED, "998", "ОПЕРАЦИЯ ПРЕРВАНА", host_code="998"), 0.0)
+    wire.run()
+    result = wire.ecr_events[-1].result
+    assert result.status is Status.ABORTED and result.response_code == "998"
+
+
+def test_auto_reversal_never_reads_as_approved():
+    ecr, terminal = Arcus2EcrSession(TIMERS), Arcus2TerminalSession(TIMERS)
+    wire = Wire(ecr, terminal)
+    ecr.start(SALE, 0.0)
+    wire.run()
+    slips = Slips("ОТВЕТ НЕ ПОЛУЧЕН\nОПЕРАЦИЯ АВТОМАТИЧЕСКИ ОТМЕНЕНА", "КОПИЯ КАССИРА")
+    terminal.send_result(Result(Operation.SALE, Status.REVERSED, "151019", "ОПЕРАЦИЯ ОТМЕНЕНА: НЕТ ОТВЕТА БАНКА",
+                                host_code="151019", slips=slips), 0.0)
+    wire.run()
+    result = wire.ecr_events[-1].result
+    assert (result.status, result.response_code, result.host_code) == (Status.REVERSED, "956", "151019")
+    assert result.slips == slips and not result.approved
+
+
+def test_settlement_totals_and_a_long_report_survive_the_wire():
+    ecr, terminal = Arcus2EcrSession(TIMERS), Arcus2TerminalSession(TIMERS)
+    wire = Wire(ecr, terminal, chunk=5)
+    ecr.start(Request(Operation.SETTLEMENT, transaction_id="9"), 0.0)
+    wire.run()
+    assert wire.terminal_events[0].request.operation is Operation.SETTLEMENT
+    totals = Totals(643, 3, 45_000, 1, 5_000, 1, 20_000)
+    report = "\n".join(f"СТРОКА ОТЧЕТА {i:03d}" for i in range(100))
+    terminal.send_result(Result(Operation.SETTLEMENT, Status.APPROVED, "00", "ИТОГИ СОВПАЛИ",
+                                totals=totals, slips=Slips(report)), 0.0)
+    wire.run()
+    result = wire.ecr_events[-1].result
+    assert result.totals == totals and result.slips.customer == report
+
+
+def test_remapped_ops_table_on_both_ends():
+    table = parse_ops_ini("101 = 1, 1, PAYMENT\n#1 = 1, 1, PAYMENT\n7 = 2, 7, SETTLEMENT\n")
+    ecr, terminal = Arcus2EcrSession(TIMERS, table), Arcus2TerminalSession(TIMERS, table)
+    wire = Wire(ecr, terminal)
+    ecr.start(SALE, 0.0)
+    wire.run()
+    assert wire.terminal_events[0].request == SALE
+    default_terminal = Arcus2TerminalSession(TIMERS)
+    wire = Wire(Arcus2EcrSession(TIMERS, table), default_terminal)
+    wire.ecr.start(SALE, 0.0)
+    wire.run()
+    assert isinstance(wire.terminal_events[0], RequestRejected)
+    assert wire.terminal_events[0].operation_code == "101"
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=300), st.integers(min_value=1, max_value=17))
+def test_garbage_never_raises_in_either_session(garbage, chunk):
+    for session in (Arcus2EcrSession(TIMERS), Arcus2TerminalSession(TIMERS)):
+        if isinstance(session, Arcus2EcrSession):
+            session.start(SALE, 0.0)
+        now = 0.0
+        for i in range(0, len(garbage), chunk):
+            now += 0.01
+            session.receive(garbage[i : i + chunk], now)
+            session.poll(now)
+        session.poll(now + 1000.0)
+        session.data_to_send()
