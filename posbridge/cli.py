@@ -4,6 +4,7 @@
     posbridge emulate --protocol inpas --port pty:///tmp/ttyPOS [--scenario FILE]
     posbridge sale 150.00 --port URL [--protocol inpas]      (and refund, cancel, preauth, …)
     posbridge decode --protocol inpas HEX…
+    posbridge console --port URL                               (the technician's console)
 """
 
 from __future__ import annotations
@@ -58,6 +59,23 @@ def _resolve_port(args: argparse.Namespace) -> None:
         args.port, protocol = choose_auto()
         args.protocol = args.protocol or protocol
     args.protocol = args.protocol or DEFAULT_PROTOCOL
+
+
+async def _run_console(args: argparse.Namespace) -> int:
+    from .client import EcrClient
+    from .console import run_console
+    from .journal import Journal
+
+    _resolve_port(args)
+    journal_path = Path(args.journal)
+    journal_path.parent.mkdir(parents=True, exist_ok=True)
+    journal = Journal(journal_path)
+    try:
+        await run_console(EcrClient(args.port, args.protocol, journal=journal, terminal_id=args.terminal_id),
+                          trace=args.trace)
+    finally:
+        journal.close()
+    return 0
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
@@ -212,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
         _link_options(p, protocol_option)
     recover = sub.add_parser("recover", help="resolve operations whose outcome was lost (emergency reversal)")
     _link_options(recover, protocol_option)
+    console = sub.add_parser("console", help="technician's console: run operations, watch the line")
+    _link_options(console, protocol_option)
+    console.add_argument("--trace", action="store_true", help="show every byte on the line from the start")
     return parser
 
 
@@ -247,6 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_run_emulate(args))
         if args.command == "recover":
             return asyncio.run(_run_recover(args))
+        if args.command == "console":
+            return asyncio.run(_run_console(args))
         return asyncio.run(_run_operation(args))
     except KeyboardInterrupt:
         return 130

@@ -86,8 +86,12 @@ class EcrClient:
         else:
             self._device = self.port
         session = self.protocol.ecr_session(timers=self.timers)
-        self._pump = SessionPump(self._device, session, clock=self.monotonic, trace=self.trace)
+        self._pump = SessionPump(self._device, session, clock=self.monotonic, trace=self._trace)
         self._pump.start()
+
+    def _trace(self, direction: str, data: bytes) -> None:
+        if self.trace is not None:  # looked up per call: a console may switch tracing on later
+            self.trace(direction, data)
 
     async def close(self) -> None:
         """Stop the link and close the device if the client opened it."""

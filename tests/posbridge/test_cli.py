@@ -71,3 +71,38 @@ def test_operations_from_the_command_line_against_the_emulator(tmp_path, capsys)
         log = stop(proc)
     assert settlement["totals"]["sale_amount"] == 15000 and settlement["totals"]["refund_amount"] == 2000
     assert "4111111111111111" not in log
+
+
+def test_devices_explains_in_a_sentence(capsys):
+    assert main(["devices"]) == 0
+    out = capsys.readouterr().out
+    assert "Traceback" not in out
+    assert out.startswith(("No terminal found.", "Terminals found:"))
+
+
+def test_port_auto_without_a_terminal_says_why(capsys, tmp_path):
+    code = main(["sale", "1.00", "--port", "auto", "--journal", str(tmp_path / "j.sqlite3")])
+    err = capsys.readouterr().err
+    if code == 2:  # no terminal on this machine (CI): the sentence says what was seen and what to do
+        assert "--port auto found" in err and "--port" in err
+
+
+def test_arcus2_cli_is_reachable_from_the_posbridge_command(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["arcus2-cli", "/o1", "/a15000", "/c643"]) == 0
+    assert (tmp_path / "rc.out").read_bytes() == b"000"
+    assert (tmp_path / "output.dat").read_bytes().startswith(b"000\r\n")
+    assert "ОДОБРЕНО" in (tmp_path / "cheq.out").read_text(encoding="cp1251")
+
+
+@pytest.mark.timeout(60)
+def test_emulator_with_a_line_fault_still_completes_a_sale(tmp_path, capsys):
+    link = tmp_path / "ttyPOS"
+    # The 5th byte the terminal receives is damaged: the CRC fails, NAK, the ECR resends.
+    proc = start_emulator(link, "--fault", "rx:corrupt@4")
+    try:
+        assert main(["sale", "10.00", "--port", f"serial://{link}", "--journal", str(tmp_path / "e.sqlite3"),
+                     "--json"]) == 0
+    finally:
+        stop(proc)
+    assert json.loads(capsys.readouterr().out)["approved"]
