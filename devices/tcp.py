@@ -1,4 +1,8 @@
-"""``tcp://host:port`` (connect) and ``tcp-listen://127.0.0.1:PORT`` (serve one peer at a time)."""
+"""``tcp://host:port[?timeout=S]`` (connect) and ``tcp-listen://127.0.0.1:PORT`` (one peer at a time).
+
+A connect gives up after ``timeout`` seconds (10 by default): a terminal that is switched off on
+another subnet would otherwise hold ``open`` for the kernel's two minutes of SYN retries.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from .base import DeviceClosed, DeviceError
 __all__ = ["TcpDevice", "TcpListenDevice", "open_tcp", "open_tcp_listen"]
 
 DEFAULT_LISTEN_HOST = "127.0.0.1"  # listeners stay local unless the URL says otherwise
+DEFAULT_CONNECT_TIMEOUT = 10.0
 _BACKLOG = 8
 
 
@@ -74,9 +79,35 @@ class TcpDevice(FdDevice):
         self.socket.close()
 
 
+def _connect_timeout(url: str) -> tuple[str, float]:
+    """Split ``?timeout=S`` off a tcp:// URL; returns (url without it, seconds)."""
+    base, _, query = url.partition("?")
+    timeout = DEFAULT_CONNECT_TIMEOUT
+    for segment in filter(None, query.split("&")):
+        key, _, value = segment.partition("=")
+        if key != "timeout":
+            raise DeviceError(f"{url}: unknown parameter {key} (supported: timeout)")
+        try:
+            timeout = float(value)
+            if not 0 < timeout <= 3600:
+                raise ValueError
+        except ValueError:
+            raise DeviceError(f"{url}: bad value for timeout: {value!r} (seconds, e.g. timeout=5)") from None
+    return base, timeout
+
+
 async def open_tcp(url: str) -> TcpDevice:
-    """Connect to ``tcp://host:port`` with TCP_NODELAY."""
-    host, port = _host_port(url, None, None)
+    """Connect to ``tcp://host:port[?timeout=S]`` with TCP_NODELAY."""
+    base, timeout = _connect_timeout(url)
+    host, port = _host_port(base, None, None)
+    try:
+        return await asyncio.wait_for(_connect(url, host, port), timeout)
+    except asyncio.TimeoutError:
+        raise DeviceError(f"cannot connect to {_netloc(host, port)}: no answer within {timeout:g} s "
+                          "(is the terminal on, and is the address right?)") from None
+
+
+async def _connect(url: str, host: str, port: int) -> TcpDevice:
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)

@@ -5,14 +5,18 @@ from __future__ import annotations
 import importlib.util
 import pkgutil
 from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import unquote
 
 import serial
 import serial.urlhandler
 
 from .base import Device, DeviceError
+from .faults import FaultPlan, with_faults
 from .pty import open_pty
 from .serialport import open_serial
 from .tcp import open_tcp, open_tcp_listen
+from .usb import open_usb
 from .virtual import open_virtual
 
 __all__ = ["open_device", "supported_schemes"]
@@ -31,6 +35,7 @@ _OPENERS: dict[str, Callable[[str], Awaitable[Device]]] = {
     "pty": open_pty,
     "tcp": open_tcp,
     "tcp-listen": open_tcp_listen,
+    "usb": open_usb,
 }
 
 
@@ -59,12 +64,41 @@ def supported_schemes() -> list[str]:
     return list(_OPENERS) + [s for s in _pyserial_schemes() if s not in _OPENERS]
 
 
-async def open_device(url: str) -> Device:
+def _take_faults(url: str) -> tuple[str, str | None]:
+    """Split a ``faults=SPEC`` query parameter off ``url`` (any scheme); returns (url, spec)."""
+    base, sep, query = url.partition("?")
+    if not sep or "faults=" not in query:
+        return url, None
+    kept: list[str] = []
+    spec: str | None = None
+    for segment in query.split("&"):
+        key, _, value = segment.partition("=")
+        if key == "faults":
+            if spec is not None:
+                raise DeviceError(f"{url}: faults= given twice")
+            spec = unquote(value)  # not unquote_plus: a spec has no spaces to encode
+        else:
+            kept.append(segment)
+    return base + (f"?{'&'.join(kept)}" if kept else ""), spec
+
+
+async def open_device(
+    url: str,
+    *,
+    faults: FaultPlan | str | None = None,
+    usb_backend: Any = None,
+) -> Device:
     """Open the device named by ``url``.
 
     ``virtual://NAME``, ``serial://PATH?baudrate=…``, ``pty:///path/link``, ``tcp://host:port``,
-    ``tcp-listen://127.0.0.1:PORT``, or any pyserial URL (``socket://``, ``loop://``,
-    ``rfc2217://``, ``spy://``, ``alt://``…). Raises DeviceError with a readable reason.
+    ``tcp-listen://127.0.0.1:PORT``, ``usb://VID:PID[?serial=…]``, or any pyserial URL
+    (``socket://``, ``loop://``, ``rfc2217://``, ``spy://``, ``alt://``…). Raises DeviceError
+    with a readable reason.
+
+    ``faults`` (a :class:`~devices.faults.FaultPlan` or its textual spec), or a ``faults=SPEC``
+    parameter in any URL, puts the device in a :class:`~devices.faults.FaultyDevice`.
+    ``usb_backend`` is handed to ``usb.core.find`` for ``usb://`` (tests pass a
+    :class:`~devices.fakeusb.FakeUsbBackend`); None means libusb.
     """
     if not isinstance(url, str):
         raise DeviceError(f"a device URL must be a string, not {type(url).__name__}")
@@ -76,6 +110,12 @@ async def open_device(url: str) -> Device:
             f"schemes: {', '.join(supported_schemes())}"
         )
     scheme = scheme.lower()
+    url, url_faults = _take_faults(url)
+    if url_faults is not None and faults is not None:
+        raise DeviceError(f"{url}: faults given both in the URL and as an argument; give one")
+    plan = FaultPlan.coerce(faults if faults is not None else url_faults)  # bad specs fail before opening
+    if scheme == "usb":
+        return with_faults(await open_usb(url, backend=usb_backend), plan)
     opener = _OPENERS.get(scheme)
     if opener is None and scheme.replace("-", "").isalnum() and _is_pyserial_scheme(scheme):
         opener = open_serial
@@ -83,4 +123,4 @@ async def open_device(url: str) -> Device:
         raise DeviceError(
             f"unknown device scheme {scheme!r} in {url!r}; supported: {', '.join(supported_schemes())}"
         )
-    return await opener(url)
+    return with_faults(await opener(url), plan)

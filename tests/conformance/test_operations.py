@@ -17,7 +17,7 @@ from posbridge.terminal import TerminalConfig
 from protocols.common.errors import ExchangeTimeout
 
 FIXED_NOW = datetime(2026, 11, 22, 12, 30, 0)
-PARAMS = [(p, t) for p in protocols.names() for t in ("virtual", "pty")]
+PARAMS = [(p, t) for p in protocols.names() for t in ("virtual", "pty", "tcp", "usb")]
 FAST_TIMERS = {"ack_timeout": 1.0, "packet_timeout": 2.0}
 
 
