@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from typing import Any, Callable
 
-from devices import Device, DeviceClosed
+from devices import Device, DeviceClosed, DeviceError
 from protocols.common.errors import Disconnected
 from protocols.common.session import Failed, Session
 
 Trace = Callable[[str, bytes], None]  # ("rx" | "tx", bytes)
+log = logging.getLogger("posbridge.pump")
 
 
 class LinkClosed:
@@ -140,6 +142,11 @@ class SessionPump:
                 await self.device.write(data)
             except DeviceClosed:
                 self._outbox.clear()  # the reader reports the closed peer
+                return
+            except DeviceError as error:
+                # The link's timers fail the exchange (no ACK); the cause is logged, not lost.
+                self._outbox.clear()
+                log.warning("write to %s failed: %s", self.device.url, error)
                 return
 
     def _on_timer(self) -> None:

@@ -201,6 +201,7 @@ class Arcus2TerminalSession:
         self._context: RequestContext | None = None
         self._result: Result | None = None
         self._result_message: Message | None = None
+        self._deferred: Message | None = None  # a new request that came while our R was in flight
 
     @property
     def busy(self) -> bool:
@@ -245,6 +246,7 @@ class Arcus2TerminalSession:
         """Forget everything (the ECR disconnected)."""
         self.link.reset()
         self._finish()
+        self._deferred = None
 
     def _finish(self) -> None:
         self._state = _Terminal.IDLE
@@ -260,14 +262,20 @@ class Arcus2TerminalSession:
             elif isinstance(event, MessageDelivered):
                 if event.message is self._result_message and self._result is not None:
                     events.append(ResultDelivered(self._result))
-                    self._finish()
+                    events += self._finish_and_take_deferred()
             elif isinstance(event, MessageUndelivered):
                 if event.message is self._result_message and self._result is not None:
                     events.append(ResultUndelivered(self._result, event.error))
-                    self._finish()
+                    events += self._finish_and_take_deferred()
                 else:
                     events.append(Failed(event.error))  # an I the ECR would not take
         return events
+
+    def _finish_and_take_deferred(self) -> list[TerminalEvent]:
+        """End the exchange; a request that arrived meanwhile (e.g. a reversal) is served now."""
+        self._finish()
+        deferred, self._deferred = self._deferred, None
+        return self._on_message(deferred) if deferred is not None else []
 
     def _on_message(self, message: Message) -> list[TerminalEvent]:
         if message.message_class == ABORT:
@@ -276,8 +284,15 @@ class Arcus2TerminalSession:
                     wanted in (None, self._context.transaction_id):
                 return [AbortRequested()]
             return []
-        if message.message_class != REQUEST or self._state is not _Terminal.IDLE:
-            return []  # busy: a resent or second request waits until this one is answered
+        if message.message_class != REQUEST:
+            return []
+        if self._state is not _Terminal.IDLE:
+            # Busy: a resend of the request in hand is dropped; a new one (another transaction id)
+            # waits until our result is delivered or given up, then it is served.
+            current = self._context.transaction_id if self._context is not None else None
+            if self._state is _Terminal.FINISHING and message.get("transaction_id") != current:
+                self._deferred = message
+            return []
         self._state = _Terminal.PROCESSING
         try:
             request, self._context = message_to_request(message, self.ops)

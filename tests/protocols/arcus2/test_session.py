@@ -421,3 +421,25 @@ def test_garbage_never_raises_in_either_session(garbage, chunk):
             session.poll(now)
         session.poll(now + 1000.0)
         session.data_to_send()
+
+
+def test_a_new_request_while_the_result_is_in_flight_is_served_after_it():
+    terminal = Arcus2TerminalSession(LinkTimers(ack_timeout=1.0))
+    delivered_request(terminal)
+    result = approved()
+    terminal.send_result(result, 0.0)
+    terminal.data_to_send()
+    # The ECR gave up on the sale and sends its emergency reversal (another transaction id).
+    reversal = frame("Q", {"operation": "2", "amount": "15000", "currency": "643", "transaction_id": "8"})
+    resent_sale = SALE_FRAME
+    assert terminal.receive(byte(ENQ) + resent_sale + reversal + byte(EOT), 0.1) == []
+    events: list = []
+    for _ in range(20):
+        if any(isinstance(e, RequestReceived) for e in events):
+            break
+        terminal.data_to_send()
+        events += terminal.poll(terminal.next_deadline())
+    assert isinstance(events[0], ResultUndelivered) and events[0].result == result
+    received = [e for e in events if isinstance(e, RequestReceived)]
+    assert len(received) == 1 and received[0].request.operation is Operation.EMERGENCY_REVERSAL
+    assert received[0].request.transaction_id == "8" and terminal.busy
