@@ -50,6 +50,7 @@ from protocols.common.errors import (
     IncompleteFrame,
     InvalidRequest,
 )
+from protocols.common.link import BadFrame, Control, Noise
 
 from .constants import (
     ETX,
@@ -300,34 +301,10 @@ def raise_body_error(body: bytes) -> NoReturn:
 
 
 @dataclass(frozen=True)
-class Control:
-    """A control byte (ACK, NAK, ENQ, EOT) received outside a frame."""
-
-    byte: int
-
-
-@dataclass(frozen=True)
-class Noise:
-    """Bytes outside a frame that are neither a control byte nor STX."""
-
-    data: bytes
-
-
-@dataclass(frozen=True)
 class FrameToken:
     """A complete frame with ETX in place and a good LRC."""
 
     body: bytes
-
-
-@dataclass(frozen=True)
-class BadFrame:
-    """A complete frame that failed its check (the link answers NAK).
-
-    ``error.offset`` counts bytes since the scanner was created (stream offset).
-    """
-
-    error: DecodeError
 
 
 Token = Union[Control, Noise, FrameToken, BadFrame]

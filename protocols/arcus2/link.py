@@ -29,10 +29,20 @@ from dataclasses import dataclass
 from typing import Literal, Union
 
 from protocols.common.errors import DecodeError, NakLimit, NoAck
+from protocols.common.link import (
+    BadFrame,
+    Control,
+    FrameRejected,
+    MessageDelivered,
+    MessageReceived,
+    MessageUndelivered,
+    Noise,
+    PacketTimeout,
+)
 
 from .constants import ACK, ENQ, EOT, NAK
 from .fields import Message
-from .frame import BadFrame, Control, FrameScanner, FrameToken, Noise, encode_frame
+from .frame import FrameScanner, FrameToken, encode_frame
 
 Role = Literal["ecr", "terminal"]
 
@@ -62,41 +72,6 @@ class LinkTimers:
     def peer_turn_limit(self) -> float:
         """Seconds a peer turn may stay silent before it is taken as over."""
         return self.turn_timeout if self.turn_timeout is not None else 3 * self.ack_timeout
-
-
-# --- events ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class MessageReceived:
-    """A frame arrived, was ACKed and decoded."""
-
-    message: Message
-
-
-@dataclass(frozen=True)
-class MessageDelivered:
-    """A queued message's frame was ACKed by the peer."""
-
-    message: Message
-
-
-@dataclass(frozen=True)
-class MessageUndelivered:
-    """A queued message could not be delivered: no turn (NoAck) or its frame was refused (NoAck, NakLimit)."""
-
-    message: Message
-    error: NoAck | NakLimit
-
-
-@dataclass(frozen=True)
-class PacketTimeout:
-    """The result timer expired: no packet arrived while one was expected."""
-
-
-@dataclass(frozen=True)
-class FrameRejected:
-    """A frame was answered with NAK (bad LRC/ETX or undecodable body); for traces and counters."""
-
-    error: DecodeError
 
 
 LinkEvent = Union[MessageReceived, MessageDelivered, MessageUndelivered, PacketTimeout, FrameRejected]

@@ -38,7 +38,13 @@ from construct import (
     this,
 )
 
-from protocols.common.errors import ChecksumError, DecodeError, IncompleteFrame, InvalidRequest
+from protocols.common.errors import (
+    ChecksumError,
+    DecodeError,
+    IncompleteFrame,
+    InvalidRequest,
+)
+from protocols.common.link import BadFrame, Control, Noise
 
 from .constants import (
     CRC_SIZE,
@@ -229,35 +235,11 @@ def decode_records(body: bytes) -> list[tuple[int, bytes]]:
 
 
 @dataclass(frozen=True)
-class Control:
-    """A control byte (ACK, NAK, ENQ, EOT) received outside a frame."""
-
-    byte: int
-
-
-@dataclass(frozen=True)
-class Noise:
-    """Bytes outside a frame that are neither a control byte nor a start byte."""
-
-    data: bytes
-
-
-@dataclass(frozen=True)
 class FrameToken:
     """A complete frame with a good CRC."""
 
     start: int
     body: bytes
-
-
-@dataclass(frozen=True)
-class BadFrame:
-    """A complete frame that failed its check (the link answers NAK).
-
-    ``error.offset`` counts bytes since the scanner was created (stream offset).
-    """
-
-    error: DecodeError
 
 
 Token = Union[Control, Noise, FrameToken, BadFrame]

@@ -20,10 +20,21 @@ from dataclasses import dataclass
 from typing import Literal, Union
 
 from protocols.common.errors import DecodeError, NakLimit, NoAck
+from protocols.common.link import (
+    BadFrame,
+    Control,
+    FrameRejected,
+    MessageDelivered,
+    MessageReceived,
+    MessageUndelivered,
+    Noise,
+    PacketTimeout,
+    PeerEndOfTransmission,
+)
 
 from .constants import ACK, ENQ, EOT, MAX_BODY, NAK
 from .fields import Message
-from .frame import BadFrame, Control, FrameScanner, FrameToken, Noise
+from .frame import FrameScanner, FrameToken
 from .multipart import Reassembler, split_message
 
 Role = Literal["ecr", "terminal"]
@@ -37,46 +48,6 @@ class LinkTimers:
     packet_timeout: float = 45.0  # WAITPACKET
     tries: int = 3  # sends of one frame in all (first send + resends)
     resend_on_ack_timeout: bool = False  # terminals resend an un-ACKed frame; DualConnector does not
-
-
-# --- events ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class MessageReceived:
-    """A whole message (all its parts) arrived, was ACKed and decoded."""
-
-    message: Message
-
-
-@dataclass(frozen=True)
-class MessageDelivered:
-    """Every frame of a queued message was ACKed by the peer."""
-
-    message: Message
-
-
-@dataclass(frozen=True)
-class MessageUndelivered:
-    """A queued message could not be delivered: the link gave up on it (NAKs or no ACK)."""
-
-    message: Message
-    error: NoAck | NakLimit
-
-
-@dataclass(frozen=True)
-class PeerEndOfTransmission:
-    """The peer sent a lone EOT (terminal: abort; ECR: exchange finished)."""
-
-
-@dataclass(frozen=True)
-class PacketTimeout:
-    """No packet arrived within WAITPACKET while one was expected."""
-
-
-@dataclass(frozen=True)
-class FrameRejected:
-    """A frame was answered with NAK (bad CRC or undecodable body); for traces and counters."""
-
-    error: DecodeError
 
 
 LinkEvent = Union[

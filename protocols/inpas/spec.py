@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from protocols import ProtocolSpec
-
 from collections.abc import Mapping
+
+from protocols import ProtocolSpec
 
 from .describe import describe
 from .link import LinkTimers
