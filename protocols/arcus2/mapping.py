@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from protocols.common.errors import UnsupportedMessage
 from protocols.common.model import Operation, Request, Result, Slips, Totals
 
 from .codes import DEFAULT_TEXTS, response_code_for, status_for
@@ -46,15 +47,6 @@ _TOTALS_KEYS = ("sale_count", "sale_amount", "refund_count", "refund_amount", "c
 # Operations whose Q names the operation they undo in original_operation.
 _NAMES_ORIGINAL = frozenset({Operation.CANCEL, Operation.CANCEL_PREAUTH, Operation.EMERGENCY_REVERSAL})
 _ORDER = {key: index for index, key in enumerate(FIELDS)}
-
-class UnsupportedMessage(ValueError):
-    """A well-framed message that maps to no request; ``reason`` says why in words."""
-
-    def __init__(self, reason: str, operation_code: str = "") -> None:
-        self.reason = reason
-        self.operation_code = operation_code
-        super().__init__(reason)
-
 
 @dataclass(frozen=True)
 class RequestContext:

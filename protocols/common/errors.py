@@ -11,6 +11,16 @@ class InvalidRequest(PosbridgeError, ValueError):
     """A request that cannot be sent: missing or bad amount, currency, RRN, unknown operation."""
 
 
+class UnsupportedMessage(PosbridgeError, ValueError):
+    """A well-framed message that maps to no request (unknown operation, a number field that is
+    not digits); ``reason`` says why in words, ``operation_code`` is the code as received."""
+
+    def __init__(self, reason: str, operation_code: str = "") -> None:
+        self.reason = reason
+        self.operation_code = operation_code
+        super().__init__(reason)
+
+
 class DecodeError(PosbridgeError):
     """Bytes that are not a valid frame or message.
 

@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
+from protocols.common.errors import UnsupportedMessage
 from protocols.common.model import Operation, Request, Result, Slips, Status, Totals
 
 from .fields import Message
@@ -122,15 +123,6 @@ _OPERATION_BY_ORIGINAL = {int(code): op for op, code in _ORIGINAL_CODES.items()}
 _OPERATION_BY_ORIGINAL[OpCode.REFUND_ALT] = Operation.REFUND
 # DualConnector adds tag 89 to these operation codes.
 _ECR_ID_CODES = {1, 2, 3, 16, 22, 29, 49, 59, 61, 63}
-
-
-class UnsupportedMessage(ValueError):
-    """A well-framed message that maps to no request; ``reason`` says why in words."""
-
-    def __init__(self, reason: str, operation_code: str = "") -> None:
-        self.reason = reason
-        self.operation_code = operation_code
-        super().__init__(reason)
 
 
 @dataclass(frozen=True)
