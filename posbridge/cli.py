@@ -78,6 +78,31 @@ async def _run_console(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from .journal import Journal
+    from .model import Status
+
+    if not Path(args.journal).exists():
+        raise ValueError(f"no journal at {args.journal}")
+    filters = {
+        "side": args.side,
+        "since": datetime.fromisoformat(args.since) if args.since else None,
+        "until": datetime.fromisoformat(args.until) if args.until else None,
+        "operation": Operation(args.kind) if args.kind else None,
+        "status": Status(args.outcome) if args.outcome else None,
+    }
+    with Journal(args.journal) as journal:
+        if args.output:
+            with open(args.output, "w", encoding="utf-8", newline="") as fp:
+                count = (journal.export_csv if args.format == "csv" else journal.export_xml)(fp, **filters)
+            print(f"{count} operation(s) written to {args.output}", file=sys.stderr)
+        else:
+            (journal.export_csv if args.format == "csv" else journal.export_xml)(sys.stdout, **filters)
+    return 0
+
+
 def _cmd_devices(args: argparse.Namespace) -> int:
     from devices.discovery import format_report
 
@@ -212,6 +237,17 @@ def build_parser() -> argparse.ArgumentParser:
                          " (grammar: devices/faults.py); rx = what the terminal receives")
 
     sub.add_parser("devices", help="list connected terminals (serial and USB) that match a model profile")
+
+    export = sub.add_parser("export", help="registry export of a journal (either side) to CSV or XML")
+    export.add_argument("--journal", required=True, help="journal file (the ECR's or the emulator's)")
+    export.add_argument("--format", choices=("csv", "xml"), default="csv")
+    export.add_argument("--output", "-o", help="file to write (default: standard output)")
+    export.add_argument("--since", help="from this date-time on, ISO (2026-11-01 or 2026-11-01T09:00)")
+    export.add_argument("--until", help="before this date-time, ISO")
+    export.add_argument("--kind", choices=[op.value for op in Operation], help="only this operation")
+    export.add_argument("--outcome", choices=["approved", "declined", "reversed", "no_connection", "aborted",
+                                              "undefined", "conditional", "approved_offline"])
+    export.add_argument("--side", choices=("terminal", "ecr"), help="only the terminal's or the ECR's rows")
     sub.add_parser("arcus2-cli", add_help=False,
                    help="Arcus command-line tool drop-in: /o<op> /a<amount> /c<currency> … (rc.out, cheq.out, output.dat)")
 
@@ -264,6 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_decode(args)
         if args.command == "devices":
             return _cmd_devices(args)
+        if args.command == "export":
+            return _cmd_export(args)
         if args.command == "emulate":
             return asyncio.run(_run_emulate(args))
         if args.command == "recover":

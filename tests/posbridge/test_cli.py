@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from posbridge.cards import TEST_CARDS
+from posbridge.cards import TEST_CARDS, Card
 from posbridge.cli import main
 from tests.e2e.test_outside_program import start_emulator, stop
 
@@ -106,3 +106,35 @@ def test_emulator_with_a_line_fault_still_completes_a_sale(tmp_path, capsys):
     finally:
         stop(proc)
     assert json.loads(capsys.readouterr().out)["approved"]
+
+
+def test_registry_export_from_the_emulators_journal(tmp_path, capsys):
+    import asyncio
+    import csv
+    import xml.etree.ElementTree as ET
+
+    from posbridge.journal import Journal
+    from posbridge.testing import TerminalLink
+
+    path = tmp_path / "terminal.sqlite3"
+
+    async def run() -> None:
+        async with TerminalLink("inpas", journal=Journal(path)) as link:
+            sale = await link.client.sale(150_00)
+            await link.client.refund(50_00, rrn=sale.rrn)
+            link.terminal.cards.present(Card("5432543254325430"))
+            await link.client.sale(1_00)
+            link.terminal.journal.close()
+
+    asyncio.run(run())
+    assert main(["export", "--journal", str(path), "--side", "terminal"]) == 0
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert [(r["kind"], r["outcome"], r["amount"]) for r in rows] == [
+        ("sale", "approved", "15000"), ("refund", "approved", "5000"), ("sale", "declined", "100")]
+    assert rows[2]["response_code"] == "116" and rows[0]["masked_pan"] == "411111******1111"
+    out = tmp_path / "registry.xml"
+    assert main(["export", "--journal", str(path), "--format", "xml", "--outcome", "approved",
+                 "-o", str(out)]) == 0
+    root = ET.parse(out).getroot()
+    assert len(root) == 2 and "4111111111111111" not in out.read_text(encoding="utf-8")
+    assert main(["export", "--journal", str(tmp_path / "none.sqlite3")]) == 2
