@@ -51,8 +51,10 @@ from protocols.common.errors import (
     InvalidRequest,
 )
 from protocols.common.link import BadFrame, Control, Noise
+from protocols.common.scanner import LengthPrefixedScanner
 
 from .constants import (
+    CONTROL_BYTES,
     ETX,
     FRAME_OVERHEAD,
     FS,
@@ -309,11 +311,9 @@ class FrameToken:
 
 Token = Union[Control, Noise, FrameToken, BadFrame]
 
-# Outside a frame: one control byte, or a run of bytes that are neither control bytes nor STX.
-_OUTSIDE_RE = re.compile(rb"([\x04\x05\x06\x15])|[^\x02\x04\x05\x06\x15]+")
 
 
-class FrameScanner:
+class FrameScanner(LengthPrefixedScanner):
     """Cut a byte stream, fed in arbitrary chunks, into frames, control bytes and noise.
 
     Inside a frame every byte is frame data, control values included: a frame's extent comes from
@@ -323,73 +323,12 @@ class FrameScanner:
     """
 
     def __init__(self) -> None:
-        self._frame = bytearray()  # the frame in progress, from its STX
-        self._size = 0  # its total size once LEN is known, else 0
-        self._frame_at = 0  # stream offset of its STX
-        self._stream_pos = 0  # stream offset of the next byte fed
+        super().__init__(bytes([STX]), bytes(sorted(CONTROL_BYTES)), "big", 2)  # trailer: ETX, LRC
 
-    @property
-    def pending(self) -> int:
-        """Bytes held of an incomplete frame."""
-        return len(self._frame)
-
-    def reset(self) -> None:
-        """Forget a partial frame."""
-        self._frame.clear()
-        self._size = 0
-
-    def feed(self, data: bytes) -> list[Token]:
-        """Consume ``data`` and return the tokens it completes, in stream order."""
-        tokens: list[Token] = []
-        data = bytes(data)
-        end = len(data)
-        pos = 0
-        frame = self._frame
-        while pos < end:
-            if not frame:
-                stop = data.find(_STX_BYTE, pos)
-                if stop < 0:
-                    stop = end
-                if stop > pos:
-                    self._outside(data, pos, stop, tokens)
-                if stop == end:
-                    break
-                self._frame_at = self._stream_pos + stop
-                frame.append(STX)
-                pos = stop + 1
-                continue
-            if not self._size:
-                take = min(HEADER_SIZE - len(frame), end - pos)
-                frame += data[pos : pos + take]
-                pos += take
-                if len(frame) < HEADER_SIZE:
-                    break
-                self._size = (frame[1] << 8 | frame[2]) + FRAME_OVERHEAD
-            take = min(self._size - len(frame), end - pos)
-            frame += data[pos : pos + take]
-            pos += take
-            if len(frame) == self._size:
-                tokens.append(self._complete())
-        self._stream_pos += end
-        return tokens
-
-    @staticmethod
-    def _outside(data: bytes, pos: int, stop: int, tokens: list[Token]) -> None:
-        """Tokenize ``data[pos:stop]``, which holds no STX."""
-        for match in _OUTSIDE_RE.finditer(data, pos, stop):
-            if match.group(1) is not None:
-                tokens.append(Control(data[match.start()]))
-            else:
-                tokens.append(Noise(match.group()))
-
-    def _complete(self) -> Token:
-        """Turn the buffered, complete frame into a token and empty the buffer."""
-        frame = self._frame
+    def _token(self, frame: bytearray, frame_at: int) -> Token:
         etx_at = len(frame) - 2
         try:
-            _check_trailer(frame, 0, etx_at, self._frame_at + etx_at)
-            token: Token = FrameToken(bytes(frame[HEADER_SIZE:etx_at]))
+            _check_trailer(frame, 0, etx_at, frame_at + etx_at)
         except DecodeError as error:
-            token = BadFrame(error)
-        self.reset()
-        return token
+            return BadFrame(error)
+        return FrameToken(bytes(frame[HEADER_SIZE:etx_at]))

@@ -45,8 +45,10 @@ from protocols.common.errors import (
     InvalidRequest,
 )
 from protocols.common.link import BadFrame, Control, Noise
+from protocols.common.scanner import LengthPrefixedScanner
 
 from .constants import (
+    CONTROL_BYTES,
     CRC_SIZE,
     FRAME_OVERHEAD,
     HEADER_SIZE,
@@ -244,11 +246,9 @@ class FrameToken:
 
 Token = Union[Control, Noise, FrameToken, BadFrame]
 
-# Outside a frame: one control byte, or a run of bytes that are neither control nor start bytes.
-_OUTSIDE_RE = re.compile(rb"([\x04\x05\x06\x15])|[^\x01\x02\x04\x05\x06\x15]+")
 
 
-class FrameScanner:
+class FrameScanner(LengthPrefixedScanner):
     """Cut a byte stream, fed in arbitrary chunks, into frames, control bytes and noise.
 
     Inside a frame every byte is frame data, control values included: a frame's extent comes from
@@ -258,72 +258,12 @@ class FrameScanner:
     """
 
     def __init__(self) -> None:
-        self._frame = bytearray()  # the frame in progress, from its start byte
-        self._size = 0  # its total size once LEN is known, else 0
-        self._frame_at = 0  # stream offset of its start byte
-        self._stream_pos = 0  # stream offset of the next byte fed
+        super().__init__(bytes([SOH, STX]), bytes(sorted(CONTROL_BYTES)), "little", CRC_SIZE)
 
-    @property
-    def pending(self) -> int:
-        """Bytes held of an incomplete frame."""
-        return len(self._frame)
-
-    def reset(self) -> None:
-        """Forget a partial frame."""
-        self._frame.clear()
-        self._size = 0
-
-    def feed(self, data: bytes) -> list[Token]:
-        """Consume ``data`` and return the tokens it completes, in stream order."""
-        tokens: list[Token] = []
-        data = bytes(data)
-        end = len(data)
-        pos = 0
-        frame = self._frame
-        while pos < end:
-            if not frame:
-                match = _START_RE.search(data, pos)
-                stop = match.start() if match else end
-                if stop > pos:
-                    self._outside(data, pos, stop, tokens)
-                if match is None:
-                    break
-                self._frame_at = self._stream_pos + stop
-                frame.append(data[stop])
-                pos = stop + 1
-                continue
-            if not self._size:
-                take = min(HEADER_SIZE - len(frame), end - pos)
-                frame += data[pos : pos + take]
-                pos += take
-                if len(frame) < HEADER_SIZE:
-                    break
-                self._size = (frame[1] | frame[2] << 8) + FRAME_OVERHEAD
-            take = min(self._size - len(frame), end - pos)
-            frame += data[pos : pos + take]
-            pos += take
-            if len(frame) == self._size:
-                tokens.append(self._complete())
-        self._stream_pos += end
-        return tokens
-
-    def _outside(self, data: bytes, pos: int, stop: int, tokens: list[Token]) -> None:
-        """Tokenize ``data[pos:stop]``, which holds no start byte."""
-        for match in _OUTSIDE_RE.finditer(data, pos, stop):
-            if match.group(1) is not None:
-                tokens.append(Control(data[match.start()]))
-            else:
-                tokens.append(Noise(match.group()))
-
-    def _complete(self) -> Token:
-        """Turn the buffered, complete frame into a token and empty the buffer."""
-        frame = self._frame
+    def _token(self, frame: bytearray, frame_at: int) -> Token:
         crc_at = len(frame) - CRC_SIZE
         try:
-            _check_crc(frame, 0, crc_at, self._frame_at + crc_at)
-            token: Token = FrameToken(frame[0], bytes(frame[HEADER_SIZE:crc_at]))
+            _check_crc(frame, 0, crc_at, frame_at + crc_at)
         except ChecksumError as error:
-            token = BadFrame(error)
-        self.reset()
-        return token
-
+            return BadFrame(error)
+        return FrameToken(frame[0], bytes(frame[HEADER_SIZE:crc_at]))
