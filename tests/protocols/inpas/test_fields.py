@@ -7,7 +7,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocols.common.errors import DecodeError, InvalidRequest
-from protocols.inpas.fields import BINARY_TAGS, FIELDS, FieldSpec, Message, mask_pan, name_for, tag_for
+from protocols.inpas.fields import (
+    BINARY_TAGS,
+    FIELDS,
+    FieldSpec,
+    Message,
+    mask_pan,
+    name_for,
+    tag_for,
+)
 from protocols.inpas.frame import encode_records
 
 SPEC_TAGS = {0, 1, 4, 6, 8, 10, 11, 13, 14, 15, 19, 21, 23, 25, 26, 27, 28, 29, 30, 31, 32, 34, 39,

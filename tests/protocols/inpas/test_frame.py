@@ -7,8 +7,23 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocols.common.errors import ChecksumError, DecodeError, IncompleteFrame, InvalidRequest
-from protocols.inpas.constants import ACK, CONTROL_BYTES, ENQ, EOT, MAX_BODY, MAX_FRAME, NAK, SOH, STX
+from protocols.common.errors import (
+    ChecksumError,
+    DecodeError,
+    IncompleteFrame,
+    InvalidRequest,
+)
+from protocols.inpas.constants import (
+    ACK,
+    CONTROL_BYTES,
+    ENQ,
+    EOT,
+    MAX_BODY,
+    MAX_FRAME,
+    NAK,
+    SOH,
+    STX,
+)
 from protocols.inpas.crc import CHECK_VALUE, crc16_buypass
 from protocols.inpas.frame import (
     FRAME,

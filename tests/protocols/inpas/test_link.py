@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,6 +24,7 @@ from protocols.inpas.fields import Message
 from protocols.inpas.frame import encode_frame, encode_records
 from protocols.inpas.link import InpasLink, LinkTimers, MessageReceived
 from protocols.inpas.session import InpasEcrSession, InpasTerminalSession
+from tests.protocols.wire import Wire
 
 TIMERS = LinkTimers(ack_timeout=5.0, packet_timeout=45.0)
 SALE = Request(Operation.SALE, 150, 643, transaction_id="7", terminal_id="00344224")
@@ -212,31 +212,6 @@ def test_non_digit_amount_is_rejected():
 
 
 # --- both sessions wired together -------------------------------------------------------------------
-class Wire:
-    """Two sessions joined back to back; delivers bytes in chunks of ``chunk`` (0 = whole)."""
-
-    def __init__(self, ecr, terminal, chunk: int = 0) -> None:
-        self.ecr, self.terminal, self.chunk = ecr, terminal, chunk
-        self.ecr_events: list = []
-        self.terminal_events: list = []
-        self.now = 0.0
-
-    def _deliver(self, data: bytes, to, sink: list) -> None:
-        step = self.chunk or max(len(data), 1)
-        for i in range(0, len(data), step):
-            sink += to.receive(data[i:i + step], self.now)
-
-    def run(self) -> None:
-        for _ in range(10_000):
-            a = self.ecr.data_to_send()
-            b = self.terminal.data_to_send()
-            if not a and not b:
-                return
-            self._deliver(a, self.terminal, self.terminal_events)
-            self._deliver(b, self.ecr, self.ecr_events)
-        raise AssertionError("the sessions never went quiet")
-
-
 @pytest.mark.parametrize("chunk", [0, 1, 3, 7])
 def test_full_exchange_with_multipart_answer_in_any_chunking(chunk):
     ecr = ecr_session()

@@ -9,7 +9,13 @@ from hypothesis import strategies as st
 from protocols.common.errors import DecodeError, InvalidRequest
 from protocols.inpas.constants import ACK, SOH, STX
 from protocols.inpas.frame import decode_frame, encode_frame, encode_records
-from protocols.inpas.multipart import Part, Reassembler, decode_part, encode_part, split_message
+from protocols.inpas.multipart import (
+    Part,
+    Reassembler,
+    decode_part,
+    encode_part,
+    split_message,
+)
 
 SALE_BODY = bytes.fromhex("000300313530040300363433190100311b08003030333434323234")
 PART_1 = bytes.fromhex("0114000800010100310201003100030031353004030036cf71")  # golden vector

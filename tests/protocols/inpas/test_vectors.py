@@ -10,7 +10,13 @@ import pytest
 from protocols.common.errors import ChecksumError, IncompleteFrame
 from protocols.inpas.constants import SOH, STX, TEXT_ENCODING
 from protocols.inpas.fields import Message
-from protocols.inpas.frame import BadFrame, FrameScanner, FrameToken, decode_frame, encode_frame
+from protocols.inpas.frame import (
+    BadFrame,
+    FrameScanner,
+    FrameToken,
+    decode_frame,
+    encode_frame,
+)
 from protocols.inpas.multipart import Reassembler, decode_part, encode_part
 
 VECTORS_FILE = Path(__file__).resolve().parents[3] / ".." / "shared" / "vectors" / "inpas-sa.txt"
