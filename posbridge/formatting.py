@@ -9,8 +9,10 @@ from .model import Result, format_amount
 
 def format_result(result: Result, *, slips: bool = True, cashier_slip: bool = True) -> str:
     """A result as people read it: outcome line, details, then the slips."""
-    lines = [f"{result.operation.value}: {result.status.value.upper()}"
-             f" (code {result.host_code or result.response_code or '-'}) {result.response_text}".rstrip()]
+    code = result.response_code or "-"
+    if result.host_code and result.host_code != result.response_code:
+        code += f", host {result.host_code}"  # the acquirer's own code where the protocol's differs
+    lines = [f"{result.operation.value}: {result.status.value.upper()} (code {code}) {result.response_text}".rstrip()]
     details = {
         "amount": format_amount(result.amount, result.currency or 643) if result.amount is not None else None,
         "card": f"{result.card_scheme or ''} {result.masked_pan or ''}".strip() or None,
