@@ -268,6 +268,12 @@ class VirtualTerminal:
         if result.operation is not Operation.SLIP_COPY:
             self.last_result = result
         self.send_result()
+        if not pump.session.busy:  # the ECR went away meanwhile: the session was reset
+            log.warning("result NOT delivered (the ECR disconnected): %s", _describe_result(result))
+            self.undelivered.append(result)
+            if self.on_operation:
+                self.on_operation(request, result)
+            return
         pump.act(lambda now: pump.session.send_result(result, now))
         while True:
             event = await pump.next_event()
@@ -294,9 +300,10 @@ class VirtualTerminal:
                             terminal_id=self.host_config.terminal_id, host_datetime=self.clock())
             self.print_slips()
             self.send_result()
-            pump.act(lambda now: pump.session.send_result(result, now))
-            while not isinstance(await pump.next_event(), (ResultDelivered, ResultUndelivered, LinkClosed)):
-                pass
+            if pump.session.busy:  # else the ECR went away meanwhile
+                pump.act(lambda now: pump.session.send_result(result, now))
+                while not isinstance(await pump.next_event(), (ResultDelivered, ResultUndelivered, LinkClosed)):
+                    pass
             if self.on_operation:
                 self.on_operation(request, result)
         finally:

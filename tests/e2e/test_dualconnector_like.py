@@ -64,3 +64,29 @@ async def test_one_connection_per_exchange_with_tripleack():
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_an_ecr_that_hangs_up_mid_operation_does_not_stop_the_terminal():
+    from posbridge.terminal import TerminalConfig
+
+    terminal = VirtualTerminal("inpas", config=TerminalConfig(card_delay=0.3, progress_interval=0.1))
+    ready: asyncio.Future = asyncio.get_running_loop().create_future()
+    task = asyncio.get_running_loop().create_task(
+        terminal.run("tcp-listen://127.0.0.1:0", ready=lambda device: ready.set_result(device.port)))
+    port = await asyncio.wait_for(ready, 5)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(encode_frame(Message({0: 15000, 4: "643", 25: 1, 26: "1"}).encode_body()))
+        await writer.drain()
+        await asyncio.wait_for(reader.read(1), 5)  # the ACK: the terminal now waits for the card
+        writer.close()  # the cash register crashes
+        await writer.wait_closed()
+        await asyncio.sleep(0.6)
+        assert not task.done()
+        answer = await exchange(port, {25: 26, 27: "00344224"}, False)  # the next ECR is served
+        assert answer.get(39) == "1"
+        assert terminal.host.totals().sale_amount == 0  # the card never came: nothing charged
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
