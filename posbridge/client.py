@@ -127,6 +127,8 @@ class EcrClient:
         if filled:
             request = request.with_changes(**filled)
         async with self._lock:
+            if self._pump is not None and not self._pump.reading and self._owns_device:
+                await self.close()  # the terminal hung up (TCP): connect again, as ECRs do
             await self.open()
             entry = self.journal.ecr_begin(request, self.journal_key)
             try:

@@ -88,6 +88,11 @@ class SessionPump:
                     await task
         self._reader = self._writer = None
 
+    @property
+    def reading(self) -> bool:
+        """False once the device has closed under the pump (or before :meth:`start`)."""
+        return self._reader is not None and not self._reader.done()
+
     def act(self, action: Callable[[float], None]) -> None:
         """Run ``action(now)`` on the session (send a message…); the pump writes what follows."""
         action(self.clock())

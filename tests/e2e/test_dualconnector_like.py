@@ -90,3 +90,24 @@ async def test_an_ecr_that_hangs_up_mid_operation_does_not_stop_the_terminal():
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_the_client_reconnects_after_the_terminal_hung_up():
+    from devices import open_device
+    from posbridge.client import EcrClient
+
+    terminal = VirtualTerminal("inpas")
+    listener = await open_device("tcp-listen://127.0.0.1:0")
+    task = asyncio.get_running_loop().create_task(terminal.serve(listener, keep_open=True))
+    try:
+        async with EcrClient(f"tcp://127.0.0.1:{listener.port}", "inpas") as ecr:
+            assert (await ecr.sale(10_00)).approved
+            await ecr._device.close()  # the line drops (as when the terminal restarts)
+            await asyncio.sleep(0.1)
+            assert (await asyncio.wait_for(ecr.sale(20_00), 10)).approved
+        assert terminal.host.totals().sale_amount == 30_00
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await listener.close()
