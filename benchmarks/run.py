@@ -336,7 +336,17 @@ def bench_wire(codec_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # --- report ------------------------------------------------------------------------------------------
 def machine() -> dict[str, Any]:
     return {"python": platform.python_version(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
-            "processor": _cpu_model()}
+            "processor": _cpu_model(), "calibration_ns": calibration_ns()}
+
+
+def calibration_ns() -> float:
+    """ns per iteration of a plain Python loop, best of 5: how fast this (shared) machine is right
+    now. Figures from runs with different calibrations are not comparable one to one."""
+    def loop() -> None:
+        total = 0
+        for i in range(200_000):
+            total += i
+    return best_of(loop, repeat=5, number=1) / 200_000 * 1e9
 
 
 def _cpu_model() -> str:
@@ -351,7 +361,8 @@ def _cpu_model() -> str:
 
 def print_report(data: dict[str, Any]) -> None:
     m = data["machine"]
-    print(f"posbridge benchmarks — Python {m['python']}, {m['cpu_count']} cores, {m['processor']}")
+    print(f"posbridge benchmarks — Python {m['python']}, {m['cpu_count']} cores, {m['processor']};"
+          f" calibration: {m['calibration_ns']:.1f} ns per Python loop iteration (lower is faster)")
     print("\n1. Codec, µs per frame; baseline: minimal hand-written struct codec of the same frame (target ≤ 3×)")
     print(f"   {'protocol':<8} {'frame':<24}{'bytes':>6}{'parse':>9}{'struct':>9}{'ratio':>7}{'build':>9}"
           f"{'struct':>9}{'ratio':>7}")
