@@ -133,6 +133,11 @@ class RequestContext:
     custom_command: int | None = None
 
 
+def operation_code(operation: Operation) -> OpCode:
+    """The SA operation code (tag 25) a request for ``operation`` carries."""
+    return _SIMPLE_OPS[operation]
+
+
 # --- ECR side --------------------------------------------------------------------------------------
 def request_to_message(request: Request, ecr_id: str | None = DEFAULT_ECR_ID) -> Message:
     """Encode a (validated) request as the SA message an ECR sends."""

@@ -48,6 +48,7 @@ from .mapping import (
     cashier_prompt_message,
     message_to_request,
     message_to_result,
+    operation_code,
     rejection_context,
     request_to_message,
     result_to_message,
@@ -113,7 +114,7 @@ class InpasEcrSession(_SessionBase):
         if self.busy:
             raise RuntimeError("an exchange is already in progress")
         self._request = request
-        self._expected_code = _expected_code(request)
+        self._expected_code = int(operation_code(request.operation))
         self.link.reset_receiver()
         self.link.send(request_to_message(request, self.ecr_id), now)
         self._state = _Ecr.REQUESTING
@@ -206,10 +207,6 @@ class InpasEcrSession(_SessionBase):
 
 
 _GATEWAY_COMMANDS = (str(int(CustomCommand.GATEWAY_OPEN_CLOSE)), str(int(CustomCommand.GATEWAY_DATA)))
-
-
-def _expected_code(request: Request) -> int:
-    return int(request_to_message(request, None).operation_code or 0)
 
 
 class _Terminal(enum.Enum):
