@@ -75,7 +75,7 @@ async def device_and_sender(request, tmp_path) -> AsyncIterator[tuple[Device, Se
 async def test_timeouts_while_idle_then_data_arrives(device_and_sender) -> None:
     dev, send = device_and_sender
     for _ in range(30):
-        with pytest.raises(TimeoutError):
+        with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(dev.read(), 0.001)
     await send(b"\x02after the timeouts\x03")
     got = b""
@@ -101,7 +101,7 @@ async def test_tiny_timeouts_racing_a_producer_lose_nothing(device_and_sender) -
         assert asyncio.get_running_loop().time() < deadline, f"only {len(got)} bytes arrived"
         try:
             got += await asyncio.wait_for(dev.read(17), 0.0002 if timeouts % 2 else 0)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             timeouts += 1
     await producer
     assert bytes(got) == payload

@@ -97,7 +97,7 @@ async def test_client_can_close_and_reopen(pty_dev: PtyDevice) -> None:
         finally:
             client.close()
         # With the client gone the master must not see EOF/EIO.
-        with pytest.raises(TimeoutError):
+        with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(pty_dev.read(), 0.05)
 
 

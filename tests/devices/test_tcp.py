@@ -69,7 +69,7 @@ async def test_listen_serves_a_peer_then_reports_its_disconnect_once_then_serves
     async with await open_device("tcp-listen://127.0.0.1:0") as dev:
         with pytest.raises(DeviceClosed, match="no peer"):
             await dev.write(b"nobody there")
-        with pytest.raises(TimeoutError):
+        with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(dev.read(), 0.05)  # waits for a peer
 
         for round_ in range(3):
@@ -90,7 +90,7 @@ async def test_listen_serves_a_peer_then_reports_its_disconnect_once_then_serves
             with pytest.raises(DeviceClosed):
                 await dev.write(b"gone")
             # Reported once: the next read waits for the next peer.
-            with pytest.raises(TimeoutError):
+            with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(dev.read(), 0.05)
 
 
@@ -103,7 +103,7 @@ async def test_listen_second_peer_waits_until_the_first_is_done() -> None:
         w2.write(b"two")
         await dev.write(b"to-one")
         assert await r1.readexactly(6) == b"to-one"
-        with pytest.raises(TimeoutError):
+        with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(dev.read(), 0.05)
         w1.close()
         with pytest.raises(DeviceClosed):
