@@ -40,6 +40,7 @@ from protocols.common.errors import (
     IncompleteFrame,
     InvalidRequest,
 )
+from tests.protocols.streams import expected_tokens, feed_all, normalize_tokens
 
 # "A" (abort without fields): LEN 00 01, LRC = 00 ^ 01 ^ 41 ^ 03 = 43 (the worked example in the docs)
 ABORT = bytes.fromhex("0200014103" "43")
@@ -362,42 +363,20 @@ def stream_items(draw):
     return frame, ("frame", body)
 
 
+def _frame_tuple(token):
+    return ("frame", token.body)
+
+
 def _normalize(tokens):
-    """Tokens as comparable tuples, adjacent noise merged (noise may be split across feeds)."""
-    out = []
-    for token in tokens:
-        if isinstance(token, Noise):
-            if out and out[-1][0] == "noise":
-                out[-1] = ("noise", out[-1][1] + token.data)
-            else:
-                out.append(("noise", token.data))
-        elif isinstance(token, Control):
-            out.append(("control", token.byte))
-        elif isinstance(token, FrameToken):
-            out.append(("frame", token.body))
-        else:
-            out.append(("bad", token.error.reason, token.error.offset))
-    return out
+    return normalize_tokens(tokens, _frame_tuple)
 
 
 def _expected(items):
-    out, offset = [], 0
-    for data, token in items:
-        if token[0] == "bad":
-            token = ("bad", "crc", offset + token[1])
-        if token[0] == "noise" and out and out[-1][0] == "noise":
-            out[-1] = ("noise", out[-1][1] + token[1])
-        else:
-            out.append(token)
-        offset += len(data)
-    return out
+    return expected_tokens(items)
 
 
 def _feed(chunks):
-    scanner = FrameScanner()
-    tokens = [t for chunk in chunks for t in scanner.feed(chunk)]
-    assert scanner.pending == 0
-    return _normalize(tokens)
+    return feed_all(FrameScanner(), chunks, _frame_tuple)
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])

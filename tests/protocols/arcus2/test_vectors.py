@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -18,24 +17,14 @@ from protocols.arcus2.frame import (
 )
 from protocols.arcus2.link import Arcus2Link, FrameRejected, MessageReceived
 from protocols.common.errors import ChecksumError, DecodeError, IncompleteFrame
+from tests.protocols.streams import load_vectors
 
 VECTORS_FILE = Path(__file__).with_name("vectors.txt")
 # Every expectation key this file knows; an unknown key fails the test instead of being ignored.
 KNOWN_KEYS = {"class", "fields", "encoding", "skip", "error", "body_error", "body_offset", "link"}
 
 
-def load_vectors(path: Path = VECTORS_FILE) -> list[tuple[str, bytes, dict]]:
-    """Parse ``NAME <tab> HEX <tab> JSON`` lines, skipping comments and blank lines."""
-    vectors = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        name, hex_data, expectation = line.split("\t")
-        vectors.append((name, bytes.fromhex(hex_data), json.loads(expectation)))
-    return vectors
-
-
-VECTORS = load_vectors()
+VECTORS = load_vectors(VECTORS_FILE)
 VALID = [v for v in VECTORS if "error" not in v[2] and "body_error" not in v[2]]
 
 

@@ -39,6 +39,7 @@ from protocols.inpas.frame import (
     encode_frame,
     encode_records,
 )
+from tests.protocols.streams import expected_tokens, feed_all, normalize_tokens
 
 SALE = bytes.fromhex("021b00000300313530040300363433190100311b0800303033343432323432dd")
 SALE_BODY = SALE[3:-2]
@@ -358,42 +359,20 @@ def stream_items(draw):
     return frame, ("frame", start, body)
 
 
+def _frame_tuple(token):
+    return ("frame", token.start, token.body)
+
+
 def _normalize(tokens):
-    """Tokens as comparable tuples, adjacent noise merged (noise may be split across feeds)."""
-    out = []
-    for token in tokens:
-        if isinstance(token, Noise):
-            if out and out[-1][0] == "noise":
-                out[-1] = ("noise", out[-1][1] + token.data)
-            else:
-                out.append(("noise", token.data))
-        elif isinstance(token, Control):
-            out.append(("control", token.byte))
-        elif isinstance(token, FrameToken):
-            out.append(("frame", token.start, token.body))
-        else:
-            out.append(("bad", token.error.reason, token.error.offset))
-    return out
+    return normalize_tokens(tokens, _frame_tuple)
 
 
 def _expected(items):
-    out, offset = [], 0
-    for data, token in items:
-        if token[0] == "bad":
-            token = ("bad", "crc", offset + token[1])
-        if token[0] == "noise" and out and out[-1][0] == "noise":
-            out[-1] = ("noise", out[-1][1] + token[1])
-        else:
-            out.append(token)
-        offset += len(data)
-    return out
+    return expected_tokens(items)
 
 
 def _feed(chunks):
-    scanner = FrameScanner()
-    tokens = [t for chunk in chunks for t in scanner.feed(chunk)]
-    assert scanner.pending == 0
-    return _normalize(tokens)
+    return feed_all(FrameScanner(), chunks, _frame_tuple)
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])

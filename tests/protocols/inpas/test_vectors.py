@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from protocols.inpas.frame import (
     encode_frame,
 )
 from protocols.inpas.multipart import Reassembler, decode_part, encode_part
+from tests.protocols.streams import load_vectors
 
 VECTORS_FILE = Path(__file__).resolve().parents[3] / ".." / "shared" / "vectors" / "inpas-sa.txt"
 START_NAMES = {"STX": STX, "SOH": SOH}
@@ -25,18 +25,7 @@ START_NAMES = {"STX": STX, "SOH": SOH}
 KNOWN_KEYS = {"start", "fields", "encoding", "skip", "part", "chunk", "reassembled_fields", "error", "link"}
 
 
-def load_vectors(path: Path = VECTORS_FILE) -> list[tuple[str, bytes, dict]]:
-    """Parse ``NAME <tab> HEX <tab> JSON`` lines, skipping comments and blank lines."""
-    vectors = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        name, hex_data, expectation = line.split("\t")
-        vectors.append((name, bytes.fromhex(hex_data), json.loads(expectation)))
-    return vectors
-
-
-VECTORS = load_vectors()
+VECTORS = load_vectors(VECTORS_FILE)
 BY_NAME = {name: (data, expect) for name, data, expect in VECTORS}
 
 
