@@ -53,7 +53,7 @@ class LinkError(PosbridgeError):
     """An exchange failed on the link: the outcome of the operation is unknown to the sender.
 
     ``reason`` is one of ``no_ack``, ``nak_limit``, ``timeout``, ``aborted``, ``protocol``,
-    ``disconnected``.
+    ``disconnected``, ``mismatch``.
     """
 
     def __init__(self, reason: str, detail: str = "") -> None:
@@ -102,3 +102,19 @@ class Disconnected(LinkError):
 
     def __init__(self, detail: str = "") -> None:
         super().__init__("disconnected", detail)
+
+
+class AnswerMismatch(LinkError):
+    """The terminal's final answer cannot be taken as the answer to the request that was sent: it
+    names another operation, amount, currency, transaction number or terminal, or lacks what a
+    result must carry (a status or response code, a settlement's totals). The outcome is unknown
+    and must be resolved by recovery, never reported as approved.
+
+    ``answer`` is the answer as decoded (a :class:`~protocols.common.model.Result`, or None when it
+    could not be decoded at all); ``problems`` lists what did not match, in words.
+    """
+
+    def __init__(self, problems: "list[str] | tuple[str, ...]", answer: object | None = None) -> None:
+        self.problems = tuple(problems)
+        self.answer = answer
+        super().__init__("mismatch", "; ".join(self.problems))
