@@ -190,6 +190,7 @@ class HostDecision:
     totals: Totals | None = None
     auto_reversed: bool = False
     duplicate: bool = False
+    operation_id: int | None = None  # the journal row of this decision (None: not journaled)
 
     @property
     def approved(self) -> bool:
@@ -270,6 +271,28 @@ class BankHost:
                 return self._HANDLERS[op](self, ctx)
             except _Decline as d:
                 return self._decline(ctx, d)
+
+    def record_refusal(self, request: Request, status: Status, code: str, text: str,
+                       card: Card | None = None) -> HostDecision:
+        """Journal an operation the terminal ended itself, before the host saw it (aborted by the
+        cashier or the ECR, card details keyed wrong, a request it could not read), so the
+        terminal's journal lists every operation it was asked for. Such rows never reached the
+        host (``delivered`` false): they charge nothing and are not a STAN's first outcome.
+        """
+        now = self._clock().replace(microsecond=0)
+        try:
+            op = Operation(request.operation)
+        except ValueError:
+            op = Operation.TEST_CONNECTION
+        with self.journal.transaction():
+            batch = self.journal.open_batch(self.config.terminal_id, now)
+            ctx = _Ctx(request, op, card, now, batch)
+            amount = request.amount if _valid_amount(request.amount) else None
+            currency = request.currency if isinstance(request.currency, int) and \
+                request.currency in ISO_4217_NUMERIC else None
+            return self._journal(ctx, status, code, text=text, delivered=False,
+                                 amount=amount if op.moves_money else None,
+                                 currency=currency if op.moves_money else None)
 
     # --- steps -----------------------------------------------------------------------------------
     def _first_outcome(self, ctx: _Ctx) -> OperationRecord | None:
@@ -573,7 +596,7 @@ class BankHost:
             currency=record.currency, rrn=record.rrn, auth_code=record.auth_code,
             masked_pan=record.masked_pan, card_scheme=record.card_scheme, expiry=record.expiry,
             host_datetime=record.host_datetime, batch_number=record.batch, totals=record.totals,
-            auto_reversed=record.auto_reversed, duplicate=duplicate,
+            auto_reversed=record.auto_reversed, duplicate=duplicate, operation_id=record.id,
         )
 
     def _unjournaled(self, status: Status, code: str, now: datetime) -> HostDecision:

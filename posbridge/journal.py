@@ -42,7 +42,7 @@ __all__ = [
     "OperationState", "safe_masked_pan",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MAX_TRANSACTION_ID = 999_999
 
 EXPORT_COLUMNS = (
@@ -153,6 +153,21 @@ CREATE TABLE ecr_entries (
 CREATE INDEX ecr_open ON ecr_entries (state, terminal);
 """
 
+# Schema changes after version 1, in order: _MIGRATIONS[n] takes a journal from version n + 1 to
+# n + 2. A new journal gets _SCHEMA and then every migration, so both paths give the same tables.
+_MIGRATIONS = (
+    # 2: whether the ECR got the terminal's result (NULL: not answered yet / not applicable);
+    #    the ECR side's owner process, the port as spelled, the answer that did not match its
+    #    request (JSON), and the original operation's reference for reversals.
+    """
+    ALTER TABLE ops ADD COLUMN result_delivered INTEGER;
+    ALTER TABLE ecr_entries ADD COLUMN owner TEXT;
+    ALTER TABLE ecr_entries ADD COLUMN port TEXT;
+    ALTER TABLE ecr_entries ADD COLUMN answer TEXT;
+    ALTER TABLE ecr_entries ADD COLUMN original_transaction_id TEXT;
+    """,
+)
+
 
 class JournalError(PosbridgeError):
     """A journal that cannot be used as asked: unknown entry, wrong state change, newer schema."""
@@ -226,6 +241,7 @@ class OperationRecord:
     delivered: bool
     auto_reversed: bool
     totals: Totals | None
+    result_delivered: bool | None = None  # did the ECR get the result? None: not known yet
 
 
 @dataclass(frozen=True)
@@ -308,10 +324,17 @@ class Journal:
                     f"{self.path}: journal schema {version} is newer than this posbridge ({SCHEMA_VERSION})"
                 )
             if version == 0:
-                for statement in _SCHEMA.split(";\n"):
-                    if statement.strip():
-                        self._conn.execute(statement)
+                self._run_script(_SCHEMA)
+                version = 1
+            for script in _MIGRATIONS[version - 1:]:
+                self._run_script(script)
+            if version != SCHEMA_VERSION:
                 self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _run_script(self, script: str) -> None:
+        for statement in script.split(";\n"):
+            if statement.strip():
+                self._conn.execute(statement)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -469,6 +492,7 @@ class Journal:
             pan_hash=row["pan_hash"], original_id=row["original_id"], original_rrn=row["original_rrn"],
             host_datetime=_dt(row["host_datetime"]) or datetime.min, delivered=bool(row["delivered"]),
             auto_reversed=bool(row["auto_reversed"]), totals=_totals_from(row["totals"]),
+            result_delivered=None if row["result_delivered"] is None else bool(row["result_delivered"]),
         )
 
     def operation(self, op_id: int) -> OperationRecord | None:
@@ -485,6 +509,22 @@ class Journal:
         if batch is not None:
             sql += " AND batch = ?"
             params.append(batch)
+        return [self._record(r) for r in self._q(sql + " ORDER BY id", tuple(params))]
+
+    def set_result_delivered(self, op_id: int, delivered: bool) -> None:
+        """Record whether the ECR acknowledged the terminal's result of operation ``op_id``.
+
+        An undelivered result stays visible in the journal (the ECR does not know the outcome and
+        will recover it), rather than only in the terminal's memory.
+        """
+        self._x("UPDATE ops SET result_delivered = ? WHERE id = ?", (int(delivered), op_id))
+
+    def undelivered_operations(self, terminal_id: str | None = None) -> list[OperationRecord]:
+        """Operations whose result the ECR never acknowledged, oldest first."""
+        sql, params = "SELECT * FROM ops WHERE result_delivered = 0", list[Any]()
+        if terminal_id is not None:
+            sql += " AND terminal_id = ?"
+            params.append(terminal_id)
         return [self._record(r) for r in self._q(sql + " ORDER BY id", tuple(params))]
 
     def find_by_rrn(self, terminal_id: str, rrn: str) -> OperationRecord | None:
