@@ -1,33 +1,108 @@
 """The ECR client: what cash-register software calls to run operations on a terminal.
 
 :class:`EcrClient` is the asyncio core; :class:`BlockingEcrClient` wraps it for plain, blocking
-cash-register code. Both own a write-ahead :class:`~posbridge.journal.Journal`: an operation is
-journaled before its first byte is sent and its outcome after. An operation whose outcome was lost
-(link failure after sending) stays "unknown" until :meth:`EcrClient.recover` resolves it by an
-emergency reversal, so it is never charged twice and never forgotten.
+cash-register code. Both own a write-ahead :class:`~posbridge.journal.Journal`.
+
+The order of every operation, and why (``docs/recovery.md`` has the whole story):
+
+1. the request is checked (bad input never reaches the journal or the line);
+2. the terminal's cross-process lock is taken (:mod:`posbridge.ownership`: one owner per terminal,
+   a bounded wait, then :class:`~posbridge.ownership.TerminalBusy`);
+3. the request gets a transaction number unique for the terminal (under that lock);
+4. it is journaled ``pending``, then ``sent`` — durably, *before* its first byte is written: when
+   journaling fails nothing is sent at all, not even when the client closes;
+5. the exchange runs under an overall deadline; the answer must match the request
+   (:func:`~posbridge.answers.answer_problems`), else it is an
+   :class:`~protocols.common.errors.AnswerMismatch`;
+6. the outcome is journaled ``done``; a link failure, a timeout, a mismatch or an interruption
+   leaves the entry ``unknown`` for :meth:`EcrClient.recover`, which resolves it by emergency
+   reversal and believes only answers that prove something (:data:`RECOVERY_TABLE`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 
 import protocols
 from devices import Device, open_device
-from protocols.common.errors import Disconnected, LinkError
+from protocols.common.errors import AnswerMismatch, Disconnected, ExchangeTimeout, LinkError
 from protocols.common.session import CashierPrompt, Completed, Failed, Progress
 
-from .journal import Journal
+from .answers import answer_problems
+from .journal import EcrEntry, Journal
 from .model import RUB, Operation, Request, Result, Status
+from .ownership import DEFAULT_LOCK_WAIT, TerminalLock, canonical_port, owner_alive, this_process
 from .pump import LinkClosed, SessionPump, Trace
 
 PromptHandler = Callable[[CashierPrompt], "tuple[str, bool] | Awaitable[tuple[str, bool]]"]
 ProgressHandler = Callable[[Progress], None]
 T = TypeVar("T")
+
+DEFAULT_DEADLINE = 300.0
+"""Seconds one operation may take in all, WAIT packets and dialogs included (``deadline=``).
+
+The longest legitimate operation is a card payment where the card holder is slow: the terminal's
+own card wait and PIN entry (about a minute each on SmartSale and Arcus defaults) plus the host
+(up to a minute with its retries), or a settlement of a big batch over a 9,600-baud line (a
+64 KB report takes ~70 s). Five minutes covers both with room; a terminal that keeps a register
+waiting longer (endless WAIT packets) is broken, and the operation's outcome is then unknown."""
+
+HOST_REVERSED = "400"
+"""The host's code for "reversal processed" (host-rules.md)."""
+HOST_NOTHING_TO_REVERSE = "9020"
+"""posbridge's host code for a reversal of an operation the host never saw: nothing was charged."""
+HOST_NOT_IN_OPEN_BATCH = "9010"
+"""posbridge's host code: the operation is in a settled batch; only a refund can undo it."""
+
+RECOVERY_TABLE = (
+    ("journaled, never sent (pending)", "resolved: not sent"),
+    ("operation that moves no money", "resolved: no money moved"),
+    ("reversal approved, host code 400", "resolved: reversed"),
+    (f"reversal approved, host code {HOST_NOTHING_TO_REVERSE}", "resolved: never reached the host"),
+    ("reversal approved, no host code (a terminal that does not say), no settlement since",
+     "resolved: reversed (the terminal's word)"),
+    ("reversal approved, no host code, a settlement since", "refund_needed: check the report"),
+    (f"reversal declined {HOST_NOT_IN_OPEN_BATCH} (batch settled)", "refund_needed: refund if charged"),
+    ("reversal declined otherwise, no connection, aborted", "stays unknown; said so"),
+    ("reversal answer does not match, or the link fails", "stays unknown; said so"),
+    ("entry owned by a process that still runs", "skipped; said so"),
+)
+"""How :meth:`EcrClient.recover` treats what it finds and hears (docs/recovery.md)."""
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What recovery did with one journal entry.
+
+    ``outcome``: ``reversed``, ``not_charged``, ``not_sent``, ``no_money_moved``, ``refund_needed``
+    (flagged for a person), ``open`` (still unknown: ``note`` says why) or ``skipped`` (its owner
+    still runs). ``result`` is the reversal's answer, when one came.
+    """
+
+    entry: EcrEntry
+    outcome: str
+    note: str = ""
+    result: Result | None = None
+
+    @property
+    def resolved(self) -> bool:
+        """True when the entry no longer needs recovery (flagged entries need a person instead)."""
+        return self.outcome in ("reversed", "not_charged", "not_sent", "no_money_moved", "refund_needed")
+
+    def describe(self) -> str:
+        """One line for people."""
+        request = self.entry.request
+        what = request.operation.value if isinstance(request.operation, Operation) else str(request.operation)
+        amount = f" {request.amount}" if request.amount is not None else ""
+        text = f"#{self.entry.id} {what}{amount} transaction {request.transaction_id}: {self.outcome}"
+        return text + (f" ({self.note})" if self.note else "")
 
 
 class EcrClient:
@@ -36,6 +111,8 @@ class EcrClient:
     ``port`` is a device URL (``serial:///dev/ttyACM0``, ``tcp://…``, ``virtual://NAME``…) or an
     open :class:`~devices.Device`. ``on_prompt`` answers the terminal's cashier dialog: it gets the
     :class:`CashierPrompt` and returns ``(answer, ok)``; without it a dialog is declined.
+    ``deadline`` bounds each operation (:data:`DEFAULT_DEADLINE`); ``lock_wait`` bounds the wait
+    for a terminal another process is using (:data:`~posbridge.ownership.DEFAULT_LOCK_WAIT`).
     """
 
     def __init__(
@@ -51,6 +128,8 @@ class EcrClient:
         clock: Callable[[], datetime] = datetime.now,
         monotonic: Callable[[], float] = time.monotonic,
         trace: Trace | None = None,
+        deadline: float = DEFAULT_DEADLINE,
+        lock_wait: float = DEFAULT_LOCK_WAIT,
     ) -> None:
         self.port = port
         # A ProtocolSpec too: e.g. protocols.arcus2.spec.spec_for_installation(ops.ini, rc_res.ini)
@@ -63,6 +142,12 @@ class EcrClient:
         self.clock = clock
         self.monotonic = monotonic
         self.trace = trace
+        if not deadline > 0:
+            raise ValueError(f"deadline must be positive seconds, got {deadline!r}")
+        self.deadline = deadline
+        self.port_key = canonical_port(port if isinstance(port, str) else port.url)
+        self.owner = TerminalLock(self.port_key, wait=lock_wait)
+        self._me = str(this_process())
         self._device: Device | None = None
         self._owns_device = False
         self._pump: SessionPump | None = None
@@ -72,10 +157,8 @@ class EcrClient:
 
     @property
     def journal_key(self) -> str:
-        """How the journal names this terminal (its id, else the port URL)."""
-        if self.terminal_id:
-            return self.terminal_id
-        return self.port if isinstance(self.port, str) else self.port.url
+        """How the journal names this terminal: its id, else its port in one canonical spelling."""
+        return self.terminal_id or self.port_key
 
     async def open(self) -> None:
         """Open the device (if given a URL) and start the link."""
@@ -113,38 +196,66 @@ class EcrClient:
     async def execute(self, request: Request) -> Result:
         """Run one operation and return the terminal's result (declines are results, not errors).
 
-        Raises InvalidRequest before anything is journaled or sent, and a LinkError subclass when
-        the exchange fails; the journal then holds the operation as "unknown" for :meth:`recover`.
+        Raises InvalidRequest before anything is journaled or sent; TerminalBusy when another
+        process keeps the terminal longer than ``lock_wait``; JournalError when the journal cannot
+        record the operation (then nothing was sent); a LinkError subclass when the exchange fails,
+        times out or is answered with a mismatch — the journal then holds the operation as
+        "unknown" for :meth:`recover`.
         """
         request.validated()  # before anything is journaled or numbered
+        async with self._lock:
+            async with self.owner.held(request.operation.value):
+                return await self._execute_owned(request)
+
+    async def _execute_owned(self, request: Request) -> Result:
         filled: dict[str, object] = {}
         if request.transaction_id is None and request.operation is not Operation.EMERGENCY_REVERSAL:
-            filled["transaction_id"] = self.journal.next_transaction_id()
+            filled["transaction_id"] = self.owner.next_transaction_id(
+                self.journal.ecr_last_transaction_id(self.journal_key))
         if request.ecr_datetime is None:
             filled["ecr_datetime"] = self.clock().replace(microsecond=0)
         if request.terminal_id is None and self.terminal_id:
             filled["terminal_id"] = self.terminal_id
         if filled:
             request = request.with_changes(**filled)
-        async with self._lock:
-            if self._pump is not None and not self._pump.reading and self._owns_device:
-                await self.close()  # the terminal hung up (TCP): connect again, as ECRs do
-            await self.open()
-            entry = self.journal.ecr_begin(request, self.journal_key)
-            try:
-                result = await self._exchange(request, entry)
-            except LinkError as error:
-                self._line_suspect, self._failed_at = True, self.monotonic()
-                self.journal.ecr_unknown(entry, str(error))
-                raise
-            except BaseException as error:  # cancelled mid-exchange: the outcome is unknown too
-                self._line_suspect, self._failed_at = True, self.monotonic()
-                self.journal.ecr_unknown(entry, f"interrupted: {error!r}")
-                raise
-            self.journal.ecr_finish(entry, result)
-            return result
+        if self._pump is not None and not self._pump.reading and self._owns_device:
+            await self.close()  # the terminal hung up (TCP): connect again, as ECRs do
+        await self.open()
+        entry = self.journal.ecr_begin(request, self.journal_key, port=self.port_key, owner=self._me)
+        self.journal.ecr_sent(entry)  # durable before the first byte: a failure here sends nothing
+        try:
+            result = await asyncio.wait_for(self._exchange(request), self.deadline)
+            problems = answer_problems(request, result)
+            if problems:
+                raise AnswerMismatch(problems, result)
+        except AnswerMismatch as error:
+            self._exchange_failed()
+            answer = error.answer if isinstance(error.answer, Result) else None
+            self.journal.ecr_unknown(entry, str(error), answer=answer)
+            raise
+        except LinkError as error:
+            self._exchange_failed()
+            self.journal.ecr_unknown(entry, str(error))
+            raise
+        except asyncio.TimeoutError:
+            self._exchange_failed()
+            error = ExchangeTimeout(f"no outcome within the operation's deadline of {self.deadline:g} s")
+            self.journal.ecr_unknown(entry, str(error))
+            raise error from None
+        except BaseException as error:  # cancelled mid-exchange: the outcome is unknown too
+            self._exchange_failed()
+            self.journal.ecr_unknown(entry, f"interrupted: {error!r}")
+            raise
+        self.journal.ecr_finish(entry, result)
+        return result
 
-    async def _exchange(self, request: Request, entry: int) -> Result:
+    def _exchange_failed(self) -> None:
+        self._line_suspect, self._failed_at = True, self.monotonic()
+        pump = self._pump
+        if pump is not None and pump.session.busy:
+            pump.session.reset()  # a deadline or an interruption left the session mid-exchange
+
+    async def _exchange(self, request: Request) -> Result:
         pump = self._pump
         assert pump is not None and self._device is not None
         if self._line_suspect:
@@ -154,7 +265,6 @@ class EcrClient:
         while not pump.events.empty():
             pump.events.get_nowait()
         pump.act(lambda now: pump.session.start(request, now))
-        self.journal.ecr_sent(entry)
         while True:
             event = await pump.next_event()
             if isinstance(event, Completed):
@@ -197,25 +307,85 @@ class EcrClient:
         text, ok = answer  # type: ignore[misc]
         return str(text), bool(ok)
 
-    async def recover(self) -> list[Result]:
-        """Resolve every operation whose outcome was lost, oldest first, by emergency reversal.
+    # --- recovery -------------------------------------------------------------------------------
+    def unresolved(self) -> list[EcrEntry]:
+        """This terminal's entries whose outcome is still open, under any spelling of its port."""
+        return self.journal.ecr_unresolved_for(self.journal_key, port=self.port_key,
+                                               terminal_id=self.terminal_id, canonical=canonical_port)
 
-        A reversal of an operation the host never saw is answered "approved" and changes nothing,
-        so this is always safe. Entries journaled but never sent are simply closed.
+    async def recover(self) -> list[Recovery]:
+        """Resolve this terminal's operations whose outcome was lost, oldest first (RECOVERY_TABLE).
+
+        Holds the terminal's lock throughout, touches only entries whose owner process is gone (or
+        is this one), and resolves an entry only by an answer that proves what happened: a declined
+        or failed reversal leaves it unknown and says so; a lost operation whose batch has been
+        settled is flagged ``refund_needed`` for a person, never marked reversed.
         """
-        results = []
-        for entry in self.journal.ecr_unresolved(self.journal_key):
-            original = entry.request
-            if entry.state == "pending" or not original.operation.moves_money:
-                self.journal.ecr_resolve(entry.id, Result(original.operation, Status.UNDEFINED),
-                                         how="not_sent" if entry.state == "pending" else "no_money_moved")
+        async with self._lock:
+            async with self.owner.held("recovery"):
+                return await self._recover_owned()
+
+    async def _recover_owned(self) -> list[Recovery]:
+        report: list[Recovery] = []
+        entries = self.unresolved()
+        open_originals = {e.request.transaction_id for e in entries
+                          if e.request.operation is not Operation.EMERGENCY_REVERSAL}
+        for entry in entries:
+            if entry.owner and entry.owner != self._me and owner_alive(entry.owner) is not False:
+                report.append(Recovery(entry, "skipped", f"owned by {entry.owner}, which still runs"))
                 continue
-            reversal = original.with_changes(operation=Operation.EMERGENCY_REVERSAL,
+            request = entry.request
+            operation = request.operation
+            if entry.state == "pending":
+                self.journal.ecr_resolve(entry.id, None, how="not_sent")
+                report.append(Recovery(entry, "not_sent", "journaled but never written to the line"))
+                continue
+            if not isinstance(operation, Operation) or not operation.moves_money:
+                self.journal.ecr_resolve(entry.id, None, how="no_money_moved")
+                report.append(Recovery(entry, "no_money_moved"))
+                continue
+            if operation is Operation.EMERGENCY_REVERSAL and request.transaction_id in open_originals:
+                continue  # an earlier recovery's reversal: the original's own recovery sends it again
+            report.append(await self._recover_one(entry))
+        return report
+
+    async def _recover_one(self, entry: EcrEntry) -> Recovery:
+        original = entry.request
+        if original.operation is Operation.EMERGENCY_REVERSAL:
+            reversal = original.with_changes(ecr_datetime=None)  # a lost reversal: send it again
+        else:
+            reversal = original.with_changes(operation=Operation.EMERGENCY_REVERSAL, ecr_datetime=None,
                                              original_operation=original.operation)
-            result = await self.execute(reversal)
-            self.journal.ecr_resolve(entry.id, result, how="emergency_reversal")
-            results.append(result)
-        return results
+        try:
+            result = await self._execute_owned(reversal)
+        except LinkError as error:
+            self.journal.ecr_note(entry.id, f"recovery: reversal failed: {error}")
+            return Recovery(entry, "open", f"the reversal got no usable answer: {error}")
+        code = result.host_code or ""
+        settled_since = self.journal.ecr_settled_after(entry.id, self.journal_key)
+        if result.approved and code == HOST_REVERSED:
+            outcome, how, note = "reversed", "reversed", "host 400: reversal processed"
+        elif result.approved and code == HOST_NOTHING_TO_REVERSE:
+            outcome, how, note = "not_charged", "not_charged", "the host never saw it: nothing charged"
+        elif result.approved and settled_since:
+            outcome, how, note = ("refund_needed", "refund_needed",
+                                  "reversal approved without a host code after a settlement: check the "
+                                  "settlement report, refund if it was charged")
+        elif result.approved:
+            outcome, how, note = "reversed", "reversal_approved", "the terminal approved the reversal"
+        elif code == HOST_NOT_IN_OPEN_BATCH:
+            outcome, how, note = ("refund_needed", "refund_needed",
+                                  "its batch was settled: refund it if it was charged")
+        else:
+            text = f"reversal {result.status.value} (code {code or result.response_code or '-'})"
+            self.journal.ecr_note(entry.id, f"recovery: {text}")
+            return Recovery(entry, "open", text + ": the outcome stays unknown", result)
+        if how == "refund_needed":
+            self.journal.ecr_flag(entry.id, result, how=how, note=note)
+        else:
+            self.journal.ecr_resolve(entry.id, result, how=how)
+            self.journal.ecr_resolve_superseded(entry.request.transaction_id, self.journal_key, entry.id)
+        return Recovery(entry, outcome, note, result)
 
     # --- one method per operation ----------------------------------------------------------------
     async def sale(self, amount: int, currency: int = RUB) -> Result:
@@ -251,7 +421,16 @@ class EcrClient:
         if not original.transaction_id:
             raise ValueError("an emergency reversal needs the original request's transaction id")
         return await self.execute(original.with_changes(operation=Operation.EMERGENCY_REVERSAL,
-                                                        original_operation=original.operation))
+                                                        original_operation=original.operation,
+                                                        ecr_datetime=None))
+
+    async def reverse_last(self) -> Result:
+        """Аварийная отмена of this terminal's last money operation in the journal (1C's
+        EmergencyReversal: called when the fiscal receipt failed to print). ValueError if none."""
+        last = self.journal.ecr_last_money_operation(self.journal_key)
+        if last is None or not last.request.transaction_id:
+            raise ValueError("the journal holds no money operation of this terminal to reverse")
+        return await self.emergency_reversal(last.request)
 
     async def settlement(self) -> Result:
         """Сверка итогов: close the batch; the report is in the result's slips and totals."""
@@ -278,57 +457,140 @@ class BlockingEcrClient:
     """The same operations as :class:`EcrClient`, as plain blocking calls.
 
     Runs its own event loop in a background thread; safe to call from any one thread at a time.
-    Every keyword of :class:`EcrClient` is accepted; ``on_prompt`` may be a plain function.
+    Every keyword of :class:`EcrClient` is accepted; ``on_prompt`` may be a plain function. Every
+    call is bounded: an operation by the client's ``deadline`` (plus the terminal lock's wait and a
+    margin for journaling); a call that still does not return raises ExchangeTimeout, and the
+    operation, cancelled, is journaled as unknown for :meth:`recover`.
     """
 
-    def __init__(self, port: str | Device, protocol: str = "inpas", **kwargs: Any) -> None:
+    MARGIN = 30.0  # seconds beyond the deadline: journal writes, a quiet-line wait, closing
+
+    def __init__(self, port: str | Device, protocol: str | protocols.ProtocolSpec = "inpas",
+                 **kwargs: Any) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="posbridge-ecr", daemon=True)
         self._thread.start()
-        self._client = self._call(self._make(port, protocol, kwargs))
+        self._client: EcrClient = self._call(self._make(port, protocol, kwargs), 10.0)
 
     @staticmethod
-    async def _make(port: str | Device, protocol: str, kwargs: dict[str, Any]) -> EcrClient:
+    async def _make(port: str | Device, protocol: str | protocols.ProtocolSpec,
+                    kwargs: dict[str, Any]) -> EcrClient:
         return EcrClient(port, protocol, **kwargs)
 
-    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+    @property
+    def client(self) -> EcrClient:
+        """The asyncio client underneath (its settings: deadline, timers, journal…)."""
+        return self._client
 
     @property
     def journal(self) -> Journal:
+        """The client's write-ahead journal."""
         return self._client.journal
+
+    def _bound(self) -> float:
+        client = self._client
+        return client.deadline + client.owner.wait + self.MARGIN
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        limit = self._bound() if timeout is None else timeout
+        try:
+            return future.result(limit)
+        except concurrent.futures.TimeoutError:
+            future.cancel()  # the client journals the interrupted operation as unknown
+            raise ExchangeTimeout(f"no answer within {limit:g} s (the operation is journaled for recovery)") \
+                from None
 
     def close(self) -> None:
         """Close the link and stop the background loop."""
         if self._loop.is_closed():
             return
-        self._call(self._client.close())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
+        try:
+            self._call(self._client.close(), 10.0)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+            self._loop.close()
 
     def __enter__(self) -> BlockingEcrClient:
-        self._call(self._client.open())
+        self._call(self._client.open(), 30.0)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def execute(self, request: Request) -> Result:
+        """See :meth:`EcrClient.execute`."""
         return self._call(self._client.execute(request))
 
-    def recover(self) -> list[Result]:
-        return self._call(self._client.recover())
+    def recover(self) -> list[Recovery]:
+        """See :meth:`EcrClient.recover` (bounded per operation it may send)."""
+        count = max(1, len(self._client.unresolved()))
+        return self._call(self._client.recover(), self._bound() * count)
 
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        method = getattr(EcrClient, name, None)
-        if method is None or name.startswith("_") or not inspect.iscoroutinefunction(method):
-            raise AttributeError(name)
-        bound = getattr(self._client, name)
+    def abort(self) -> None:
+        """See :meth:`EcrClient.abort` (safe to call from another thread while an operation runs)."""
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
 
-        def blocking(*args: Any, **kwargs: Any) -> Any:
-            return self._call(bound(*args, **kwargs))
+        def run() -> None:
+            try:
+                self._client.abort()
+                done.set_result(None)
+            except BaseException as error:  # NotImplementedError for INPAS SA, handed to the caller
+                done.set_exception(error)
 
-        blocking.__doc__ = method.__doc__
-        blocking.__name__ = name
-        return blocking
+        self._loop.call_soon_threadsafe(run)
+        done.result(10.0)
+
+    def sale(self, amount: int, currency: int = RUB) -> Result:
+        """Оплата: charge ``amount`` minor units."""
+        return self._call(self._client.sale(amount, currency))
+
+    def refund(self, amount: int, rrn: str, currency: int = RUB, auth_code: str | None = None) -> Result:
+        """Возврат: return ``amount`` (all or part) of the purchase with RRN ``rrn``."""
+        return self._call(self._client.refund(amount, rrn, currency, auth_code))
+
+    def cancel(self, amount: int, rrn: str, auth_code: str | None = None, currency: int = RUB,
+               original: Operation = Operation.SALE) -> Result:
+        """Отмена: void an operation of the open batch (whole amount)."""
+        return self._call(self._client.cancel(amount, rrn, auth_code, currency, original))
+
+    def preauth(self, amount: int, currency: int = RUB) -> Result:
+        """Предавторизация: hold ``amount``."""
+        return self._call(self._client.preauth(amount, currency))
+
+    def completion(self, amount: int, rrn: str, auth_code: str | None = None, currency: int = RUB) -> Result:
+        """Завершение расчёта: charge ``amount`` (at most the held sum) of the hold with RRN ``rrn``."""
+        return self._call(self._client.completion(amount, rrn, auth_code, currency))
+
+    def cancel_preauth(self, amount: int, rrn: str, auth_code: str | None = None, currency: int = RUB) -> Result:
+        """Отмена предавторизации: release the hold with RRN ``rrn``."""
+        return self._call(self._client.cancel_preauth(amount, rrn, auth_code, currency))
+
+    def emergency_reversal(self, original: Request) -> Result:
+        """Аварийная отмена: resend ``original`` (with its transaction id) as a reversal."""
+        return self._call(self._client.emergency_reversal(original))
+
+    def reverse_last(self) -> Result:
+        """Аварийная отмена of the terminal's last money operation in the journal."""
+        return self._call(self._client.reverse_last())
+
+    def settlement(self) -> Result:
+        """Сверка итогов: close the batch."""
+        return self._call(self._client.settlement())
+
+    def short_report(self) -> Result:
+        """Краткий отчёт of the open batch."""
+        return self._call(self._client.short_report())
+
+    def full_report(self) -> Result:
+        """Полный отчёт of the open batch."""
+        return self._call(self._client.full_report())
+
+    def slip_copy(self) -> Result:
+        """Копия последнего чека."""
+        return self._call(self._client.slip_copy())
+
+    def test_connection(self) -> Result:
+        """Проверка связи."""
+        return self._call(self._client.test_connection())

@@ -12,9 +12,13 @@ Response codes (``HostDecision.code``; the manual's codes unless marked *posbrid
 ==========  =============  ===================================================================
 code        status         when
 ==========  =============  ===================================================================
-``00``      APPROVED       approved; also a blind emergency reversal that found nothing to undo
+``00``      APPROVED       approved
 ``400``     APPROVED       emergency reversal that reversed (or had already reversed) an
                            operation
+``9020``    APPROVED       *posbridge*: emergency reversal that found nothing to undo: no
+                           operation with that STAN reached the host, or it was not approved
+                           (a blind reversal is safe, and says so: the ECR resolves its lost
+                           operation as never charged)
 table       per table      the host-rules test cards, their exact code (``00`` when approved),
                            for sale and pre-authorization only, whatever the card's expiry
 ``101``     DECLINED       expired card by the host clock (ISO 8583:1993 "expired card"; the
@@ -30,7 +34,8 @@ table       per table      the host-rules test cards, their exact code (``00`` w
 ``903``     DECLINED       amount over the terminal's ``single_max``
 ``123``     DECLINED       over the card's ``single_max`` or ``daily_max``, or the terminal's
                            ``daily_max``
-``9010``    DECLINED       *posbridge*: cancel of an operation not in the open batch (refund it)
+``9010``    DECLINED       *posbridge*: cancel of an operation not in the open batch (refund it);
+                           emergency reversal of an approved operation of a settled batch
 ``9011``    DECLINED       *posbridge*: no operation with that RRN on this terminal
 ``9012``    DECLINED       *posbridge*: refund, cancel, completion or release without an RRN
 ``9013``    DECLINED       *posbridge*: the pre-authorization's hold expired (``hold_ttl``)
@@ -38,6 +43,11 @@ table       per table      the host-rules test cards, their exact code (``00`` w
                            cancelled or completed, has refunds (cancel), or has later
                            operations (emergency reversal)
 ``9015``    DECLINED       *posbridge*: the original is of a kind the operation cannot act on
+``9016``    DECLINED       *posbridge*: duplicate transaction number: the STAN of an earlier
+                           operation of the open batch with another operation, amount or
+                           currency (nothing charged; never that operation's outcome)
+``9017``    DECLINED       *posbridge*: emergency reversal whose amount differs from the
+                           operation its STAN names (nothing reversed)
 ``151018``  DECLINED       fault ``request_not_sent``: nothing charged
 ``151019``  REVERSED       fault ``answer_lost`` on a money operation: whatever the host decided,
                            the terminal never learnt it and reversed on its own
@@ -59,15 +69,18 @@ Decisions where host-rules is silent
   a completion does not bring the hold back. A sale with refunds cannot be cancelled (refund the rest).
 - Refund acts on a sale or completion (a pre-authorization's RRN means its completion), in any batch,
   in parts; the card, if given, passes Luhn and expiry but is not matched against the original.
-- Emergency reversal looks up ``transaction_id`` (the lost request's STAN) in the open batch only;
-  the amount is not compared. Under fault ``answer_lost`` it works normally (a reversal is retried
+- Emergency reversal looks up ``transaction_id`` (the lost request's STAN) in the open batch and
+  compares the amount (9017 when it differs); an approved operation with that STAN and amount in
+  a settled batch gives 9010 (refund it), and no operation at all gives 9020. Under fault ``answer_lost`` it works normally (a reversal is retried
   until answered and is idempotent).
 - Daily spend = live, not cancelled sales and pre-authorizations of the host-clock day (a card's
   across every terminal of the journal). Refunds do not lower it.
 - Totals: sales = live sales + completions, not cancelled; refunds = live refunds, not cancelled;
   cancels = live cancels of sales, completions, refunds. Emergency reversals count nowhere.
-- Duplicate STAN: the first decision of that STAN in this terminal's open batch is returned with
-  ``duplicate=True`` (for a settlement, also the batch it closed). Requests stopped by
+- Duplicate STAN: a request with the STAN of an earlier operation of this terminal's open batch
+  (for a settlement, also of the batch it closed) is a retry only with the same operation and, for
+  money, the same amount and currency: the first decision is returned with ``duplicate=True``.
+  Anything else is declined 9016 and never answered with the other operation's outcome. Requests stopped by
   ``no_connection`` / ``request_not_sent`` never reached the host and are not "first outcomes".
 - ``request.terminal_id`` is not checked: the host serves ``HostConfig.terminal_id``.
 - The clock should give naive local time (as terminals keep it); seconds are kept, microseconds not.
@@ -116,6 +129,9 @@ TEXTS: dict[str, str] = {
     "9013": "ОТКЛОНЕНО: СРОК АВТОРИЗАЦИИ ИСТЕК",
     "9014": "ОТКЛОНЕНО: ИСХОДНАЯ ОПЕРАЦИЯ НЕДОСТУПНА",
     "9015": "ОТКЛОНЕНО: НЕВЕРНЫЙ ТИП ИСХОДНОЙ ОПЕРАЦИИ",
+    "9016": "ОТКЛОНЕНО: ПОВТОР НОМЕРА ОПЕРАЦИИ",
+    "9017": "ОТКЛОНЕНО: ОТМЕНА НЕ СООТВЕТСТВУЕТ ОПЕРАЦИИ",
+    "9020": "ОТМЕНЯТЬ НЕЧЕГО: ОПЕРАЦИЯ НЕ ПРОВОДИЛАСЬ",
     "151018": "ОТКЛОНЕНО: ТАЙМАУТ, ЗАПРОС НЕ ОТПРАВЛЕН",
     "151019": "ОПЕРАЦИЯ ОТМЕНЕНА: НЕТ ОТВЕТА БАНКА",
     "": "НЕТ СВЯЗИ С БАНКОМ",
@@ -259,7 +275,9 @@ class BankHost:
             ctx = _Ctx(request, op, card if op in (*_CARD_OPERATIONS, Operation.REFUND) else None, now, batch)
             first = self._first_outcome(ctx)
             if first is not None:
-                return self._decision(first, duplicate=True)
+                if self._same_request(first, ctx):
+                    return self._decision(first, duplicate=True)  # a retry: the first outcome again
+                return self._decline(ctx, _Decline("9016"))  # the number names another operation
             try:
                 self._check_format(ctx)
             except _Decline as d:
@@ -307,6 +325,15 @@ class BankHost:
             if closed is not None and closed.operation is Operation.SETTLEMENT:
                 first = closed
         return first
+
+    @staticmethod
+    def _same_request(first: OperationRecord, ctx: _Ctx) -> bool:
+        """Is this request a retry of ``first`` (same operation and, for money, amount and currency)?"""
+        if first.operation is not ctx.op:
+            return False
+        if not ctx.op.moves_money:
+            return True
+        return first.amount == ctx.request.amount and first.currency == ctx.request.currency
 
     def _check_format(self, ctx: _Ctx) -> None:
         req, op = ctx.request, ctx.op
@@ -424,14 +451,22 @@ class BankHost:
         )
 
     def _emergency_reversal(self, ctx: _Ctx) -> HostDecision:
+        tid = self.config.terminal_id
         stan = ctx.request.transaction_id
-        lost = self.journal.find_by_stan(self.config.terminal_id, ctx.batch, stan) if stan else None
+        lost = self.journal.find_by_stan(tid, ctx.batch, stan) if stan else None
         amount = ctx.request.amount if _valid_amount(ctx.request.amount) else None
+        if lost is None and stan:
+            settled = self.journal.find_settled_by_stan(tid, ctx.batch, stan)
+            if settled is not None and (amount is None or settled.amount == amount):
+                raise _Decline("9010")  # it was charged and settled since: only a refund undoes it
+        if lost is not None and amount is not None and lost.amount is not None and lost.amount != amount:
+            raise _Decline("9017")  # that number names another operation: reverse nothing
         if lost is None or (lost.status is not Status.APPROVED and not lost.auto_reversed) \
                 or not lost.operation.moves_money:
-            # A blind reversal must be safe: the host never saw it, or nothing was done. Change nothing.
+            # A blind reversal must be safe: the host never saw it, or nothing was done. Change
+            # nothing, and say so explicitly, so the ECR can tell it from a reversal that reversed.
             return self._journal(
-                ctx, Status.APPROVED, "00", amount=amount, original_id=lost.id if lost else None
+                ctx, Status.APPROVED, "9020", amount=amount, original_id=lost.id if lost else None
             )
         state = self.journal.state(lost.id)
         if lost.auto_reversed or state.reversed:

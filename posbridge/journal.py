@@ -265,9 +265,12 @@ class OperationState:
 class EcrEntry:
     """One ECR-side write-ahead journal entry.
 
-    ``state`` is ``pending`` (journaled, nothing sent), ``sent`` (first byte written), ``done``
-    (outcome known), ``unknown`` (link failed after sending: must be resolved) or ``resolved``.
-    ``result`` is the outcome once known (slips are not journaled).
+    ``state`` is ``pending`` (journaled, nothing sent), ``sent`` (durably journaled; its bytes may
+    have been written), ``done`` (outcome known), ``unknown`` (the exchange failed after sending:
+    must be resolved), ``resolved`` (settled afterwards, ``how`` says how) or ``refund_needed``
+    (recovery could not undo it by reversal: a person must look). ``result`` is the outcome once
+    known (slips are not journaled); ``answer`` an answer that did not match the request; ``owner``
+    the process that ran it (:class:`posbridge.ownership.Owner` as text).
     """
 
     id: int
@@ -279,6 +282,9 @@ class EcrEntry:
     result: Result | None = None
     error: str | None = None
     how: str | None = None
+    owner: str | None = None
+    port: str | None = None
+    answer: dict[str, Any] | None = None
 
 
 _OP_FIELDS = (
@@ -552,6 +558,17 @@ class Journal:
         )
         return self._record(rows[0]) if rows else None
 
+    def find_settled_by_stan(self, terminal_id: str, open_batch: int,
+                             transaction_id: str) -> OperationRecord | None:
+        """The latest approved money operation with this STAN in a batch before ``open_batch``."""
+        rows = self._q(
+            "SELECT * FROM ops WHERE terminal_id = ? AND batch < ? AND stan = ? AND delivered = 1 "
+            "AND status = 'approved' AND operation IN ('sale', 'refund', 'cancel', 'preauth', "
+            "'completion', 'cancel_preauth') ORDER BY id DESC LIMIT 1",
+            (terminal_id, open_batch, transaction_id),
+        )
+        return self._record(rows[0]) if rows else None
+
     def state(self, op_id: int) -> OperationState:
         """The derived state of an operation (see :class:`OperationState`)."""
         with self.transaction():
@@ -626,20 +643,28 @@ class Journal:
             "ELSE CAST(value AS INTEGER) + 1 END RETURNING value", (MAX_TRANSACTION_ID,))
         return str(int(rows[0][0]))
 
-    def ecr_begin(self, request: Request, terminal: str) -> int:
-        """Journal a request before its first byte is sent (state ``pending``); returns the entry id."""
+    def ecr_begin(self, request: Request, terminal: str, *, port: str | None = None,
+                  owner: str | None = None) -> int:
+        """Journal a request before its first byte is sent (state ``pending``); returns the entry id.
+
+        ``terminal`` is the journal's key for the terminal (its id or canonical port), ``port`` the
+        canonical port, ``owner`` the process running the operation.
+        """
         now = _ts(self._clock())
         op = request.operation
+        original_transaction_id = request.transaction_id if op is Operation.EMERGENCY_REVERSAL else None
         cur = self._x(
             "INSERT INTO ecr_entries (terminal, state, created_at, updated_at, operation, amount, "
             "currency, transaction_id, rrn, auth_code, original_operation, original_amount, "
-            "terminal_id, ecr_datetime) VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "terminal_id, ecr_datetime, owner, port, original_transaction_id) "
+            "VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 terminal, now, now, op.value if isinstance(op, Operation) else str(op),
                 _int_or_none(request.amount), _int_or_none(request.currency), request.transaction_id,
                 request.rrn, request.auth_code,
                 request.original_operation.value if request.original_operation else None,
                 _int_or_none(request.original_amount), request.terminal_id, _ts(request.ecr_datetime),
+                owner, port, original_transaction_id,
             ),
         )
         return int(cur.lastrowid or 0)
@@ -687,13 +712,65 @@ class Journal:
         """The outcome is known: state ``done``, with the result's status, codes, RRN, masked PAN…"""
         self._ecr_move(entry_id, ECR_OPEN_STATES, "done", **self._result_values(result))
 
-    def ecr_unknown(self, entry_id: int, error: str) -> None:
-        """The link failed after sending: state ``unknown`` — the entry must be resolved later."""
-        self._ecr_move(entry_id, ECR_OPEN_STATES, "unknown", error=error)
+    def ecr_unknown(self, entry_id: int, error: str, answer: Result | None = None) -> None:
+        """The exchange failed after sending: state ``unknown`` — the entry must be resolved later.
 
-    def ecr_resolve(self, entry_id: int, result: Result, how: str) -> None:
-        """An open entry was settled afterwards (``how``: e.g. ``"emergency_reversal"``): ``resolved``."""
-        self._ecr_move(entry_id, ECR_OPEN_STATES, "resolved", how=how, **self._result_values(result))
+        ``answer`` is an answer that did not match the request, kept beside it for the audit.
+        """
+        values: dict[str, Any] = {"error": error}
+        if answer is not None:
+            values["answer"] = json.dumps(
+                {k: v for k, v in self._result_values(answer).items() if v is not None}, ensure_ascii=False)
+        self._ecr_move(entry_id, ECR_OPEN_STATES, "unknown", **values)
+
+    def ecr_resolve(self, entry_id: int, result: Result | None, how: str) -> None:
+        """An open entry was settled afterwards (``how``: e.g. ``"reversed"``, ``"not_sent"``):
+        state ``resolved``. ``result`` is the answer that proved it (None when nothing was sent)."""
+        values = self._result_values(result) if result is not None else {}
+        self._ecr_move(entry_id, ECR_OPEN_STATES, "resolved", how=how, **values)
+
+    def ecr_flag(self, entry_id: int, result: Result | None, how: str, note: str) -> None:
+        """Recovery cannot settle the entry by itself (e.g. its batch was settled): state
+        ``refund_needed``, with the reversal's answer and a note for the person who must act."""
+        values = self._result_values(result) if result is not None else {}
+        values.pop("status", None)  # the entry's own outcome stays unknown; the answer is the reversal's
+        self._ecr_move(entry_id, ECR_OPEN_STATES, "refund_needed", how=how, error=note, **values)
+
+    def ecr_note(self, entry_id: int, note: str) -> None:
+        """Add a line to an entry's error text (what recovery tried), without changing its state."""
+        self._x("UPDATE ecr_entries SET error = COALESCE(error || char(10), '') || ?, updated_at = ? "
+                "WHERE id = ?", (note, _ts(self._clock()), entry_id))
+
+    def ecr_resolve_superseded(self, transaction_id: str | None, terminal: str, original_id: int) -> None:
+        """Close open reversal entries of ``transaction_id`` that an earlier recovery left behind:
+        the original (entry ``original_id``) has been resolved since."""
+        if not transaction_id:
+            return
+        self._x("UPDATE ecr_entries SET state = 'resolved', how = 'superseded', updated_at = ? "
+                "WHERE terminal = ? AND transaction_id = ? AND operation = 'emergency_reversal' "
+                "AND state IN ('pending', 'sent', 'unknown') AND id <> ?",
+                (_ts(self._clock()), terminal, transaction_id, original_id))
+
+    def ecr_settled_after(self, entry_id: int, terminal: str) -> bool:
+        """True if a settlement of ``terminal`` was (or may have been) run after entry ``entry_id``."""
+        return bool(self._q(
+            "SELECT 1 FROM ecr_entries WHERE terminal = ? AND id > ? AND operation = 'settlement' "
+            "AND (status IS NULL OR status = 'approved') AND state <> 'pending' LIMIT 1",
+            (terminal, entry_id)))
+
+    def ecr_last_transaction_id(self, terminal: str) -> int | None:
+        """The highest transaction number this journal holds for ``terminal``."""
+        row = self._q("SELECT MAX(CAST(transaction_id AS INTEGER)) FROM ecr_entries WHERE terminal = ? "
+                      "AND length(transaction_id) <= 18", (terminal,))[0]
+        return None if row[0] is None else int(row[0])
+
+    def ecr_last_money_operation(self, terminal: str) -> EcrEntry | None:
+        """The terminal's most recent money operation that was sent (not a reversal), or None."""
+        rows = self._q(
+            "SELECT * FROM ecr_entries WHERE terminal = ? AND state <> 'pending' AND operation IN "
+            "('sale', 'refund', 'cancel', 'preauth', 'completion', 'cancel_preauth') "
+            "ORDER BY id DESC LIMIT 1", (terminal,))
+        return self._entry(rows[0]) if rows else None
 
     @staticmethod
     def _entry(row: sqlite3.Row) -> EcrEntry:
@@ -737,7 +814,8 @@ class Journal:
             id=row["id"], terminal=row["terminal"], request=request, state=row["state"],
             created_at=_dt(row["created_at"]) or datetime.min,
             updated_at=_dt(row["updated_at"]) or datetime.min,
-            result=result, error=row["error"], how=row["how"],
+            result=result, error=row["error"], how=row["how"], owner=row["owner"], port=row["port"],
+            answer=json.loads(row["answer"]) if row["answer"] else None,
         )
 
     def ecr_entry(self, entry_id: int) -> EcrEntry | None:
@@ -752,6 +830,30 @@ class Journal:
         if terminal is not None:
             sql, params = sql + " AND terminal = ?", (terminal,)
         return [self._entry(r) for r in self._q(sql + " ORDER BY id", params)]
+
+    def ecr_unresolved_for(
+        self,
+        terminal: str,
+        *,
+        port: str | None = None,
+        terminal_id: str | None = None,
+        canonical: Callable[[str], str] | None = None,
+    ) -> list[EcrEntry]:
+        """Open entries of one terminal under any of its names, oldest first: the journal key
+        ``terminal``, the canonical ``port``, the ``terminal_id`` sent, or (for entries written
+        before ports were canonical) a key that ``canonical`` turns into ``port``."""
+        found = []
+        for entry in self.ecr_unresolved():
+            same = entry.terminal == terminal or (port is not None and entry.port == port) or (
+                terminal_id is not None and entry.request.terminal_id == terminal_id)
+            if not same and port is not None and canonical is not None and entry.port is None:
+                try:
+                    same = canonical(entry.terminal) == port
+                except (OSError, ValueError):
+                    same = False
+            if same:
+                found.append(entry)
+        return found
 
     def ecr_last(self, terminal: str) -> EcrEntry | None:
         """The terminal's most recent entry, whatever its state."""

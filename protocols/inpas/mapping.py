@@ -93,6 +93,7 @@ STATUS_CODES: dict[Status, int] = {
 STATUS_BY_CODE = {code: status for status, code in STATUS_CODES.items()}
 
 APPROVED_RESPONSE_CODE = "001"  # as SmartSale terminals send it (vectors: sale-response-approved)
+_PLAIN_APPROVALS = ("001", "00", "000", "0")
 DATETIME_FORMAT = "%Y%m%d%H%M%S"
 DEFAULT_ECR_ID = "POSBRIDGE;0.1.0;SA:;2;"
 
@@ -180,8 +181,9 @@ def message_to_result(message: Message, request: Request | None = None) -> Resul
         operation=operation,
         status=status,
         response_code=response_code,
-        # Tag 15 carries the host's own code, except that approvals read "001" on the wire.
-        host_code=response_code if status is not Status.APPROVED else None,
+        # Tag 15 carries the host's own code, except that plain approvals read "001" on the wire.
+        host_code=response_code if status is not Status.APPROVED or response_code not in _PLAIN_APPROVALS
+        else None,
         response_text=_text(message.get(Tag.RESPONSE_TEXT)) or "",
         amount=_int(message.get(Tag.AMOUNT)),
         currency=_int(message.get(Tag.CURRENCY)),
@@ -227,7 +229,7 @@ def result_to_message(result: Result, context: RequestContext) -> Message:
     fields: dict[int, str | int | bytes] = {
         Tag.OPERATION: context.operation_code,
         Tag.STATUS: STATUS_CODES[result.status],
-        Tag.RESPONSE_CODE: APPROVED_RESPONSE_CODE if result.approved else (result.host_code or result.response_code),
+        Tag.RESPONSE_CODE: _response_code(result),
         Tag.RESPONSE_TEXT: result.response_text,
     }
     if context.custom_command is not None:
@@ -257,6 +259,19 @@ def result_to_message(result: Result, context: RequestContext) -> Message:
     if receipt:
         fields[Tag.RECEIPT] = receipt
     return Message(fields)
+
+
+def _response_code(result: Result) -> str:
+    """Tag 15: "001" for a plain approval, as SmartSale terminals send it; otherwise the host's code.
+
+    An approved emergency reversal keeps its host code (400 reversed, 9020 nothing to reverse): it is
+    what tells the ECR's recovery which of the two happened (posbridge's decision, inpas-sa.md).
+    """
+    code = result.host_code or result.response_code
+    if result.approved and (result.operation is not Operation.EMERGENCY_REVERSAL or code in _PLAIN_APPROVALS
+                            or not code):
+        return APPROVED_RESPONSE_CODE
+    return code
 
 
 def rejection_context(message: Message) -> RequestContext:

@@ -208,7 +208,8 @@ async def test_lost_outcome_is_journaled_and_recovered_by_emergency_reversal(lin
         assert link.terminal.host.totals().sale_amount == 80_00
         link.terminal.host_config.latency = 0.0
         recovered = await link.client.recover()
-        assert len(recovered) == 1 and recovered[0].approved
+        assert [r.outcome for r in recovered] == ["reversed"]
+        assert recovered[0].result.approved and recovered[0].result.host_code == "400"
         assert link.terminal.host.totals().sale_amount == 0
         assert link.client.journal.ecr_unresolved(link.client.journal_key) == []
 

@@ -458,25 +458,42 @@ def test_blind_emergency_reversal_changes_nothing(host: BankHost) -> None:
     run(host, Op.SALE, 1000, stan="5")
     before = host.totals()
     d = run(host, Op.EMERGENCY_REVERSAL, 1000, stan="6")  # the host never saw STAN 6
-    assert (d.status, d.code, d.text, d.duplicate) == (Status.APPROVED, "00", "ОДОБРЕНО", False)
+    # Approved, and explicitly "nothing to reverse", so the ECR can tell it from a reversal (400).
+    assert (d.status, d.code, d.text, d.duplicate) == (
+        Status.APPROVED, "9020", "ОТМЕНЯТЬ НЕЧЕГО: ОПЕРАЦИЯ НЕ ПРОВОДИЛАСЬ", False)
     assert d.rrn is None
     assert host.totals() == before
     no_stan = host.process(Request(Op.EMERGENCY_REVERSAL, 1000), None)
-    assert (no_stan.status, no_stan.code) == (Status.APPROVED, "00")
+    assert (no_stan.status, no_stan.code) == (Status.APPROVED, "9020")
     assert host.totals() == before
 
 
 def test_emergency_reversal_of_a_declined_operation_changes_nothing(host: BankHost) -> None:
     run(host, Op.SALE, 1000, Card("5432543254325430"), stan="8")
     d = run(host, Op.EMERGENCY_REVERSAL, 1000, stan="8")
-    assert (d.status, d.code) == (Status.APPROVED, "00")
+    assert (d.status, d.code) == (Status.APPROVED, "9020")
 
 
-def test_emergency_reversal_looks_in_the_open_batch_only(host: BankHost) -> None:
+def test_emergency_reversal_after_settlement_says_refund_it(host: BankHost) -> None:
+    # Charged and settled since: a reversal cannot undo it, and must not claim "nothing to undo".
     run(host, Op.SALE, 1000, stan="9")
     totals = run(host, Op.SETTLEMENT).totals
-    assert run(host, Op.EMERGENCY_REVERSAL, 1000, stan="9").code == "00"
+    late = run(host, Op.EMERGENCY_REVERSAL, 1000, stan="9")
+    assert (late.status, late.code) == (Status.DECLINED, "9010")
     assert host.journal.batch_totals("00344224", 1, 643) == totals
+    # A STAN that was declined in the settled batch was never charged: nothing to reverse.
+    run(host, Op.SALE, 1000, Card("5432543254325430"), stan="10")
+    run(host, Op.SETTLEMENT)
+    assert run(host, Op.EMERGENCY_REVERSAL, 1000, stan="10").code == "9020"
+
+
+def test_emergency_reversal_with_another_amount_reverses_nothing(host: BankHost) -> None:
+    run(host, Op.SALE, 1000, stan="11")
+    wrong = run(host, Op.EMERGENCY_REVERSAL, 999, stan="11")
+    assert (wrong.status, wrong.code) == (Status.DECLINED, "9017")
+    assert host.totals() == Totals(sale_count=1, sale_amount=1000)
+    assert run(host, Op.EMERGENCY_REVERSAL, 1000, stan="11").code == "400"
+    assert host.totals() == Totals()
 
 
 def test_emergency_reversal_of_a_refund_and_of_a_completion(host: BankHost) -> None:
@@ -513,10 +530,22 @@ def test_repeated_stan_returns_the_first_outcome_and_charges_nothing(host: BankH
     second = run(host, Op.SALE, 1000, stan="100")
     assert second.duplicate and not first.duplicate
     assert replace(second, duplicate=False) == first
-    third = run(host, Op.SALE, 5000, OTHER_CARD, stan="100")  # even if the rest differs
-    assert replace(third, duplicate=False) == first
     assert host.totals() == Totals(sale_count=1, sale_amount=1000)
     assert len(host.journal.operations()) == 1
+
+
+@pytest.mark.parametrize("operation, amount, currency", [
+    (Op.SALE, 5000, 643),  # another amount
+    (Op.SALE, 1000, 840),  # another currency (refused before any check of its own)
+    (Op.PREAUTH, 1000, 643),  # another operation
+])
+def test_same_stan_for_another_operation_is_declined_never_answered_with_the_first(
+        host: BankHost, operation: Op, amount: int, currency: int) -> None:
+    first = run(host, Op.SALE, 1000, stan="100")
+    other = host.process(Request(operation, amount, currency, transaction_id="100"), OTHER_CARD)
+    assert (other.status, other.code, other.duplicate) == (Status.DECLINED, "9016", False)
+    assert other.rrn is None and other.rrn != first.rrn
+    assert host.totals() == Totals(sale_count=1, sale_amount=1000)
 
 
 def test_repeated_stan_of_a_decline_returns_the_decline(host: BankHost) -> None:
