@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
 
@@ -52,7 +53,7 @@ from protocols.arcus2.ops import (
     load_ops_ini,
 )
 from protocols.arcus2.spec import spec_for_installation
-from protocols.common.errors import InvalidRequest, LinkError
+from protocols.common.errors import LinkError, PosbridgeError
 
 from .client import EcrClient
 from .journal import Journal
@@ -163,36 +164,38 @@ async def _run(request: Request, client: EcrClient) -> Result:
     async with client:
         if request.operation is Operation.EMERGENCY_REVERSAL:
             return await _reverse_last(client)
-        for recovered in await client.recover():
-            print(f"arcus2-cli: an earlier lost operation was reversed: {recovered.response_code}", file=sys.stderr)
+        if client.unresolved():
+            for recovery in await client.recover():
+                print(f"arcus2-cli: an earlier lost operation: {recovery.describe()}", file=sys.stderr)
         return await client.execute(request)
 
 
 async def _reverse_last(client: EcrClient) -> Result:
-    last = client.journal.ecr_last(client.journal_key)
-    operation = last.request.operation if last else None
-    if last is None or not isinstance(operation, Operation) or not operation.moves_money \
-            or not last.request.transaction_id:
-        raise _UsageError("CANCEL_LAST: the journal holds no earlier money operation to reverse (see --journal)")
-    return await client.emergency_reversal(last.request)
+    try:
+        return await client.reverse_last()
+    except ValueError:
+        raise _UsageError("CANCEL_LAST: the journal holds no earlier money operation to reverse (see --journal)") \
+            from None
 
 
 def _client(port: str | Device, spec: ProtocolSpec, journal: Journal,
-            timers: Mapping[str, float] | None = None) -> EcrClient:
-    client = EcrClient(port, "arcus2", journal=journal, timers=dict(timers or {}))
+            timers: Mapping[str, float] | None = None, clock: Callable[[], datetime] | None = None) -> EcrClient:
+    client = EcrClient(port, "arcus2", journal=journal, timers=dict(timers or {}),
+                       **({"clock": clock} if clock else {}))
     client.protocol = spec  # the installation's ops.ini and texts: EcrClient takes a protocol by name only
     return client
 
 
 async def _run_builtin(request: Request, spec: ProtocolSpec, journal: Journal,
                        terminal_factory: Callable[[], VirtualTerminal] | None,
-                       timers: Mapping[str, float] | None) -> Result:
+                       timers: Mapping[str, float] | None,
+                       clock: Callable[[], datetime] | None = None) -> Result:
     terminal = terminal_factory() if terminal_factory else VirtualTerminal("arcus2")
     terminal.protocol = spec
     terminal_end = await open_device(BUILTIN_TERMINAL_URL)
     serving = asyncio.get_running_loop().create_task(terminal.serve(terminal_end))
     try:
-        return await _run(request, _client(BUILTIN_TERMINAL_URL, spec, journal, timers))
+        return await _run(request, _client(BUILTIN_TERMINAL_URL, spec, journal, timers, clock))
     finally:
         serving.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -252,11 +255,13 @@ def main(
     *,
     terminal_factory: Callable[[], VirtualTerminal] | None = None,
     timers: Mapping[str, float] | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> int:
     """Run ``posbridge arcus2-cli`` with ``argv`` (the arguments after ``arcus2-cli``).
 
     ``terminal_factory`` makes the built-in virtual terminal (tests pass one with a fixed clock and
-    seed); it is not used with ``--port``. ``timers`` override the ECR's link timers (seconds, as
+    seed); it is not used with ``--port``. ``clock`` is the ECR's (it dates requests and starts
+    transaction numbers; tests fix it). ``timers`` override the ECR's link timers (seconds, as
     ``protocols.arcus2.spec.ecr_session`` takes them). Returns the exit status (module docstring).
     """
     if any(arg in ("-h", "--help") for arg in argv):
@@ -276,18 +281,19 @@ def main(
         journal = _open_journal(args.journal, default_on_disk=bool(args.port))
         try:
             if args.port:
-                result = asyncio.run(_run(request, _client(args.port, spec, journal, timers)))
+                result = asyncio.run(_run(request, _client(args.port, spec, journal, timers, clock)))
             else:
-                result = asyncio.run(_run_builtin(request, spec, journal, terminal_factory, timers))
+                result = asyncio.run(_run_builtin(request, spec, journal, terminal_factory, timers, clock))
         finally:
             journal.close()
-    except (_UsageError, InvalidRequest, IniFileError, OSError) as error:
-        print(f"arcus2-cli: {error}", file=sys.stderr)
-        _write_outcome(BAD_ARGUMENTS, {"text_message": str(error)})
-        return 2
-    except (LinkError, DeviceError) as error:
+    except (LinkError, DeviceError) as error:  # before PosbridgeError: a LinkError is one too
         print(f"arcus2-cli: the terminal did not answer: {error}", file=sys.stderr)
         _write_outcome(NO_ANSWER, {"text_message": texts.get(NO_ANSWER, "")})
+        return 2
+    except (_UsageError, PosbridgeError, IniFileError, OSError) as error:
+        # Nothing was sent: bad arguments, a busy terminal, a journal that cannot record it.
+        print(f"arcus2-cli: {error}", file=sys.stderr)
+        _write_outcome(BAD_ARGUMENTS, {"text_message": str(error)})
         return 2
     _write_result(result, request, ops, args.copies, args.encoding)
     print(f"{result.response_code} {result.response_text}".rstrip())

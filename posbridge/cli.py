@@ -21,10 +21,11 @@ from typing import Any, Sequence
 
 import protocols
 from devices import DeviceError
-from protocols.common.errors import DecodeError, LinkError
-
 from .formatting import format_result, result_to_json
-from .model import InvalidRequest, Operation, Request, parse_amount
+from .model import Operation, PosbridgeError, Request, parse_amount
+from .client import DEFAULT_DEADLINE
+from .journal import EXPORT_OUTCOMES
+from .ownership import DEFAULT_LOCK_WAIT
 
 DEFAULT_PROTOCOL = "inpas"
 
@@ -62,17 +63,12 @@ def _resolve_port(args: argparse.Namespace) -> None:
 
 
 async def _run_console(args: argparse.Namespace) -> int:
-    from .client import EcrClient
     from .console import run_console
-    from .journal import Journal
 
     _resolve_port(args)
-    journal_path = Path(args.journal)
-    journal_path.parent.mkdir(parents=True, exist_ok=True)
-    journal = Journal(journal_path)
+    journal = _open_journal(args)
     try:
-        await run_console(EcrClient(args.port, args.protocol, journal=journal, terminal_id=args.terminal_id),
-                          trace=args.trace)
+        await run_console(_make_client(args, journal), trace=args.trace)
     finally:
         journal.close()
     return 0
@@ -82,8 +78,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from datetime import datetime
 
     from .journal import Journal
-    from .model import Status
-
     if not Path(args.journal).exists():
         raise ValueError(f"no journal at {args.journal}")
     filters = {
@@ -91,9 +85,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         "since": datetime.fromisoformat(args.since) if args.since else None,
         "until": datetime.fromisoformat(args.until) if args.until else None,
         "operation": Operation(args.kind) if args.kind else None,
-        "status": Status(args.outcome) if args.outcome else None,
+        "status": args.outcome,
     }
-    with Journal(args.journal) as journal:
+    with Journal(args.journal, readonly=True) as journal:  # an export never changes the journal
         if args.output:
             with open(args.output, "w", encoding="utf-8", newline="") as fp:
                 count = (journal.export_csv if args.format == "csv" else journal.export_xml)(fp, **filters)
@@ -110,39 +104,57 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _run_operation(args: argparse.Namespace) -> int:
-    from .client import EcrClient
+def _open_journal(args: argparse.Namespace) -> Any:
+    """The ECR journal of ``--journal``; the default one's folder is created, a named one's is not."""
     from .journal import Journal
 
+    path = Path(args.journal)
+    if args.journal == str(default_journal_path()):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return Journal(path)
+
+
+def _make_client(args: argparse.Namespace, journal: Any, **options: Any) -> Any:
+    from .client import EcrClient
+
+    return EcrClient(args.port, args.protocol, journal=journal, terminal_id=args.terminal_id,
+                     deadline=args.timeout, lock_wait=args.lock_wait, **options)
+
+
+def _print_recovery(recoveries: list[Any], out: Any = sys.stderr) -> None:
+    for recovery in recoveries:
+        print(f"recovery: {recovery.describe()}", file=out)
+
+
+async def _run_operation(args: argparse.Namespace) -> int:
     _resolve_port(args)
-    operation, _ = OPERATION_COMMANDS[args.command]
-    request = Request(
-        operation,
-        amount=parse_amount(args.amount) if getattr(args, "amount", None) else None,
-        currency=args.currency if operation.moves_money else 643,
-        rrn=getattr(args, "rrn", None),
-        auth_code=getattr(args, "auth_code", None),
-        original_operation=Operation.PREAUTH if operation is Operation.CANCEL_PREAUTH else (
-            Operation.SALE if operation is Operation.CANCEL else None),
-    )
-    journal_path = Path(args.journal)
-    journal_path.parent.mkdir(parents=True, exist_ok=True)
-    journal = Journal(journal_path)
+    operation, _ = OPERATION_COMMANDS.get(args.command, (Operation.EMERGENCY_REVERSAL, ""))
+    request = None
+    if args.command != "reverse-last":
+        original = {Operation.CANCEL_PREAUTH: Operation.PREAUTH, Operation.CANCEL: Operation.SALE}.get(operation)
+        if operation is Operation.CANCEL and getattr(args, "of", None) == "refund":
+            original = Operation.REFUND
+        request = Request(
+            operation,
+            amount=parse_amount(args.amount) if getattr(args, "amount", None) else None,
+            currency=args.currency if operation.moves_money else 643,
+            rrn=getattr(args, "rrn", None),
+            auth_code=getattr(args, "auth_code", None),
+            original_operation=original,
+        ).validated()  # bad input: nothing opened, journaled or sent
 
     def answer(prompt: Any) -> tuple[str, bool]:
         print(f"terminal asks: {prompt.prompt}", file=sys.stderr)
         text = input("> ") if sys.stdin.isatty() else ""
         return text, bool(text)
 
-    client = EcrClient(args.port, args.protocol, journal=journal, terminal_id=args.terminal_id,
-                       on_prompt=answer)
+    journal = _open_journal(args)
     try:
+        client = _make_client(args, journal, on_prompt=answer)
         async with client:
-            if client.journal.ecr_unresolved(client.journal_key):
-                for recovered in await client.recover():
-                    print("recovered an earlier lost operation:")
-                    print(format_result(recovered, slips=False))
-            result = await client.execute(request)
+            if client.unresolved():  # operations whose outcome an earlier run lost: resolve them first
+                _print_recovery(await client.recover())
+            result = await (client.reverse_last() if request is None else client.execute(request))
     finally:
         journal.close()
     print(json.dumps(result_to_json(result), ensure_ascii=False, indent=2) if args.json else format_result(result))
@@ -150,20 +162,31 @@ async def _run_operation(args: argparse.Namespace) -> int:
 
 
 async def _run_recover(args: argparse.Namespace) -> int:
-    from .client import EcrClient
-    from .journal import Journal
-
     _resolve_port(args)
-    journal = Journal(args.journal)
+    journal = _open_journal(args)
     try:
-        async with EcrClient(args.port, args.protocol, journal=journal, terminal_id=args.terminal_id) as client:
-            results = await client.recover()
+        async with _make_client(args, journal) as client:
+            recoveries = await client.recover()
     finally:
         journal.close()
-    for result in results:
-        print(format_result(result))
-    print(f"{len(results)} operation(s) resolved")
-    return 0
+    if args.json:
+        print(json.dumps([{"entry": r.entry.id, "operation": str(getattr(r.entry.request.operation, "value", "")),
+                           "amount": r.entry.request.amount, "transaction_id": r.entry.request.transaction_id,
+                           "outcome": r.outcome, "note": r.note} for r in recoveries], ensure_ascii=False))
+    else:
+        _print_recovery(recoveries, sys.stdout)
+        print(f"{sum(r.resolved for r in recoveries)} of {len(recoveries)} operation(s) resolved")
+    if any(not r.resolved for r in recoveries):
+        return 2  # still unknown (or owned by a running process): said above, try again later
+    return 3 if any(r.outcome == "refund_needed" for r in recoveries) else 0
+
+
+def _cmd_journal(args: argparse.Namespace) -> int:
+    from .journal import check_journal
+
+    report = check_journal(args.file)
+    print(report.text)
+    return 0 if report.ok else 2
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:
@@ -245,8 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--since", help="from this date-time on, ISO (2026-11-01 or 2026-11-01T09:00)")
     export.add_argument("--until", help="before this date-time, ISO")
     export.add_argument("--kind", choices=[op.value for op in Operation], help="only this operation")
-    export.add_argument("--outcome", choices=["approved", "declined", "reversed", "no_connection", "aborted",
-                                              "undefined", "conditional", "approved_offline"])
+    export.add_argument("--outcome", choices=EXPORT_OUTCOMES,
+                        help="only this final outcome (an operation reversed later is 'reversed'; an ECR "
+                             "entry whose outcome was lost is 'unknown')")
     export.add_argument("--side", choices=("terminal", "ecr"), help="only the terminal's or the ECR's rows")
     sub.add_parser("arcus2-cli", add_help=False,
                    help="Arcus command-line tool drop-in: /o<op> /a<amount> /c<currency> … (rc.out, cheq.out, output.dat)")
@@ -263,9 +287,20 @@ def build_parser() -> argparse.ArgumentParser:
         if operation.needs_rrn or operation is Operation.REFUND:
             p.add_argument("--rrn", required=True, help="RRN of the original operation")
             p.add_argument("--auth-code", help="authorization code of the original operation")
+        if operation is Operation.CANCEL:
+            p.add_argument("--of", choices=("sale", "refund"), default="sale",
+                           help="what the cancel voids (default: a sale)")
         _link_options(p, protocol_option)
-    recover = sub.add_parser("recover", help="resolve operations whose outcome was lost (emergency reversal)")
+    reverse = sub.add_parser("reverse-last", help="emergency reversal of the terminal's last money operation "
+                             "in the journal (1C's EmergencyReversal)")
+    _link_options(reverse, protocol_option)
+    recover = sub.add_parser("recover", help="resolve operations whose outcome was lost (emergency reversal); "
+                             "exit 0 all resolved, 3 some need a refund check, 2 some stay unknown")
     _link_options(recover, protocol_option)
+    journal = sub.add_parser("journal", help="look after a journal file")
+    journal_sub = journal.add_subparsers(dest="journal_command", required=True, metavar="ACTION")
+    check = journal_sub.add_parser("check", help="say what is wrong with a journal (exit 0 sound, 2 not)")
+    check.add_argument("file", help="journal file (the ECR's or the emulator's)")
     console = sub.add_parser("console", help="technician's console: run operations, watch the line")
     _link_options(console, protocol_option)
     console.add_argument("--trace", action="store_true", help="show every byte on the line from the start")
@@ -278,8 +313,24 @@ def _link_options(p: argparse.ArgumentParser, protocol_option: Any) -> None:
     p.add_argument("--port", required=True,
                    help="device URL of the terminal (serial://…, tcp://…, usb://VID:PID), or 'auto'")
     p.add_argument("--terminal-id", help="terminal id to send (tag 27)")
-    p.add_argument("--journal", default=str(default_journal_path()), help="ECR journal file (SQLite)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--journal", default=str(default_journal_path()),
+                   help="ECR journal file (SQLite; default %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (recovery notes go to stderr)")
+    p.add_argument("--timeout", type=_seconds, default=DEFAULT_DEADLINE,
+                   help="seconds one operation may take in all (default %(default)g); then its outcome is "
+                        "unknown and recovered")
+    p.add_argument("--lock-wait", type=_seconds, default=DEFAULT_LOCK_WAIT,
+                   help="seconds to wait for a terminal another process is using (default %(default)g)")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= 86_400:
+        raise argparse.ArgumentTypeError(f"seconds must be above 0 and at most 86400, got {text}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -306,12 +357,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_run_emulate(args))
         if args.command == "recover":
             return asyncio.run(_run_recover(args))
+        if args.command == "journal":
+            return _cmd_journal(args)
         if args.command == "console":
             return asyncio.run(_run_console(args))
         return asyncio.run(_run_operation(args))
     except KeyboardInterrupt:
         return 130
-    except (InvalidRequest, DeviceError, LinkError, DecodeError, ValueError) as error:
+    except (PosbridgeError, DeviceError, ValueError, OSError) as error:
+        # One line, never a traceback: bad input, a busy terminal, a journal fault, a link failure.
         print(f"posbridge: {type(error).__name__}: {error}", file=sys.stderr)
         return 2
 

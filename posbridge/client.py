@@ -146,7 +146,7 @@ class EcrClient:
             raise ValueError(f"deadline must be positive seconds, got {deadline!r}")
         self.deadline = deadline
         self.port_key = canonical_port(port if isinstance(port, str) else port.url)
-        self.owner = TerminalLock(self.port_key, wait=lock_wait)
+        self.owner = TerminalLock(self.port_key, wait=lock_wait, clock=lambda: self.clock().timestamp())
         self._me = str(this_process())
         self._device: Device | None = None
         self._owns_device = False

@@ -96,10 +96,11 @@ class Console:
         if command in plain:
             return format_result(await plain[command]())
         if command == "recover":
-            results = await ecr.recover()
-            return "\n".join(format_result(r, slips=False) for r in results) + f"\n{len(results)} resolved"
+            recoveries = await ecr.recover()
+            lines = [r.describe() for r in recoveries]
+            return "\n".join(lines + [f"{sum(r.resolved for r in recoveries)} of {len(recoveries)} resolved"])
         if command == "journal":
-            entries = ecr.journal.ecr_unresolved(ecr.journal_key)
+            entries = ecr.unresolved()
             if not entries:
                 return "no unresolved operations"
             return "\n".join(f"#{e.id} {e.state:<8} {e.request.operation.value} amount={e.request.amount}"

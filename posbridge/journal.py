@@ -38,7 +38,7 @@ from typing import Any, TextIO
 from posbridge.model import Operation, PosbridgeError, Request, Result, Status, Totals, mask_pan
 
 __all__ = [
-    "EXPORT_COLUMNS", "SCHEMA_VERSION", "EcrEntry", "Journal", "JournalError", "OperationRecord",
+    "EXPORT_COLUMNS", "EXPORT_OUTCOMES", "SCHEMA_VERSION", "JournalCheck", "check_journal", "EcrEntry", "Journal", "JournalError", "JournalFault", "OperationRecord",
     "OperationState", "safe_masked_pan",
 ]
 
@@ -46,10 +46,21 @@ SCHEMA_VERSION = 2
 MAX_TRANSACTION_ID = 999_999
 
 EXPORT_COLUMNS = (
-    "side", "kind", "outcome", "amount", "currency", "masked_pan", "rrn", "auth_code",
-    "response_code", "terminal_id", "batch", "datetime",
+    "side", "kind", "outcome", "amount_minor_units", "currency", "masked_pan", "rrn", "auth_code",
+    "response_code", "terminal_id", "batch", "datetime", "transaction_id", "original_rrn",
+    "original_transaction_id",
 )
-"""Registry export columns, in order (amount in minor units, datetime ISO 8601 to the second)."""
+"""Registry export columns, in order (datetime ISO 8601 to the second; ``original_rrn`` /
+``original_transaction_id``: what a refund, cancel, completion or reversal acts on)."""
+
+EXPORT_OUTCOMES = (
+    "approved", "declined", "reversed", "unknown", "not_sent", "no_connection", "aborted", "undefined",
+    "conditional", "approved_offline",
+)
+"""Final outcomes in the registry export (host-rules.md, "Registry export")."""
+
+_MONEY_KINDS = ("sale", "refund", "cancel", "preauth", "completion", "cancel_preauth")
+_BY_ORIGINAL_RRN = ("refund", "cancel", "completion", "cancel_preauth")
 
 ECR_OPEN_STATES = ("pending", "sent", "unknown")
 
@@ -170,7 +181,71 @@ _MIGRATIONS = (
 
 
 class JournalError(PosbridgeError):
-    """A journal that cannot be used as asked: unknown entry, wrong state change, newer schema."""
+    """A journal that cannot be used as asked: unknown entry, wrong state change, newer schema, or a
+    file fault (:class:`JournalFault`)."""
+
+
+class JournalFault(JournalError):
+    """The journal's file cannot be used: damaged, locked, read-only, full, missing folder...
+
+    The message is one line naming the file, what is wrong and what to do (docs/journal.md, "Fault
+    policy"); ``kind`` is a word for programs (``damaged``, ``locked``, ``read_only``, ``full``,
+    ``missing_folder``, ``is_directory``, ``unavailable``). Nothing was run unrecorded when this
+    is raised before an operation was journaled, and a damaged file is never replaced.
+    """
+
+    def __init__(self, path: str, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.kind = kind
+
+
+_ADVICE = {
+    "damaged": "it is kept as it is for the audit: move it aside, start a new journal, and keep the "
+               "damaged file (`posbridge journal check {path}` says more)",
+    "locked": "another process has held it for more than {timeout:g} s: let it finish, or stop it",
+    "read_only": "posbridge needs to write it and its folder (the -wal and -shm files beside it): "
+                 "fix the permissions or choose another --journal",
+    "full": "it cannot be written (the disk is full, or a file size limit): free space, then run "
+            "the operation again",
+    "missing_folder": "the folder does not exist: create it or choose another --journal",
+    "is_directory": "that is a folder, not a journal file: name a file inside it",
+    "unavailable": "check the path and its permissions",
+}
+
+
+def _fault_kind(error: BaseException, path: str) -> str:
+    text = str(error).lower()
+    name = str(getattr(error, "sqlite_errorname", "") or "")  # e.g. SQLITE_IOERR_WRITE (Python 3.11+)
+    if name.startswith("SQLITE_IOERR_") and any(w in name for w in ("WRITE", "FSYNC", "TRUNCATE", "SHMSIZE")):
+        return "full"
+    if name in ("SQLITE_IOERR_READ", "SQLITE_IOERR_SHORT_READ"):
+        return "damaged"
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return "damaged"
+    if "locked" in text or "busy" in text:
+        return "locked"
+    if "readonly" in text or "read-only" in text or "permission" in text:
+        return "read_only"
+    if "disk is full" in text or "disk full" in text or "no space" in text:
+        return "full"
+    if path not in ("", ":memory:") and not path.startswith("file:"):
+        folder = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            return "is_directory"
+        if not os.path.isdir(folder):
+            return "missing_folder"
+        if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+            return "read_only"
+    return "unavailable"
+
+
+def journal_fault(error: BaseException, path: str, timeout: float = 10.0) -> JournalFault:
+    """The one-line :class:`JournalFault` for an SQLite (or OS) error on the journal at ``path``."""
+    kind = _fault_kind(error, path)
+    advice = _ADVICE[kind].format(path=path, timeout=timeout)
+    what = kind.replace("_", " ")
+    return JournalFault(path, kind, f"journal {path}: {what} ({error}); {advice}")
 
 
 def _ts(dt: datetime | None) -> str | None:
@@ -301,34 +376,74 @@ class Journal:
     atomically (BankHost decides each operation inside one). ``clock`` stamps ECR entries.
     """
 
+    BUSY_TIMEOUT = 10.0  # seconds SQLite waits for another process's write lock
+
     def __init__(
         self,
         path: str | os.PathLike[str] = ":memory:",
         *,
         clock: Callable[[], datetime] = datetime.now,
+        readonly: bool = False,
     ) -> None:
         self.path = os.fspath(path)
         self._clock = clock
         self._lock = threading.RLock()
         self._depth = 0
-        # isolation_level=None: transactions are ours (BEGIN IMMEDIATE), not the module's guesses.
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA foreign_keys = ON")
-        if self.path not in (":memory:", "") and not self.path.startswith("file::memory:"):
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            # FULL: a journaled step survives a power cut, which is the point of a write-ahead journal.
-            self._conn.execute("PRAGMA synchronous = FULL")
-        self._migrate()
+        self.readonly = readonly
+        on_disk = self.path not in (":memory:", "") and not self.path.startswith("file:")
+        if on_disk and os.path.isdir(self.path):
+            raise journal_fault(IsADirectoryError("is a directory"), self.path)
+        if on_disk and not os.path.isdir(os.path.dirname(os.path.abspath(self.path))):
+            raise journal_fault(FileNotFoundError("no such folder"), self.path)
+        if readonly and on_disk and not os.path.exists(self.path):
+            raise journal_fault(FileNotFoundError("no such file"), self.path)
+        try:
+            target = f"file:{self.path}?mode=ro" if readonly and on_disk else self.path
+            # isolation_level=None: transactions are ours (BEGIN IMMEDIATE), not the module's guesses.
+            self._conn = sqlite3.connect(target, check_same_thread=False, isolation_level=None,
+                                         timeout=self.BUSY_TIMEOUT, uri=target.startswith("file:"))
+        except sqlite3.Error as error:
+            raise journal_fault(error, self.path, self.BUSY_TIMEOUT) from None
+        try:
+            self._conn.row_factory = sqlite3.Row
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            if readonly:
+                self._check_version(self._conn.execute("PRAGMA user_version").fetchone()[0])
+                return
+            if on_disk:
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                # FULL: a journaled step survives a power cut, the point of a write-ahead journal.
+                self._conn.execute("PRAGMA synchronous = FULL")
+            self._migrate()
+        except sqlite3.Error as error:
+            self._conn.close()
+            raise journal_fault(error, self.path, self.BUSY_TIMEOUT) from None
+        except JournalError:
+            self._conn.close()
+            raise
+
+    @contextmanager
+    def _faults(self) -> Iterator[None]:
+        """Turn SQLite's errors into one-line :class:`JournalFault` sentences."""
+        try:
+            yield
+        except sqlite3.Error as error:
+            raise journal_fault(error, self.path, self.BUSY_TIMEOUT) from None
+
+    def _check_version(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise JournalError(
+                f"journal {self.path}: schema {version} is newer than this posbridge's ({SCHEMA_VERSION}); "
+                "upgrade posbridge")
+        if self.readonly and version != SCHEMA_VERSION:
+            raise JournalError(f"journal {self.path}: schema {version}, not {SCHEMA_VERSION}; open it "
+                               "once with a posbridge command that writes, to upgrade it")
 
     # --- plumbing --------------------------------------------------------------------------------
     def _migrate(self) -> None:
         with self.transaction():
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise JournalError(
-                    f"{self.path}: journal schema {version} is newer than this posbridge ({SCHEMA_VERSION})"
-                )
+            self._check_version(version)
             if version == 0:
                 self._run_script(_SCHEMA)
                 version = 1
@@ -345,7 +460,7 @@ class Journal:
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """Run the block atomically (and exclusively among threads); nested blocks join the outer one."""
-        with self._lock:
+        with self._lock, self._faults():
             outer = self._depth == 0
             if outer:
                 self._conn.execute("BEGIN IMMEDIATE")
@@ -354,7 +469,7 @@ class Journal:
                 yield
             except BaseException:
                 self._depth -= 1
-                if outer:
+                if outer and self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 raise
             self._depth -= 1
@@ -369,11 +484,11 @@ class Journal:
     # One statement is atomic on its own (SQLite autocommit); explicit transactions are for the
     # multi-statement steps. Skipping BEGIN/COMMIT here halves the host's journal cost per sale.
     def _q(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
+        with self._lock, self._faults():
             return self._conn.execute(sql, params).fetchall()
 
     def _x(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> sqlite3.Cursor:
-        with self._lock:
+        with self._lock, self._faults():
             return self._conn.execute(sql, params)
 
     def close(self) -> None:
@@ -674,7 +789,7 @@ class Journal:
         sets = ", ".join(f"{k} = :{k}" for k in values)
         allowed_names = ", ".join(f":allowed{i}" for i in range(len(allowed)))
         values.update({f"allowed{i}": name for i, name in enumerate(allowed)}, entry_id=entry_id)
-        with self._lock:  # one conditional UPDATE: the state check and the move are one statement
+        with self._lock, self._faults():  # one conditional UPDATE: the state check and the move are one statement
             moved = self._conn.execute(
                 f"UPDATE ecr_entries SET {sets} WHERE id = :entry_id AND state IN ({allowed_names})", values
             ).rowcount
@@ -868,46 +983,77 @@ class Journal:
         since: datetime | None = None,
         until: datetime | None = None,
         operation: Operation | None = None,
-        status: Status | None = None,
+        status: Status | str | None = None,
     ) -> list[dict[str, str]]:
         """Rows of the registry export (see :data:`EXPORT_COLUMNS`), ordered by date-time.
 
         ``side`` is ``"terminal"``, ``"ecr"`` or None for both; ``since`` is inclusive, ``until``
         exclusive. The date-time is the host's for terminal rows and the ECR's journal time for ECR
-        rows. An ECR entry without an outcome has its state (``pending``, ``sent``, ``unknown``) as
-        outcome; it never matches a ``status`` filter.
+        rows. ``outcome`` is the *final* one (:data:`EXPORT_OUTCOMES`): an operation later reversed
+        (emergency or automatic reversal, or voided by a cancel) is ``reversed``, not ``approved``;
+        an ECR entry whose outcome was never learnt is ``unknown``, one recovery proved never
+        charged is ``not_sent``. ``status`` filters by that outcome.
         """
         if side not in (None, "terminal", "ecr"):
             raise ValueError(f"side must be 'terminal', 'ecr' or None, got {side!r}")
+        wanted = None if status is None else (status.value if isinstance(status, Status) else str(status))
+        if wanted is not None and wanted not in EXPORT_OUTCOMES:
+            raise ValueError(f"outcome must be one of {', '.join(EXPORT_OUTCOMES)}, got {wanted!r}")
         rows: list[tuple[str, str, int, dict[str, str]]] = []
-        where, params = self._filters(since, until, operation, status)
+        where, params = self._filters(since, until, operation)
         if side in (None, "terminal"):
             sql = (
-                "SELECT id, operation, status, amount, currency, masked_pan, rrn, auth_code, code, "
-                "terminal_id, batch, host_datetime AS at FROM ops WHERE 1"
-                + where.format(at="host_datetime", op="operation", st="status")
+                "SELECT s.id, s.operation, s.status, s.amount, s.currency, s.masked_pan, s.rrn, s.auth_code, "
+                "s.code, s.terminal_id, s.batch, s.stan, s.host_datetime AS at, s.live, s.voided, "
+                "COALESCE(s.original_rrn, o.rrn) AS original_rrn, o.stan AS original_stan "
+                "FROM op_state s LEFT JOIN ops o ON o.id = s.original_id WHERE 1"
+                + where.format(at="s.host_datetime", op="s.operation")
             )
             for r in self._q(sql, params):
-                row = self._export_row("terminal", r, r["status"], r["code"])
-                rows.append((r["at"], "terminal", r["id"], row))
+                outcome = r["status"]
+                if outcome == "approved" and r["operation"] != "emergency_reversal" and \
+                        (not r["live"] or r["voided"]):
+                    outcome = "reversed"
+                original_stan = r["stan"] if r["operation"] == "emergency_reversal" else r["original_stan"]
+                rows.append((r["at"], "terminal", r["id"], self._export_row(
+                    "terminal", r, outcome, r["code"], r["stan"], r["original_rrn"], original_stan)))
         if side in (None, "ecr"):
             sql = (
-                "SELECT id, operation, state, status, COALESCE(res_amount, amount) AS amount, "
-                "COALESCE(res_currency, currency) AS currency, masked_pan, res_rrn AS rrn, "
-                "res_auth_code AS auth_code, COALESCE(host_code, response_code) AS code, "
-                "COALESCE(res_terminal_id, terminal_id) AS terminal_id, NULL AS batch, "
-                "created_at AS at FROM ecr_entries WHERE 1"
-                + where.format(at="created_at", op="operation", st="status")
+                "SELECT e.id, e.operation, e.state, e.status, e.how, COALESCE(e.res_amount, e.amount) AS amount, "
+                "COALESCE(e.res_currency, e.currency) AS currency, e.masked_pan, e.res_rrn AS rrn, "
+                "e.res_auth_code AS auth_code, COALESCE(e.host_code, e.response_code) AS code, "
+                "COALESCE(e.res_terminal_id, e.terminal_id) AS terminal_id, NULL AS batch, e.transaction_id, "
+                "e.rrn AS request_rrn, e.original_transaction_id, e.created_at AS at, EXISTS ("
+                "  SELECT 1 FROM ecr_entries r WHERE r.terminal = e.terminal AND r.id > e.id"
+                "  AND r.operation = 'emergency_reversal' AND r.transaction_id = e.transaction_id"
+                "  AND r.status = 'approved' AND COALESCE(r.host_code, '') <> '9020') AS reversed_later "
+                "FROM ecr_entries e WHERE 1" + where.format(at="e.created_at", op="e.operation")
             )
             for r in self._q(sql, params):
-                outcome = r["status"] if r["status"] is not None else r["state"]
-                rows.append((r["at"], "ecr", r["id"], self._export_row("ecr", r, outcome, r["code"])))
+                outcome = self._ecr_outcome(r)
+                original_rrn = r["request_rrn"] if r["operation"] in _BY_ORIGINAL_RRN else None
+                rows.append((r["at"], "ecr", r["id"], self._export_row(
+                    "ecr", r, outcome, r["code"], r["transaction_id"], original_rrn,
+                    r["original_transaction_id"])))
         rows.sort(key=lambda item: item[:3])
-        return [item[3] for item in rows]
+        return [item[3] for item in rows if wanted is None or item[3]["outcome"] == wanted]
+
+    @staticmethod
+    def _ecr_outcome(r: sqlite3.Row) -> str:
+        state, how = r["state"], r["how"]
+        if state == "done":
+            if r["status"] == "approved" and r["operation"] in _MONEY_KINDS and r["reversed_later"]:
+                return "reversed"
+            return str(r["status"])
+        if state == "resolved" and how in ("reversed", "reversal_approved", "emergency_reversal"):
+            return "reversed"
+        if state == "resolved" and how in ("not_charged", "not_sent"):
+            return "not_sent"
+        return "unknown"  # pending, sent, unknown, refund_needed, or resolved without money moving
 
     @staticmethod
     def _filters(
-        since: datetime | None, until: datetime | None, operation: Operation | None, status: Status | None
+        since: datetime | None, until: datetime | None, operation: Operation | None
     ) -> tuple[str, tuple[Any, ...]]:
         where, params = "", []
         if since is not None:
@@ -919,13 +1065,11 @@ class Journal:
         if operation is not None:
             where += " AND {op} = ?"
             params.append(Operation(operation).value)
-        if status is not None:
-            where += " AND {st} = ?"
-            params.append(Status(status).value)
         return where, tuple(params)
 
     @staticmethod
-    def _export_row(side: str, r: sqlite3.Row, outcome: str, code: str | None) -> dict[str, str]:
+    def _export_row(side: str, r: sqlite3.Row, outcome: str, code: str | None, transaction_id: str | None,
+                    original_rrn: str | None, original_transaction_id: str | None) -> dict[str, str]:
         def text(value: object) -> str:
             return "" if value is None else str(value)
 
@@ -933,7 +1077,7 @@ class Journal:
             "side": side,
             "kind": r["operation"],
             "outcome": text(outcome),
-            "amount": text(r["amount"]),
+            "amount_minor_units": text(r["amount"]),
             "currency": text(r["currency"]),
             "masked_pan": text(safe_masked_pan(r["masked_pan"])),
             "rrn": text(r["rrn"]),
@@ -942,6 +1086,9 @@ class Journal:
             "terminal_id": text(r["terminal_id"]),
             "batch": text(r["batch"]),
             "datetime": text(r["at"])[:19],
+            "transaction_id": text(transaction_id),
+            "original_rrn": text(original_rrn),
+            "original_transaction_id": text(original_transaction_id),
         }
 
     def export_csv(
@@ -952,7 +1099,7 @@ class Journal:
         since: datetime | None = None,
         until: datetime | None = None,
         operation: Operation | None = None,
-        status: Status | None = None,
+        status: Status | str | None = None,
     ) -> int:
         """Write the registry (filtered as :meth:`registry`) as CSV with a header; returns the row count.
 
@@ -972,7 +1119,7 @@ class Journal:
         since: datetime | None = None,
         until: datetime | None = None,
         operation: Operation | None = None,
-        status: Status | None = None,
+        status: Status | str | None = None,
     ) -> int:
         """Write the registry as XML: ``<registry count=N><operation><side>…</side>…</operation>…``.
 
@@ -990,3 +1137,49 @@ class Journal:
         fp.write(ET.tostring(root, encoding="unicode"))
         fp.write("\n")
         return len(rows)
+
+
+@dataclass(frozen=True)
+class JournalCheck:
+    """What :func:`check_journal` found: ``ok`` and a report for people (one finding a line)."""
+
+    ok: bool
+    text: str
+
+
+def check_journal(path: str | os.PathLike[str]) -> JournalCheck:
+    """Say what is wrong with the journal at ``path``, reading it only (never repairing, never
+    replacing: a damaged journal is evidence). Checks SQLite's integrity, the schema version, and
+    reports the ECR entries that need attention."""
+    name = os.fspath(path)
+    lines = [f"journal {name}"]
+    try:
+        journal = Journal(name, readonly=True)
+    except JournalError as error:
+        return JournalCheck(False, "\n".join(lines + [f"  NOT USABLE: {error}"]))
+    try:
+        with journal._lock, journal._faults():  # the one place that runs SQLite's own checks
+            problems = [row[0] for row in journal._conn.execute("PRAGMA integrity_check").fetchall()]
+            version = journal._conn.execute("PRAGMA user_version").fetchone()[0]
+        ok = problems == ["ok"]
+        lines.append(f"  schema {version}; SQLite integrity: {'ok' if ok else 'DAMAGED'}")
+        lines += [f"    {problem}" for problem in problems[:20] if problem != "ok"]
+        counts = {row[0]: row[1] for row in journal._q("SELECT state, COUNT(*) FROM ecr_entries GROUP BY state")}
+        ops = journal._q("SELECT COUNT(*) FROM ops")[0][0]
+        lines.append(f"  terminal side: {ops} operation(s); ECR side: "
+                     + (", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no entries"))
+        open_entries = sum(counts.get(state, 0) for state in ECR_OPEN_STATES)
+        if open_entries:
+            lines.append(f"  {open_entries} ECR operation(s) with an unknown outcome: run `posbridge recover`")
+        if counts.get("refund_needed"):
+            lines.append(f"  {counts['refund_needed']} ECR operation(s) need a person: their batch was settled"
+                         " (see `posbridge export --journal {name} --side ecr`)")
+        if ok:
+            lines.append("  sound")
+        else:
+            lines.append("  keep this file for the audit; start a new journal beside it")
+        return JournalCheck(ok, "\n".join(lines))
+    except JournalError as error:
+        return JournalCheck(False, "\n".join(lines + [f"  NOT USABLE: {error}"]))
+    finally:
+        journal.close()

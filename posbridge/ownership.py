@@ -33,6 +33,7 @@ lock, read and written under it) or found in the caller's journal. Why that is s
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import ipaddress
@@ -199,8 +200,20 @@ def _file_stem(key: str) -> str:
 
 
 # --- the lock ----------------------------------------------------------------------------------------
+def clock_number(timestamp: float) -> int:
+    """Tenths of a second since 2025-01-01 UTC at ``timestamp``: where transaction numbers start."""
+    return int((timestamp - _EPOCH) * 10)
+
+
+_IN_PROCESS: dict[str, object] = {}  # virtual:// keys held in this process, by holder
+
+
 class TerminalLock:
     """The cross-process lock of one terminal (``key``: :func:`canonical_port` or a terminal id).
+
+    An in-memory ``virtual://`` pair lives in one process only, so its lock is in-process too and
+    its transaction numbers come from the clock and the caller's journal alone (no state file):
+    tests that inject a clock get the same numbers on every run.
 
     ``async with lock.held("sale"):`` — waits at most ``wait`` seconds, then raises
     :class:`TerminalBusy`. Re-entrant within one holder (recovery runs operations while it holds the
@@ -223,8 +236,9 @@ class TerminalLock:
         self.path = folder / f"{stem}.lock"
         self._owner_path = folder / f"{stem}.owner"
         self._counter_path = folder / f"{stem}.stan"
-        self._lock = AsyncFileLock(str(self.path), fallback_to_soft=False, thread_local=False,
-                                   mode=0o666, preserve_lock_file=True)
+        self.in_process = key.startswith("virtual://")
+        self._lock = None if self.in_process else AsyncFileLock(
+            str(self.path), fallback_to_soft=False, thread_local=False, mode=0o666, preserve_lock_file=True)
         self._depth = 0
 
     @property
@@ -247,6 +261,10 @@ class TerminalLock:
             self._depth += 1
             self._write_owner(activity)
             return
+        if self._lock is None:
+            await self._acquire_in_process()
+            self._depth = 1
+            return
         try:
             await self._lock.acquire(timeout=max(self.wait, 0.0), poll_interval=0.05)
         except Timeout:
@@ -257,17 +275,31 @@ class TerminalLock:
         self._depth = 1
         self._write_owner(activity)
 
+    async def _acquire_in_process(self) -> None:
+        give_up = time.monotonic() + max(self.wait, 0.0)
+        while _IN_PROCESS.setdefault(self.key, self) is not self:
+            if time.monotonic() >= give_up:
+                raise TerminalBusy(f"terminal busy: {self.key} is used by another client of this process "
+                                   f"(waited {self.wait:g} s)")
+            await asyncio.sleep(0.01)
+
     async def release(self) -> None:
         """Give the lock up (the outermost release frees it)."""
         if self._depth == 0:
             return
         self._depth -= 1
-        if self._depth == 0:
-            with contextlib.suppress(OSError):
-                self._owner_path.write_text("")
-            await self._lock.release()
+        if self._depth:
+            return
+        if self._lock is None:
+            _IN_PROCESS.pop(self.key, None)
+            return
+        with contextlib.suppress(OSError):
+            self._owner_path.write_text("")
+        await self._lock.release()
 
     def _write_owner(self, activity: str) -> None:
+        if self.in_process:
+            return
         me = this_process()
         info = {"pid": me.pid, "host": me.host, "owner": str(me), "activity": activity,
                 "since": datetime.now().strftime("%H:%M:%S"), "terminal": self.key}
@@ -295,14 +327,17 @@ class TerminalLock:
         """The terminal's next transaction number (see the module docstring). Call it holding the lock."""
         if not self._depth:
             raise RuntimeError("transaction numbers are issued under the terminal's lock")
-        try:
-            last = int(self._counter_path.read_text().strip() or 0)
-        except (OSError, ValueError):
-            last = 0
-        now = int((self.clock() - _EPOCH) * 10)
-        number = max(last + 1, (journal_last or 0) + 1, now)
+        last = 0
+        if not self.in_process:
+            try:
+                last = int(self._counter_path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                last = 0
+        number = max(last + 1, (journal_last or 0) + 1, clock_number(self.clock()))
         if number > MAX_TRANSACTION_ID:
             raise PosbridgeError(f"transaction numbers of {self.key} exhausted (12 digits)")
+        if self.in_process:
+            return str(number)
         scratch = self._counter_path.with_suffix(f".{os.getpid()}.tmp")
         with contextlib.suppress(OSError):
             scratch.write_text(str(number))

@@ -10,9 +10,12 @@ import pytest
 from posbridge.arcus2_cli import main
 from posbridge.cards import Card
 from posbridge.host import HostConfig
+from posbridge.ownership import clock_number
 from posbridge.terminal import VirtualTerminal
 
 NOW = datetime(2026, 11, 22, 12, 30, 0)
+# The ECR's first transaction number under the fixed clock: tenths of a second since 2025 (ownership.py).
+STAN = clock_number(NOW.timestamp())
 SEED = 42
 DECLINED_CARD = "5432543254325430"  # host-rules: insufficient funds, 116
 FAST = {"ack_timeout": 0.05, "enq_interval": 0.01}
@@ -67,7 +70,7 @@ APPROVED_OUTPUT = [
     "text_message=ОДОБРЕНО",
     "result_amount=12345",
     "currency=643",
-    "transaction_id=1",
+    f"transaction_id={STAN}",
     "rrn=390655875747",
     "auth_code=I8YSQK",
     "terminal_id=00344224",
@@ -93,7 +96,7 @@ DECLINED_OUTPUT = [
     "text_message=ОТКЛОНЕНО: НЕДОСТАТОЧНО СРЕДСТВ",
     "result_amount=99900",
     "currency=643",
-    "transaction_id=1",
+    f"transaction_id={STAN}",
     "terminal_id=00344224",
     "pan=543254******5430",
     "card_type=MASTERCARD",
@@ -103,7 +106,7 @@ DECLINED_OUTPUT = [
 
 
 def test_approved_sale_writes_the_three_files_exactly(capsys):
-    assert main(["/o1", "/a12345", "/c643"], terminal_factory=terminal_factory()) == 0
+    assert main(["/o1", "/a12345", "/c643"], terminal_factory=terminal_factory(), clock=lambda: NOW) == 0
     assert files() == {
         "cheq.out": crlf(APPROVED_SLIP),
         "output.dat": crlf(APPROVED_OUTPUT),
@@ -113,7 +116,7 @@ def test_approved_sale_writes_the_three_files_exactly(capsys):
 
 
 def test_declined_test_card_writes_its_code_exactly():
-    assert main(["/o1", "/a99900"], terminal_factory=terminal_factory(DECLINED_CARD)) == 3
+    assert main(["/o1", "/a99900"], terminal_factory=terminal_factory(DECLINED_CARD), clock=lambda: NOW) == 3
     assert files() == {
         "cheq.out": crlf(DECLINED_SLIP),
         "output.dat": crlf(DECLINED_OUTPUT),
@@ -134,7 +137,7 @@ def test_a_host_code_wider_than_three_characters_stays_in_output_and_slip():
 
 
 def test_more_copies_repeat_the_cashier_copy():
-    main(["/o1", "/a12345", "--copies", "3"], terminal_factory=terminal_factory())
+    main(["/o1", "/a12345", "--copies", "3"], terminal_factory=terminal_factory(), clock=lambda: NOW)
     slip = Path("cheq.out").read_bytes().decode("cp1251")
     assert slip.count(SEPARATOR) == 2 and slip.count("КОПИЯ КАССИРА") == 2
 
@@ -172,7 +175,7 @@ def test_a_port_that_cannot_be_opened_is_999(tmp_path):
 )
 def test_bad_arguments_write_913_and_send_nothing(argv, why, capsys):
     Path("rc.out").write_text("000")  # a stale approval must not survive
-    assert main(argv, terminal_factory=terminal_factory()) == 2
+    assert main(argv, terminal_factory=terminal_factory(), clock=lambda: NOW) == 2
     assert Path("rc.out").read_bytes() == b"913"
     output = Path("output.dat").read_bytes().decode("cp1251")
     assert output.startswith("913\r\ntext_message=") and why in output
@@ -183,12 +186,12 @@ def test_bad_arguments_write_913_and_send_nothing(argv, why, capsys):
 def test_installation_ops_and_rc_res_files(tmp_path):
     ops = tmp_path / "ops.ini"
     ops.write_bytes("101 = 1, 1, ОПЛАТА\n# 1 = 1, 1, PAYMENT\n".encode("cp1251"))
-    assert main(["/o101", "/a100", "--ops", str(ops)], terminal_factory=terminal_factory()) == 0
+    assert main(["/o101", "/a100", "--ops", str(ops)], terminal_factory=terminal_factory(), clock=lambda: NOW) == 0
     assert b"operation=101\r\n" in Path("output.dat").read_bytes()
-    assert main(["/o1", "/a100", "--ops", str(ops)], terminal_factory=terminal_factory()) == 2
+    assert main(["/o1", "/a100", "--ops", str(ops)], terminal_factory=terminal_factory(), clock=lambda: NOW) == 2
     bad = tmp_path / "bad.ini"
     bad.write_text("1 = 1, 1, PAYMENT\n1 = 1, 3, REFUND\n")
-    assert main(["/o1", "/a100", "--ops", str(bad)], terminal_factory=terminal_factory()) == 2
+    assert main(["/o1", "/a100", "--ops", str(bad)], terminal_factory=terminal_factory(), clock=lambda: NOW) == 2
     assert "line 2: code 1 is already used" in Path("output.dat").read_bytes().decode("cp1251")
     rc_res = tmp_path / "rc_res.ini"
     rc_res.write_bytes("999=ТЕРМИНАЛ МОЛЧИТ\n".encode("cp1251"))
@@ -198,9 +201,9 @@ def test_installation_ops_and_rc_res_files(tmp_path):
 
 def test_cancel_last_reverses_the_journals_last_sale(tmp_path):
     journal = str(tmp_path / "ecr.sqlite3")
-    assert main(["/o1", "/a100", "--journal", journal], terminal_factory=terminal_factory()) == 0
+    assert main(["/o1", "/a100", "--journal", journal], terminal_factory=terminal_factory(), clock=lambda: NOW) == 0
     # A new virtual terminal has an empty batch: the reversal is blind, approved, and changes nothing.
-    assert main(["/o2", "--journal", journal], terminal_factory=terminal_factory()) == 0
+    assert main(["/o2", "--journal", journal], terminal_factory=terminal_factory(), clock=lambda: NOW) == 0
     output = Path("output.dat").read_bytes().decode("cp1251").split("\r\n")
     assert output[:3] == ["000", "operation=2", "response_code=000"]
 

@@ -129,7 +129,7 @@ def test_registry_export_from_the_emulators_journal(tmp_path, capsys):
     asyncio.run(run())
     assert main(["export", "--journal", str(path), "--side", "terminal"]) == 0
     rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
-    assert [(r["kind"], r["outcome"], r["amount"]) for r in rows] == [
+    assert [(r["kind"], r["outcome"], r["amount_minor_units"]) for r in rows] == [
         ("sale", "approved", "15000"), ("refund", "approved", "5000"), ("sale", "declined", "100")]
     assert rows[2]["response_code"] == "116" and rows[0]["masked_pan"] == "411111******1111"
     out = tmp_path / "registry.xml"

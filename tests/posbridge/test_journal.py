@@ -262,7 +262,8 @@ def test_operation_record_round_trip(journal: Journal) -> None:
 
 
 # --- registry export ----------------------------------------------------------------------------
-HEADER = "side,kind,outcome,amount,currency,masked_pan,rrn,auth_code,response_code,terminal_id,batch,datetime"
+HEADER = ("side,kind,outcome,amount_minor_units,currency,masked_pan,rrn,auth_code,response_code,terminal_id,"
+          "batch,datetime,transaction_id,original_rrn,original_transaction_id")
 
 
 @pytest.fixture
@@ -292,12 +293,12 @@ def expected_lines(j: Journal) -> list[str]:
     refund = [r for r in j.operations() if r.operation is Op.REFUND][0]
     return [
         f"terminal,sale,approved,1000,643,411111******1111,{s.rrn},{s.auth_code},00,00344224,1,"
-        "2025-03-10T12:00:00",
-        "terminal,sale,declined,500,643,543254******5430,,,116,00344224,1,2025-03-10T12:00:00",
+        "2025-03-10T12:00:00,1,,",
+        "terminal,sale,declined,500,643,543254******5430,,,116,00344224,1,2025-03-10T12:00:00,2,,",
         f"terminal,refund,approved,400,643,411111******1111,{refund.rrn},{refund.auth_code},00,00344224,1,"
-        "2025-03-10T12:00:00",
-        f"ecr,sale,approved,1000,643,411111******1111,{s.rrn},{s.auth_code},00,00344224,,2025-03-10T12:01:00",
-        "ecr,sale,unknown,700,643,,,,,00344224,,2025-03-10T12:04:00",
+        f"2025-03-10T12:00:00,3,{s.rrn},1",
+        f"ecr,sale,approved,1000,643,411111******1111,{s.rrn},{s.auth_code},00,00344224,,2025-03-10T12:01:00,1,,",
+        "ecr,sale,unknown,700,643,,,,,00344224,,2025-03-10T12:04:00,2,,",
     ]
 
 
