@@ -31,6 +31,9 @@ class Device(abc.ABC):
 
     url: str
     _closed: bool = False
+    reconnects: bool = False
+    """True for devices that serve one peer after another (``tcp-listen://``): after DeviceClosed
+    has reported a peer's departure, ``read`` waits for the next peer instead of failing again."""
 
     @abc.abstractmethod
     async def read(self, max_bytes: int = 4096) -> bytes:

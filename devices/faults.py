@@ -25,8 +25,11 @@ Grammar (items separated by commas, spaces ignored)::
             | "delay=" SECONDS                 tx: hold each write SECONDS before passing it on;
                                                rx: hold received bytes SECONDS before returning them
             | "silence=" SECONDS "@" POS       from byte POS on, swallow every byte for SECONDS
-            | "disconnect@" POS                bytes before POS pass; then the device is closed
-                                               (the peer sees the line drop) and DeviceClosed raised
+            | "disconnect@" POS                bytes before POS pass; then the line drops as by a
+                                               pulled cable: the device is closed (the peer sees
+                                               the line drop) and DeviceClosed raised — on a
+                                               listening device (tcp-listen://) only the connected
+                                               peer is dropped, and the next peer is served
     POS    := INT >= 0          PROB := decimal in (0, 1], or a percentage such as "2%"
 
 ``drop@``, ``corrupt@`` and ``silence`` may be given several times. Without a direction prefix a
@@ -319,6 +322,7 @@ class _Stream:
         self._events = sorted(set(faults.drop_at) | set(self._corrupt_at) | set(self._silence_at)
                               | ({faults.disconnect_at} if faults.disconnect_at is not None else set()))
         self.silent_until = float("-inf")
+        self.disconnect_spent = False  # a whole-line disconnect already fired (on a listener)
 
     def process(self, data: bytes, now: float, line: _Line) -> tuple[bytes, bool]:
         """Apply the faults to ``data``; returns (bytes to pass on, disconnect reached)."""
@@ -367,7 +371,7 @@ class _Stream:
             random_mask: int) -> tuple[int | None, bool]:
         """The fate of one byte: (byte to pass on or None, disconnect now)."""
         f = self.faults
-        if pos == f.disconnect_at:
+        if pos == f.disconnect_at and not self.disconnect_spent:
             self._log(InjectedFault(self.direction, "disconnect", pos))
             return None, True
         silence = self._silence_at.get(pos)
@@ -432,9 +436,42 @@ class FaultyDevice(Device):
         """``"tx:drop@12"``-style names of the faults that happened (for assertions and logs)."""
         return [f"{f.direction}:{f.kind}@{f.position}" for f in self.injected]
 
+    @property
+    def reconnects(self) -> bool:  # type: ignore[override]
+        """As the wrapped device (a listener serves the next peer after a disconnect fault too)."""
+        return bool(getattr(self.inner, "reconnects", False))
+
+    @property
+    def waiting_peers(self) -> bool:
+        """As the wrapped device (False for devices that have no backlog)."""
+        return bool(getattr(self.inner, "waiting_peers", False))
+
+    @property
+    def peer_since(self) -> float | None:
+        return getattr(self.inner, "peer_since", None)
+
+    @property
+    def connected(self) -> bool:
+        return bool(getattr(self.inner, "connected", False))
+
+    def drop_peer(self, reason: str = "dropped") -> bool:
+        """Hang up on the wrapped listener's peer (see ``TcpListenDevice.drop_peer``)."""
+        drop = getattr(self.inner, "drop_peer", None)
+        return bool(drop(reason)) if drop is not None else False
+
     async def _disconnect(self, direction: Direction, position: int) -> None:
+        reason = f"{self.url}: disconnected by the fault layer ({direction}:disconnect@{position})"
+        if self.reconnects:
+            # A pulled cable on a listener: that peer is gone (what it sent after POS with it), the
+            # listener serves the next one. The inner device reports the departure once. A
+            # whole-line disconnect (the same POS both ways) happens once, not once per direction.
+            if self.plan.tx.disconnect_at == self.plan.rx.disconnect_at:
+                self._tx.disconnect_spent = self._rx.disconnect_spent = True
+            self.drop_peer(reason)
+            self.inner.discard_input()
+            return
         if self._disconnected is None:
-            self._disconnected = f"{self.url}: disconnected by the fault layer ({direction}:disconnect@{position})"
+            self._disconnected = reason
             await self.inner.close()
 
     def _check_open(self) -> None:
@@ -458,7 +495,7 @@ class FaultyDevice(Device):
                 await self.inner.write(out[i:i + step])
             if disconnect:
                 await self._disconnect("tx", self.plan.tx.disconnect_at or 0)
-                raise DeviceClosed(self._disconnected or "disconnected")
+                raise DeviceClosed(self._disconnected or f"{self.url}: disconnected by the fault layer")
 
     async def read(self, max_bytes: int = 4096) -> bytes:
         if max_bytes < 1:

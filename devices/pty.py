@@ -3,11 +3,17 @@
 The device is the *master* side. The emulator opens ``pty:///tmp/ttyPOS``; the cash-register
 software opens ``/tmp/ttyPOS`` as if it were a serial port. The slave is put in raw mode (no echo,
 no CR/LF translation, no signal or flow-control characters) so every byte value passes unchanged.
+
+One owner per link: the device holds an exclusive lock on ``/tmp/ttyPOS.lock`` (``flock``, released
+by the kernel however the process ends) for as long as it is open. A second device asked for the
+same link while the first is alive is refused with a one-line :class:`DeviceError`; a link left by
+a process that died is taken over. A device only ever removes the link (and lock file) it made.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import secrets
 import stat
@@ -57,6 +63,57 @@ def _place_link(link: str, target: str) -> None:
         raise DeviceError(f"cannot create link {link}: [Errno {exc.errno}] {exc.strerror}") from exc
 
 
+def _holder(fd: int) -> str:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return ""
+    return text if text.isdigit() else ""
+
+
+def _lock_link(link: str) -> int:
+    """Take the lock file of ``link``; returns its descriptor. DeviceError if a live process has it."""
+    path = f"{link}.lock"
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise DeviceError(f"cannot create link {link}: [Errno {exc.errno}] {exc.strerror} "
+                              f"(its lock file {path})") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _holder(fd)
+            os.close(fd)
+            by = f"another running emulator (pid {pid})" if pid else "another running emulator"
+            raise DeviceError(f"{link} is in use by {by}: stop it, or choose another path") from None
+        except OSError as exc:
+            os.close(fd)
+            raise DeviceError(f"cannot lock {link}: [Errno {exc.errno}] {exc.strerror}") from exc
+        # A closing owner unlinks the file while it holds the lock: ours must still be the one there.
+        try:
+            here, there = os.fstat(fd), os.stat(path)
+            same = (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+        except FileNotFoundError:
+            same = False
+        if same:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+            return fd
+        os.close(fd)
+
+
+def _unlock_link(link: str, fd: int) -> None:
+    try:
+        os.unlink(f"{link}.lock")  # while still holding the lock (see _lock_link)
+    except OSError:
+        pass
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
 class PtyDevice(FdDevice):
     """The master side of a pseudo-terminal.
 
@@ -75,10 +132,12 @@ class PtyDevice(FdDevice):
         slave: int,
         slave_name: str,
         link_path: str | None,
+        lock_fd: int | None = None,
     ) -> None:
         super().__init__(url, loop)
         self.slave_name = slave_name
         self.link_path = link_path
+        self._lock_fd = lock_fd
         self._master = master
         self._slave = slave
         self._pump = FdPump(
@@ -107,6 +166,9 @@ class PtyDevice(FdDevice):
                     os.unlink(self.link_path)
             except OSError:
                 pass
+        if self.link_path is not None and self._lock_fd is not None:
+            _unlock_link(self.link_path, self._lock_fd)
+            self._lock_fd = None
         for fd in (self._master, self._slave):
             try:
                 os.close(fd)
@@ -120,7 +182,13 @@ async def open_pty(url: str) -> PtyDevice:
     if "?" in rest:
         raise DeviceError(f"{url}: pty:// takes no parameters")
     link = os.path.abspath(rest) if rest else None
-    master, slave = os.openpty()
+    lock_fd = _lock_link(link) if link is not None else None  # before anything is touched
+    try:
+        master, slave = os.openpty()
+    except OSError as exc:
+        if link is not None and lock_fd is not None:
+            _unlock_link(link, lock_fd)
+        raise DeviceError(f"cannot create a pseudo-terminal for {url}: {exc}") from exc
     try:
         _make_raw(slave)
         os.set_blocking(master, False)
@@ -130,7 +198,9 @@ async def open_pty(url: str) -> PtyDevice:
     except BaseException as exc:
         os.close(master)
         os.close(slave)
+        if link is not None and lock_fd is not None:
+            _unlock_link(link, lock_fd)
         if isinstance(exc, OSError):
             raise DeviceError(f"cannot create a pseudo-terminal for {url}: {exc}") from exc
         raise
-    return PtyDevice(url, asyncio.get_running_loop(), master, slave, slave_name, link)
+    return PtyDevice(url, asyncio.get_running_loop(), master, slave, slave_name, link, lock_fd)

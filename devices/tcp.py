@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import socket
+import time
 from urllib.parse import urlsplit
 
 from ._fd import FdDevice, FdPump
@@ -137,9 +139,16 @@ class TcpListenDevice(FdDevice):
 
     ``read`` waits for a peer to connect and send. When the peer disconnects, ``read`` returns what
     it sent, then raises DeviceClosed *once* (the user resets its state) and only then is the
-    next peer accepted; further peers wait in the listen backlog meanwhile. ``write`` with no peer
-    connected raises DeviceClosed. ``port`` is the bound port, ``peer`` the peer's address or None.
+    next peer accepted; further peers wait in the listen backlog meanwhile. A peer that connects
+    and leaves without a byte is reported the same way (DeviceClosed once), however many come.
+    ``write`` with no peer connected raises DeviceClosed. ``port`` is the bound port, ``peer`` the
+    peer's address or None, ``peer_since`` when it was accepted (``time.monotonic``).
+
+    For an idle policy: ``waiting_peers`` says whether another peer waits in the backlog, and
+    :meth:`drop_peer` hangs up on the current one (it is then reported as gone, as if it had left).
     """
+
+    reconnects = True
 
     def __init__(self, loop: asyncio.AbstractEventLoop, listener: socket.socket) -> None:
         host, port = listener.getsockname()[:2]
@@ -147,6 +156,7 @@ class TcpListenDevice(FdDevice):
         self.host: str = host
         self.port: int = port
         self.peer: tuple | None = None
+        self.peer_since: float | None = None
         self._listener = listener
         self._conn: socket.socket | None = None
         self._accepting = False
@@ -177,15 +187,40 @@ class TcpListenDevice(FdDevice):
         _nodelay(conn)
         self._conn = conn
         self.peer = addr
+        self.peer_since = time.monotonic()
         self._pump = FdPump(
             self._loop, conn.fileno(), conn.recv, conn.send, self._inbox, self._on_peer_gone,
             f"{self.url} (peer {_netloc(*addr[:2])})",
         )
         self._pump.start()
 
+    @property
+    def connected(self) -> bool:
+        """True while a peer is connected (accepted and not yet gone)."""
+        return self._conn is not None
+
+    @property
+    def waiting_peers(self) -> bool:
+        """True if a connection waits in the listen backlog (checked without accepting it)."""
+        if self._closed:
+            return False
+        try:
+            readable, _, _ = select.select([self._listener], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return bool(readable)
+
+    def drop_peer(self, reason: str = "dropped") -> bool:
+        """Hang up on the connected peer (it is reported by ``read`` as gone); False if none."""
+        if self._conn is None:
+            return False
+        self._on_peer_gone(f"{self.url}: {reason}")
+        return True
+
     def _on_peer_gone(self, reason: str) -> None:
         pump, conn = self._pump, self._conn
         self._pump = self._conn = self.peer = None
+        self.peer_since = None
         if pump is not None:
             pump.stop(reason)
         if conn is not None:

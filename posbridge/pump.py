@@ -7,22 +7,60 @@ application (ECR client or virtual terminal).
 
 Per exchange this costs one read wake-up per received chunk and one timer re-arm per change, no
 task per iteration: the pump sits on the hot path of every transaction (benchmarks/run.py).
+
+What the session wants sent is handed to the writer *before* the events that caused it are given
+to the application: the link's ACK of a request leaves before the application starts its work.
+
+The reader never dies of what it reads: an exception raised by the session (a bug, a field no
+one foresaw) is logged, the session is reset and the exchange in hand is reported as
+:class:`~protocols.common.session.Failed` with a :class:`PumpError`; a device that fails to read
+is retried with a back-off until it is closed. Should the reader task end anyway, a
+:class:`ReaderStopped` event says so and :meth:`SessionPump.restart` starts it again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from typing import Any, Callable
 
 from devices import Device, DeviceClosed, DeviceError
-from protocols.common.errors import Disconnected
+from protocols.common.errors import Disconnected, LinkError
 from protocols.common.session import Failed, Session
 
 Trace = Callable[[str, bytes], None]  # ("rx" | "tx", bytes)
 log = logging.getLogger("posbridge.pump")
+wire_log = logging.getLogger("posbridge.wire")
+
+_READ_RETRY_FIRST, _READ_RETRY_MAX = 0.05, 1.0  # back-off after a device read error, seconds
+
+
+class PumpError(LinkError):
+    """The pump caught an error inside the session or the device; the session was reset."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("internal", detail)
+
+
+class ReaderStopped:
+    """Event: the reader task ended although the device is still open (``error`` says why).
+
+    Nothing is read until :meth:`SessionPump.restart` is called.
+    """
+
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
+
+    def __repr__(self) -> str:
+        return f"ReaderStopped({self.error!r})"
+
+
+def _short(error: BaseException, limit: int = 200) -> str:
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 class LinkClosed:
@@ -71,8 +109,30 @@ class SessionPump:
         """Start pumping on the running loop."""
         if self._reader is None:
             self._loop = asyncio.get_running_loop()
-            self._reader = self._loop.create_task(self._read_loop(), name="posbridge-pump")
+            self._start_reader()
             self._changed()
+
+    def restart(self) -> None:
+        """Start the reader again after a :class:`ReaderStopped` (the session starts afresh)."""
+        if self._loop is None or self.reading or getattr(self.device, "closed", False):
+            return
+        self._reset_session()
+        self._start_reader()
+        self._changed()
+
+    def _start_reader(self) -> None:
+        assert self._loop is not None
+        self._reader = self._loop.create_task(self._read_loop(), name="posbridge-pump")
+        self._reader.add_done_callback(self._reader_done)
+
+    def _reader_done(self, task: asyncio.Task[None]) -> None:
+        if task is not self._reader or task.cancelled() or getattr(self.device, "closed", False):
+            return
+        error = task.exception()
+        if error is None:
+            return  # a normal end: the device closed, or its only peer left for good
+        log.error("the reader of %s stopped: %s", self.device.url, _short(error))
+        self.events.put_nowait(ReaderStopped(error))
 
     async def stop(self) -> None:
         """Stop pumping; bytes the session still wanted sent are written first, if possible."""
@@ -94,9 +154,14 @@ class SessionPump:
         return self._reader is not None and not self._reader.done()
 
     def act(self, action: Callable[[float], None]) -> None:
-        """Run ``action(now)`` on the session (send a message…); the pump writes what follows."""
-        action(self.clock())
-        self._changed()
+        """Run ``action(now)`` on the session (send a message…); the pump writes what follows.
+
+        An exception from ``action`` reaches the caller; what the session queued before it is sent.
+        """
+        try:
+            action(self.clock())
+        finally:
+            self._changed()
 
     async def flush(self) -> None:
         """Write everything queued (waits for a write already under way)."""
@@ -136,7 +201,10 @@ class SessionPump:
         data = self.session.data_to_send()
         if data:
             if self.trace:
-                self.trace("tx", data)
+                try:
+                    self.trace("tx", data)
+                except Exception as error:
+                    log.warning("trace callback failed: %s", _short(error))
             self._outbox.append(data)
 
     async def _write_all(self) -> None:
@@ -157,41 +225,123 @@ class SessionPump:
     def _on_timer(self) -> None:
         self._timer = None
         self._armed_for = None
-        self._dispatch(self.session.poll(self.clock()))
-        self._changed()
+        try:
+            events = self.session.poll(self.clock())
+        except Exception as error:  # a session bug must not stop the timers for good
+            events = self._session_failed(error)
+        self._changed_then_dispatch(events)
+
+    def _changed_then_dispatch(self, events: list[Any]) -> None:
+        """Hand the session's output to the writer, then its events to the application: the
+        link's ACK (and any answer) leaves before the application starts its work."""
+        try:
+            self._changed()
+        finally:
+            self._dispatch(events)
+
+    def _reset_session(self) -> None:
+        reset = getattr(self.session, "reset", None)
+        if reset is not None:
+            try:
+                reset()
+            except Exception as error:  # pragma: no cover - a reset that fails leaves nothing better
+                log.error("resetting the session of %s failed: %s", self.device.url, _short(error))
+
+    def _session_failed(self, error: Exception) -> list[Any]:
+        """The session raised: log it, reset it, and report the exchange in hand as failed."""
+        log.error("the %s session of %s raised %s; the exchange in hand is dropped", type(self.session).__name__,
+                  self.device.url, _short(error), exc_info=log.isEnabledFor(logging.DEBUG))
+        exchange = getattr(self.session, "current_exchange", None)
+        self._reset_session()
+        return [Failed(PumpError(_short(error)), exchange=exchange)]
+
+    def _reconnects(self) -> bool:
+        return bool(getattr(self.device, "reconnects", False))
 
     async def _read_loop(self) -> None:
         session = self.session
         just_closed = False
+        retry = _READ_RETRY_FIRST
         while True:
             try:
                 data = await self.device.read()
             except DeviceClosed as closed:
                 if not just_closed:
-                    self._dispatch(self._closed(str(closed)))
-                    self._changed()
-                # Listening devices wait in read() for their next peer; one that reports the
-                # close again at once (an in-memory pair whose peer left) has no next peer.
-                if not self.keep_open or just_closed or getattr(self.device, "closed", False):
+                    self._changed_then_dispatch(self._closed(str(closed)))
+                if not self.keep_open or getattr(self.device, "closed", False):
+                    return
+                if self._reconnects():
+                    continue  # a listener: read() waits for its next peer (empty peers included)
+                # Other devices: one that reports the close again at once (an in-memory pair whose
+                # peer left) has no next peer.
+                if just_closed:
                     return
                 just_closed = True
                 await asyncio.sleep(0)
                 continue
+            except Exception as error:  # a device error: never a dead reader while the device is open
+                if getattr(self.device, "closed", False):
+                    return
+                log.warning("reading %s failed: %s (retrying in %g s)", self.device.url, _short(error), retry)
+                if retry == _READ_RETRY_FIRST:  # the line is gone for now: once per failure
+                    self._changed_then_dispatch(self._closed(_short(error)))
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, _READ_RETRY_MAX)
+                continue
             just_closed = False
+            retry = _READ_RETRY_FIRST
             if self.trace:
-                self.trace("rx", data)
+                try:
+                    self.trace("rx", data)
+                except Exception as error:
+                    log.warning("trace callback failed: %s", _short(error))
             now = self.last_rx = self.clock()
-            events = session.receive(data, now)
-            events += session.poll(now)
-            self._dispatch(events)
-            self._changed()
+            try:
+                events = session.receive(data, now)
+                events += session.poll(now)
+            except Exception as error:
+                events = self._session_failed(error)
+            self._changed_then_dispatch(events)
 
     def _closed(self, why: str) -> list[Any]:
         events: list[Any] = []
         if getattr(self.session, "busy", False):
-            events.append(Failed(Disconnected(why or "the device closed")))
-        reset = getattr(self.session, "reset", None)
-        if reset:
-            reset()
+            events.append(Failed(Disconnected(why or "the device closed"),
+                                 exchange=getattr(self.session, "current_exchange", None)))
+        self._reset_session()
         events.append(LinkClosed())
         return events
+
+
+class WireLogger:
+    """A :data:`Trace` that logs every frame on the line, in hex and decoded (``-vv``).
+
+    ``describe`` is the protocol's frame describer (``ProtocolSpec.describe``); it masks card
+    numbers. Bytes are gathered per direction until they end on a frame boundary, so a frame split
+    over several reads is logged once, whole (a half frame is held at most ``limit`` bytes).
+    """
+
+    def __init__(self, describe: Callable[[bytes], list[dict[str, Any]]],
+                 logger: logging.Logger = wire_log, limit: int = 70_000) -> None:
+        self.describe = describe
+        self.log = logger
+        self.limit = limit
+        self._pending: dict[str, bytes] = {"rx": b"", "tx": b""}
+
+    def __call__(self, direction: str, data: bytes) -> None:
+        if not self.log.isEnabledFor(logging.DEBUG):
+            return
+        buffer = self._pending.get(direction, b"") + data
+        try:
+            entries = self.describe(buffer)
+        except Exception as error:  # a describer bug costs a log line, never the link
+            entries = [{"error": "describe", "detail": _short(error)}]
+        cut = len(buffer)
+        last = entries[-1] if entries else None
+        if last is not None and last.get("error") == "incomplete" and len(buffer) < self.limit:
+            cut = int(last.get("offset", 0))
+            entries = entries[:-1]
+        self._pending[direction] = buffer[cut:]
+        if cut:
+            self.log.debug("%s %s %s", direction, buffer[:cut].hex(),
+                           json.dumps(entries, ensure_ascii=False, default=str))

@@ -5,6 +5,49 @@ dialog -> authorizing -> printing -> sending result -> idle) driven by the proto
 events. Money decisions belong to its :class:`~posbridge.host.BankHost`; slips to its
 :class:`~posbridge.slips.SlipPrinter`; the card holder is its :class:`~posbridge.cards.CardReader`.
 Nothing here knows a protocol's bytes: the same machine serves every protocol.
+
+How it stays truthful and alive (issue 9, "a virtual terminal that never lies and never dies"):
+
+- **One dispatcher.** :meth:`VirtualTerminal.serve` reads every event of the link and routes it;
+  the operation in hand runs in a task of its own. So the terminal keeps hearing the line while it
+  works: the ECR's hang-up, its abort, the next request.
+- **One answer per request.** Every request opens an exchange (the session's
+  ``current_exchange``). Right before it sends anything for an operation — WAIT, a dialog, the
+  result — the terminal checks, synchronously, that the operation's exchange is still the one the
+  ECR waits on. A result is never sent to anybody else: if its ECR hung up, gave up, aborted, or
+  moved on to another request, the result is kept as undelivered (:attr:`VirtualTerminal.undelivered`,
+  the last :data:`MAX_UNDELIVERED`, and ``result_delivered = 0`` in the journal).
+- **Busy rule.** A resend of the request in hand (same operation code and STAN / transaction id)
+  is ignored (the session does that). Any other request while the terminal works — on a new
+  connection after a hang-up, or on the same one (the ECR gave up on its exchange) — abandons the
+  operation in hand: while it still waits for the card, PIN or cashier it is aborted (998, nothing
+  charged); once at the host it completes and its result is kept as undelivered. The new request
+  waits (WAIT / intermediate packets keep its ECR's timer alive) and is served as soon as the
+  terminal is free. At most one request waits: a newer one supersedes it (the superseded request
+  is journaled as aborted, never served). A waiting request whose ECR leaves is dropped the same way.
+  Before it asks the host, the terminal checks that its ECR still waits: nothing is charged for an
+  ECR that is already gone.
+- **The ACK first.** The link ACKs a request before the application sees it (``SessionPump``);
+  the host decision, report and slips of settlements and reports (and everything, when the journal
+  is a file that fsyncs) run off the event loop.
+- **Idle policy** (``TerminalConfig.idle_timeout``, default 2 s). On a listening device that serves
+  one ECR at a time (``tcp-listen://``), a connection with no exchange in progress and no request
+  for ``idle_timeout`` seconds is hung up on *when another connection waits* in the backlog. Why 2 s:
+  a waiting ECR sent its request at once and waits for the ACK (INPAS WAITACK 5 s, Arcus three ENQ
+  tries of T1 2 s): it must be reached well inside that; a register that keeps its line open between
+  sales (posbridge's client does) simply reconnects for its next one. Nobody waiting, nobody is
+  dropped. Half frames, garbage and silence are not requests: they never keep a line.
+- **Nothing kills it.** An exception in an operation, a callback or the dispatcher is logged and
+  the terminal answers what it still can (a minimal result) and serves on; a reader that dies is
+  restarted (``ReaderStopped``).
+- **Reports that fit.** A settlement slip carries totals by operation kind and by card scheme, no
+  operation list; a full report lists at most ``report_max_lines`` operations (the latest) and says
+  how many more there are; a slip never exceeds :data:`SLIP_BUDGET` bytes, and an answer that still
+  cannot be encoded is replaced by a smaller one (no slip), never dropped: a closed batch is always
+  answered.
+- **Logs.** Exactly one INFO line per operation: request, outcome, delivered or not (and why).
+  Link events are DEBUG (``-v``); frames are logged by :class:`~posbridge.pump.WireLogger` (``-vv``).
+  Card numbers appear masked only.
 """
 
 from __future__ import annotations
@@ -13,10 +56,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, TypeVar
 
 from transitions import Machine
 
@@ -34,12 +77,19 @@ from protocols.common.session import (
 
 from .cards import Card, CardReader
 from .host import BankHost, HostConfig, HostDecision
-from .journal import Journal
-from .model import Operation, Request, Result, Slips, Status
-from .pump import LinkClosed, SessionPump, Trace
+from .journal import Journal, OperationRecord
+from .model import Operation, Request, Result, Slips, Status, format_amount
+from .pump import LinkClosed, ReaderStopped, SessionPump, Trace
 from .slips import TITLES, Merchant, SlipPrinter
 
 log = logging.getLogger("posbridge.terminal")
+
+# ``transitions`` logs every state change at INFO: ~20 lines a sale. Quiet unless asked for.
+_transitions_log = logging.getLogger("transitions")
+if _transitions_log.level == logging.NOTSET:
+    _transitions_log.setLevel(logging.WARNING)
+
+T = TypeVar("T")
 
 STATES = [
     "idle",
@@ -68,6 +118,15 @@ REPORT_OPERATIONS = frozenset({Operation.FULL_REPORT, Operation.SETTLEMENT})
 CODE_BAD_MESSAGE = "913"  # invalid message format (the manual's code)
 CODE_CARD_DETAILS = "71015"  # card details entered incorrectly (the manual's code)
 CODE_ABORTED = "998"
+TEXT_ABORTED = "ОПЕРАЦИЯ ПРЕРВАНА"
+TEXT_BAD_MESSAGE = "НЕВЕРНЫЙ ФОРМАТ СООБЩЕНИЯ"
+
+MAX_UNDELIVERED = 100
+"""Undelivered results kept in memory (the journal keeps them all: ``result_delivered = 0``)."""
+SLIP_BUDGET = 48_000
+"""Bytes all copies of one slip may take together: an Arcus frame holds 65,535 bytes in all, an
+INPAS tag-90 value 65,535 (with a CR per line); the rest of the answer needs far less than the
+margin left."""
 
 
 @dataclass
@@ -84,13 +143,50 @@ class TerminalConfig:
     ask_last_digits: bool = False  # cashier dialog: "enter the last 4 digits of the card"
     dialog_timeout: float = 60.0
     timers: dict[str, float] = field(default_factory=dict)  # protocol timer overrides, seconds
+    # A connection with no request for this long is hung up on when another ECR waits (listening
+    # devices only; 0 = never). See the module docstring for the reasoning behind 2 s.
+    idle_timeout: float = 2.0
+    report_max_lines: int = 300  # operations listed on a full report (the latest; the rest counted)
+    delivery_timeout: float = 600.0  # safety net: a result's delivery outcome never takes longer
+
+
+class _Job:
+    """One request the terminal serves (or keeps waiting): its exchange and what the ECR said."""
+
+    __slots__ = ("exchange", "request", "rejection", "aborted", "gone", "prompt", "delivery",
+                 "abortable", "raw")
+
+    def __init__(self, exchange: int | None, request: Request | None,
+                 rejection: RequestRejected | None = None, raw: str = "") -> None:
+        self.exchange = exchange
+        self.request = request
+        self.rejection = rejection
+        self.raw = raw
+        self.aborted = asyncio.Event()
+        self.gone = ""  # why the ECR no longer waits for this exchange
+        self.prompt: asyncio.Future[str | None] | None = None
+        self.delivery: asyncio.Future[tuple[bool, str]] | None = None
+        self.abortable = True  # until the host has been asked
+
+    def abort(self, why: str) -> None:
+        """The ECR aborted, left or moved on: stop waiting for the card holder or the cashier."""
+        if not self.gone:
+            self.gone = why
+        self.aborted.set()
+        if self.prompt is not None and not self.prompt.done():
+            self.prompt.set_result(None)
+
+    def delivered(self, ok: bool, why: str = "") -> None:
+        if self.delivery is not None and not self.delivery.done():
+            self.delivery.set_result((ok, why))
 
 
 class VirtualTerminal:
-    """A virtual card terminal serving one ECR link at a time.
+    """A virtual card terminal serving one ECR link at a time (see the module docstring).
 
     Use :meth:`serve` with a device (``await terminal.serve(device)``) or :meth:`run` with a URL.
     ``clock`` gives the host's wall-clock time; ``monotonic`` drives the link timers.
+    ``on_operation(request, result)`` is called once per operation, delivered or not.
     """
 
     def __init__(
@@ -121,13 +217,20 @@ class VirtualTerminal:
         self.on_operation = on_operation
         self.trace = trace
         self.last_result: Result | None = None
-        self.undelivered: list[Result] = []  # results the ECR never acknowledged
+        self.undelivered: list[Result] = []  # results the ECR never acknowledged (the latest ones)
         self.state = "idle"
         self.state_history: deque[str] = deque(maxlen=256)  # recent states, for tests and the console
         self.machine = Machine(model=self, states=STATES, transitions=TRANSITIONS, initial="idle",
                                auto_transitions=False, model_override=False,
                                after_state_change=self._record_state)
         self._pump: SessionPump | None = None
+        self._job: _Job | None = None
+        self._waiting: _Job | None = None
+        self._keepalive: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._last_activity = time.monotonic()  # real time: the idle policy runs on the device's clock
+        path = getattr(self.journal, "path", ":memory:")
+        self._journal_on_disk = path not in (":memory:", "") and not str(path).startswith("file::memory:")
 
     def _record_state(self) -> None:
         self.state_history.append(self.state)
@@ -172,142 +275,409 @@ class VirtualTerminal:
             await device.close()
 
     async def serve(self, device: Device, *, keep_open: bool = False) -> None:
-        """Serve requests arriving on ``device`` until cancelled (or the device closes)."""
-        session = self.new_session()
-        pump = SessionPump(device, session, clock=self.monotonic, trace=self.trace, keep_open=keep_open)
+        """Serve requests arriving on ``device`` until cancelled (or, unless ``keep_open``, until
+        the device closes). Nothing an ECR sends ends it."""
+        loop = asyncio.get_running_loop()
+        pump = SessionPump(device, self.new_session(), clock=self.monotonic, trace=self.trace,
+                           keep_open=keep_open)
         self._pump = pump
         pump.start()
+        watchdog = None
+        if keep_open and getattr(device, "reconnects", False) and self.config.idle_timeout > 0:
+            watchdog = loop.create_task(self._idle_watchdog(pump), name="posbridge-idle-policy")
         try:
             while True:
                 event = await pump.next_event()
-                if isinstance(event, RequestReceived):
-                    await self._serve(pump, event.request)
-                elif isinstance(event, RequestRejected):
-                    await self._refuse(pump, event)
-                elif isinstance(event, LinkClosed) and not keep_open:
+                try:
+                    stop = self._dispatch(pump, event)
+                except Exception as error:  # never let one event end the service
+                    log.error("handling %s failed: %s", type(event).__name__, _short(error),
+                              exc_info=log.isEnabledFor(logging.DEBUG))
+                    continue
+                if stop:
+                    await self._wait_for_work()
                     return
         finally:
+            for task in (watchdog, self._keepalive, *self._tasks):
+                if task is not None and not task.done():
+                    task.cancel()
+            for task in (watchdog, self._keepalive, *list(self._tasks)):
+                if task is not None:
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+            self._tasks.clear()
+            self._keepalive = None
+            self._job = self._waiting = None
             await pump.stop()
             self._pump = None
             if self.state != "idle":
                 self.finish()
 
-    # --- one operation ----------------------------------------------------------------------------
-    async def _serve(self, pump: SessionPump, request: Request) -> None:
-        self.receive_request()
-        log.info("request: %s", _describe_request(request))
-        card: Card | None = None
-        decision: HostDecision | None = None
-        aborted = False
+    async def _wait_for_work(self) -> None:
+        """Let the operation in hand (already abandoned: nothing more is sent) finish its books."""
+        tasks = [t for t in self._tasks if not t.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.config.delivery_timeout)
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # --- the dispatcher ---------------------------------------------------------------------------
+    def _dispatch(self, pump: SessionPump, event: Any) -> bool:
+        """Route one link event; True when serving must end (the device closed, not ``keep_open``)."""
+        job = self._job
+        if isinstance(event, (RequestReceived, RequestRejected)):
+            self._last_activity = time.monotonic()
+            if isinstance(event, RequestReceived):
+                new = _Job(event.exchange, event.request, raw=event.raw)
+                log.debug("request (exchange %s): %s", event.exchange, _describe_request(event.request))
+            else:
+                new = _Job(event.exchange, None, rejection=event)
+                log.debug("unreadable request (exchange %s): %s", event.exchange, _clip(event.reason, 160))
+            if job is None and self._waiting is None:
+                self._start(new)
+                return False
+            finishing = job is not None and job.delivery is not None and job.delivery.done()
+            if job is not None and not finishing:
+                job.abort("the ECR sent another request")
+            if self._waiting is not None:
+                self._drop(self._waiting, "superseded by a newer request")
+            self._waiting = new
+            if not finishing:  # else the operation in hand is only keeping its books: no wait
+                log.debug("request (exchange %s) waits until the terminal is free", new.exchange)
+                self._ensure_keepalive()
+            return False
+        if isinstance(event, (PromptAnswered, AbortRequested, ResultDelivered, ResultUndelivered)):
+            self._last_activity = time.monotonic()
+        exchange = getattr(event, "exchange", None)
+        mine = job is not None and exchange is not None and job.exchange == exchange
+        if isinstance(event, ResultDelivered):
+            if mine:
+                job.delivered(True)  # type: ignore[union-attr]
+        elif isinstance(event, ResultUndelivered):
+            if mine:
+                job.delivered(False, f"no acknowledgement: {event.error}")  # type: ignore[union-attr]
+        elif isinstance(event, PromptAnswered):
+            if mine and job.prompt is not None and not job.prompt.done():  # type: ignore[union-attr]
+                job.prompt.set_result(event.answer if event.ok else None)  # type: ignore[union-attr]
+        elif isinstance(event, AbortRequested):
+            log.debug("the ECR aborted (exchange %s)", exchange)
+            if mine:
+                silent = pump.session.current_exchange != exchange
+                job.abort("the ECR ended the exchange (EOT)" if silent else "the ECR aborted")  # type: ignore[union-attr]
+            elif self._waiting is not None and self._waiting.exchange == exchange:
+                self._drop(self._waiting, "aborted by the ECR before it was served")
+                self._waiting = None
+        elif isinstance(event, Failed):
+            log.debug("the link failed (exchange %s): %s", exchange, event.error)
+            if mine:
+                job.delivered(False, f"the link failed: {event.error}")  # type: ignore[union-attr]
+                job.abort(f"the link failed: {event.error}")  # type: ignore[union-attr]
+            elif self._waiting is not None and self._waiting.exchange == exchange:
+                self._drop(self._waiting, f"the link failed before it was served: {event.error}")
+                self._waiting = None
+        elif isinstance(event, (LinkClosed, ReaderStopped)):
+            if isinstance(event, ReaderStopped):
+                log.error("the link's reader stopped (%s); starting it again", event.error)
+                pump.restart()
+            else:
+                log.debug("the ECR disconnected")
+            self._last_activity = time.monotonic()
+            if job is not None:
+                job.delivered(False, "the ECR disconnected")
+                job.abort("the ECR disconnected")
+            if self._waiting is not None:
+                self._drop(self._waiting, "the ECR disconnected before it was served")
+                self._waiting = None
+            return isinstance(event, LinkClosed) and not pump.keep_open
+        return False
+
+    def _start(self, job: _Job) -> None:
+        self._job = job
+        self._spawn(self._run_job(job), f"posbridge-operation-{job.exchange}")
+
+    def _ensure_keepalive(self) -> None:
+        if self._keepalive is None or self._keepalive.done():
+            self._keepalive = asyncio.get_running_loop().create_task(self._keep_waiting_alive())
+
+    async def _keep_waiting_alive(self) -> None:
+        """WAIT / intermediate packets for a request that waits for the terminal to be free."""
+        while (job := self._waiting) is not None:
+            self._progress(job, "ПОДОЖДИТЕ")
+            await asyncio.sleep(self.config.progress_interval)
+
+    def _drop(self, job: _Job, why: str) -> None:
+        """A waiting request that will never be served: journaled as the terminal's own refusal."""
+        self._spawn(self._drop_books(job, why), "posbridge-dropped-request")
+
+    async def _drop_books(self, job: _Job, why: str) -> None:
         try:
-            if request.operation in CARD_OPERATIONS:
-                self.wait_for_card()
-                aborted = await self._busy(pump, self.config.card_delay, "ВСТАВЬТЕ КАРТУ")
-                if not aborted:
-                    card = self.cards.next_card()
-                    self.enter_pin()
-                    aborted = await self._busy(pump, self.config.pin_delay, "ВВЕДИТЕ ПИН")
-            if not aborted and card is not None and self.config.ask_last_digits and self.protocol.cashier_dialog:
-                self.ask_cashier()
-                answer = await self._ask(pump, "ВВЕДИТЕ ПОСЛЕДНИЕ 4 ЦИФРЫ КАРТЫ")
-                if answer is None:
-                    aborted = True
-                elif answer != card.pan[-4:]:
-                    result = self._refusal(request, Status.DECLINED, CODE_CARD_DETAILS,
-                                           "ОТКАЗ: ДАННЫЕ КАРТЫ ВВЕДЕНЫ НЕВЕРНО", card)
-                    await self._send(pump, request, result)
-                    return
-            if aborted:
-                result = self._refusal(request, Status.ABORTED, CODE_ABORTED, "ОПЕРАЦИЯ ПРЕРВАНА", card)
-                await self._send(pump, request, result)
-                return
-            if request.operation is Operation.SLIP_COPY:
-                await self._send(pump, request, self._slip_copy(request))
-                return
-            self.authorize()
-            decision = self.host.process(request, card)
-            await self._busy(pump, self.host_config.latency, "СОЕДИНЕНИЕ С БАНКОМ", abortable=False)
-            result = self._result(request, decision)
-            details = self._report_lines(decision) if request.operation in REPORT_OPERATIONS else ()
-            result = result.with_changes(slips=self.printer.render(
-                result, auto_reversed=decision.auto_reversed, details=details))
-            await self._send(pump, request, result)
+            if job.request is None:
+                request = Request(Operation.TEST_CONNECTION)
+                result, decision = await self._refusal(request, Status.DECLINED, CODE_BAD_MESSAGE,
+                                                       TEXT_BAD_MESSAGE, None, force_thread=True)
+            else:
+                request = job.request
+                result, decision = await self._refusal(request, Status.ABORTED, CODE_ABORTED, TEXT_ABORTED,
+                                                       None, force_thread=True)
+            await self._books(job, request, result, decision, False, f"not served: {why}")
+        except Exception as error:
+            log.error("recording a dropped request failed: %s", _short(error))
+
+    async def _idle_watchdog(self, pump: SessionPump) -> None:
+        """The idle policy (module docstring): hang up on a quiet line when another ECR waits."""
+        device: Any = pump.device
+        limit = self.config.idle_timeout
+        tick = max(0.02, min(0.25, limit / 4))
+        while True:
+            await asyncio.sleep(tick)
+            try:
+                now = time.monotonic()
+                if not getattr(device, "connected", False):
+                    continue
+                if self._job is not None or self._waiting is not None or pump.session.busy:
+                    self._last_activity = now
+                    continue
+                since = max(self._last_activity, getattr(device, "peer_since", None) or now)
+                if now - since >= limit and device.waiting_peers:
+                    log.debug("hanging up on a connection idle for %.1f s: another ECR waits", now - since)
+                    device.drop_peer(f"no request for {now - since:.1f} s while another ECR waits")
+                    self._last_activity = now
+            except Exception as error:  # the policy must never stop the terminal
+                log.warning("idle policy: %s", _short(error))
+
+    # --- one operation ----------------------------------------------------------------------------
+    async def _run_job(self, job: _Job) -> None:
+        try:
+            if job.rejection is not None:
+                await self._refuse(job)
+            else:
+                await self._serve(job)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # a bug or a broken journal: answer what we can, serve on
+            log.error("operation failed inside the terminal: %s", _short(error),
+                      exc_info=log.isEnabledFor(logging.DEBUG))
+            await self._last_resort(job, error)
         finally:
             if self.state != "idle":
                 self.finish()
+            if self._job is job:
+                self._job = None
+            self._next()
 
-    async def _busy(self, pump: SessionPump, seconds: float, text: str, abortable: bool = True) -> bool:
-        """Wait ``seconds`` while telling the ECR what we do (``text``); True if the ECR aborted."""
+    def _next(self) -> None:
+        """Serve the waiting request, if its ECR still waits for it."""
+        job, self._waiting = self._waiting, None
+        if job is None:
+            return
+        pump = self._pump
+        if pump is not None and pump.session.current_exchange == job.exchange:
+            self._start(job)
+        else:
+            self._drop(job, "its ECR no longer waits for it")
+
+    async def _serve(self, job: _Job) -> None:
+        request = job.request
+        assert request is not None
+        self.receive_request()
+        card: Card | None = None
+        aborted = job.aborted.is_set()
+        if request.operation in CARD_OPERATIONS and not aborted:
+            self.wait_for_card()
+            aborted = await self._busy(job, self.config.card_delay, "ВСТАВЬТЕ КАРТУ")
+            if not aborted:
+                card = self.cards.next_card()
+                self.enter_pin()
+                aborted = await self._busy(job, self.config.pin_delay, "ВВЕДИТЕ ПИН")
+        if not aborted and card is not None and self.config.ask_last_digits and self.protocol.cashier_dialog:
+            self.ask_cashier()
+            answer = await self._ask(job, "ВВЕДИТЕ ПОСЛЕДНИЕ 4 ЦИФРЫ КАРТЫ")
+            if answer is None:
+                aborted = True
+            elif answer != card.pan[-4:]:
+                result, decision = await self._refusal(request, Status.DECLINED, CODE_CARD_DETAILS,
+                                                       "ОТКАЗ: ДАННЫЕ КАРТЫ ВВЕДЕНЫ НЕВЕРНО", card)
+                await self._deliver(job, result, decision)
+                return
+        if not aborted and not self._current(job):
+            aborted = True  # its ECR is gone before the host was asked: charge nothing
+            job.abort(job.gone or "the ECR no longer waits")
+        if aborted:
+            result, decision = await self._refusal(request, Status.ABORTED, CODE_ABORTED, TEXT_ABORTED, card)
+            await self._deliver(job, result, decision)
+            return
+        if request.operation is Operation.SLIP_COPY:
+            await self._deliver(job, self._slip_copy(request), None)
+            return
+        self.authorize()
+        job.abortable = False  # the host decides now: whatever happens next, the decision stands
+        decision = await self._off_loop(request.operation, self.host.process, request, card)
+        await self._busy(job, self.host_config.latency, "СОЕДИНЕНИЕ С БАНКОМ")
+        result = self._result(request, decision)
+        result = result.with_changes(slips=await self._render(result, decision))
+        await self._deliver(job, result, decision)
+
+    def _current(self, job: _Job) -> bool:
+        """Is the ECR of ``job`` still waiting for it (its exchange the session's current one)?"""
+        pump = self._pump
+        return pump is not None and job.exchange is not None and pump.session.current_exchange == job.exchange
+
+    def _progress(self, job: _Job, text: str) -> None:
+        pump = self._pump
+        if pump is None or not self._current(job):
+            return
+        try:
+            pump.act(lambda now: pump.session.send_progress(text, now))
+        except Exception as error:
+            log.warning("progress packet not sent: %s", _short(error))
+
+    async def _busy(self, job: _Job, seconds: float, text: str) -> bool:
+        """Wait ``seconds`` while telling the ECR what we do (``text``); True if the operation was
+        aborted meanwhile (only while ``job.abortable``: at the host, the wait runs to its end)."""
         if seconds <= 0:
-            return False
+            return job.abortable and job.aborted.is_set()
         end = self.monotonic() + seconds
         while (left := end - self.monotonic()) > 0:
-            pump.act(lambda now: pump.session.send_progress(text, now))
-            try:
-                event = await pump.next_event(min(left, self.config.progress_interval))
-            except (TimeoutError, asyncio.TimeoutError):
+            self._progress(job, text)
+            step = min(left, self.config.progress_interval)
+            if not job.abortable:
+                await asyncio.sleep(step)
                 continue
-            if abortable and isinstance(event, (AbortRequested, Failed, LinkClosed)):
-                return True
-        return False
+            try:
+                await asyncio.wait_for(job.aborted.wait(), step)
+            except (asyncio.TimeoutError, TimeoutError):
+                continue
+            return True
+        return job.abortable and job.aborted.is_set()
 
-    async def _ask(self, pump: SessionPump, prompt: str) -> str | None:
+    async def _ask(self, job: _Job, prompt: str) -> str | None:
+        pump = self._pump
+        if pump is None or job.aborted.is_set() or not self._current(job):
+            return None
         timeout = self.config.dialog_timeout
-        pump.act(lambda now: pump.session.send_prompt(prompt, timeout, now))
-        while True:
-            event = await pump.next_event()
-            if isinstance(event, PromptAnswered):
-                return event.answer if event.ok else None
-            if isinstance(event, (AbortRequested, Failed, LinkClosed)):
-                return None
+        job.prompt = asyncio.get_running_loop().create_future()
+        try:
+            pump.act(lambda now: pump.session.send_prompt(prompt, timeout, now))
+        except Exception as error:
+            log.warning("cashier dialog not sent: %s", _short(error))
+            return None
+        try:
+            # The session times the dialog out itself; this bound only guards against a lost event.
+            return await asyncio.wait_for(asyncio.shield(job.prompt), 2 * timeout + 30)
+        except (asyncio.TimeoutError, TimeoutError):
+            return None
 
-    async def _send(self, pump: SessionPump, request: Request, result: Result) -> None:
+    async def _refuse(self, job: _Job) -> None:
+        """Answer a message that is not a valid request: 913, as a real terminal prints a refusal."""
+        self.receive_request()
+        request = Request(Operation.TEST_CONNECTION)
+        result, decision = await self._refusal(request, Status.DECLINED, CODE_BAD_MESSAGE, TEXT_BAD_MESSAGE, None)
+        result = result.with_changes(response_code=CODE_BAD_MESSAGE)
+        await self._deliver(job, result, decision)
+
+    async def _last_resort(self, job: _Job, error: Exception) -> None:
+        """The operation broke inside the terminal: answer its ECR with what is known, if it waits
+        and nothing was sent yet (a host decision already taken stays in the journal)."""
+        pump = self._pump
+        if pump is None or not self._current(job) or job.delivery is not None:
+            return
+        request = job.request or Request(Operation.TEST_CONNECTION)
+        result = Result(request.operation, Status.UNDEFINED, response_code="9001", host_code="9001",
+                        response_text="ВНУТРЕННЯЯ ОШИБКА ТЕРМИНАЛА", terminal_id=self.host_config.terminal_id,
+                        transaction_id=request.transaction_id, host_datetime=self.clock())
+        try:
+            sent = self._send_result(result)
+            if sent is not None:
+                job.delivery = asyncio.get_running_loop().create_future()
+                delivered, why = await asyncio.wait_for(job.delivery, self.config.delivery_timeout)
+            else:
+                delivered, why = False, "the answer could not be encoded"
+            self._keep(result, delivered)
+            log.info("%s -> %s: %s", _describe_job(job), _describe_result(result),
+                     "result delivered" if delivered else f"result NOT delivered ({why})")
+        except Exception as again:
+            log.error("the terminal could not answer after an internal error: %s", _short(again))
+
+    # --- sending ----------------------------------------------------------------------------------
+    async def _deliver(self, job: _Job, result: Result, decision: HostDecision | None) -> None:
+        """Send ``result`` to ``job``'s exchange if its ECR still waits, and keep the books."""
         self.print_slips()
         if not result.slips.customer and result.operation is not Operation.SLIP_COPY:
-            result = result.with_changes(slips=self.printer.render(result))
+            result = result.with_changes(slips=self._safe_render(result, ()))
         if result.operation is not Operation.SLIP_COPY:
             self.last_result = result
         self.send_result()
-        if not pump.session.busy:  # the ECR went away meanwhile: the session was reset
-            log.warning("result NOT delivered (the ECR disconnected): %s", _describe_result(result))
-            self.undelivered.append(result)
-            if self.on_operation:
-                self.on_operation(request, result)
-            return
-        pump.act(lambda now: pump.session.send_result(result, now))
-        while True:
-            event = await pump.next_event()
-            if isinstance(event, ResultDelivered):
-                log.info("result delivered: %s", _describe_result(result))
-                break
-            if isinstance(event, ResultUndelivered):
-                log.warning("result NOT delivered (%s): %s", event.error, _describe_result(result))
-                self.undelivered.append(result)
-                break
-            if isinstance(event, LinkClosed):
-                self.undelivered.append(result)
-                break
-        if self.on_operation:
-            self.on_operation(request, result)
+        delivered, why = False, ""
+        if not self._current(job):  # checked right before sending: never someone else's answer
+            why = job.gone or "its ECR no longer waits for it"
+        else:
+            job.delivery = asyncio.get_running_loop().create_future()
+            sent = self._send_result(result)
+            if sent is None:
+                why = "the answer could not be encoded"
+            else:
+                result = sent
+                try:
+                    delivered, why = await asyncio.wait_for(asyncio.shield(job.delivery),
+                                                            self.config.delivery_timeout)
+                except (asyncio.TimeoutError, TimeoutError):
+                    why = f"no delivery outcome within {self.config.delivery_timeout:g} s"
+        await self._books(job, job.request or Request(Operation.TEST_CONNECTION), result, decision, delivered, why)
 
-    async def _refuse(self, pump: SessionPump, event: RequestRejected) -> None:
-        self.receive_request()
-        try:
-            log.warning("request refused: %s", event.reason)
-            request = Request(Operation.TEST_CONNECTION)
-            result = Result(Operation.TEST_CONNECTION, Status.DECLINED, response_code=CODE_BAD_MESSAGE,
-                            host_code=CODE_BAD_MESSAGE, response_text="НЕВЕРНЫЙ ФОРМАТ СООБЩЕНИЯ",
-                            terminal_id=self.host_config.terminal_id, host_datetime=self.clock())
-            self.print_slips()
-            self.send_result()
-            if pump.session.busy:  # else the ECR went away meanwhile
-                pump.act(lambda now: pump.session.send_result(result, now))
-                while not isinstance(await pump.next_event(), (ResultDelivered, ResultUndelivered, LinkClosed)):
-                    pass
-            if self.on_operation:
+    def _send_result(self, result: Result) -> Result | None:
+        """Hand ``result`` to the session; an answer that cannot be encoded (over a field's or a
+        frame's limit, a value the codec refuses) is replaced by a smaller one, never dropped."""
+        pump = self._pump
+        if pump is None:
+            return None
+        attempts = [result]
+        if result.slips.customer or result.slips.cashier:
+            attempts.append(result.with_changes(slips=self._safe_render(result, (), minimal=True)))
+            attempts.append(result.with_changes(slips=Slips()))
+        attempts.append(result.with_changes(slips=Slips(), response_text=_clip(result.response_text, 64)))
+        for attempt in attempts:
+            try:
+                pump.act(lambda now: pump.session.send_result(attempt, now))
+                return attempt
+            except Exception as error:
+                log.warning("the answer could not be encoded (%s); trying a smaller one", _short(error))
+        return None
+
+    async def _books(self, job: _Job, request: Request, result: Result, decision: HostDecision | None,
+                     delivered: bool, why: str) -> None:
+        """Journal whether the result reached its ECR, keep it if not, log the one outcome line."""
+        op_id = decision.operation_id if decision is not None else None
+        if op_id is not None:
+            try:
+                await self._off_loop(None, self.journal.set_result_delivered, op_id, delivered)
+            except Exception as error:
+                log.error("journaling the delivery of operation %s failed: %s", op_id, _short(error))
+        self._keep(result, delivered)
+        log.info("%s -> %s: %s", _describe_job(job), _describe_result(result),
+                 "result delivered" if delivered else f"result NOT delivered ({why})")
+        if self.on_operation:
+            try:
                 self.on_operation(request, result)
-        finally:
-            self.finish()
+            except Exception as error:
+                log.error("the on_operation callback failed: %s", _short(error),
+                          exc_info=log.isEnabledFor(logging.DEBUG))
+
+    def _keep(self, result: Result, delivered: bool) -> None:
+        if not delivered:
+            self.undelivered.append(result)
+            del self.undelivered[:-MAX_UNDELIVERED]
+
+    async def _off_loop(self, operation: Operation | None, fn: Callable[..., T], *args: Any,
+                        force_thread: bool = False) -> T:
+        """Run ``fn`` in a worker thread where it is heavy (reports, settlement, a journal that
+        fsyncs on every step), inline otherwise (a sale in memory costs less than the hop)."""
+        if force_thread or self._journal_on_disk or operation in REPORT_OPERATIONS:
+            return await asyncio.to_thread(fn, *args)
+        return fn(*args)
 
     # --- results ----------------------------------------------------------------------------------
     def _result(self, request: Request, decision: HostDecision) -> Result:
@@ -330,23 +700,128 @@ class VirtualTerminal:
             totals=decision.totals,
         )
 
-    def _report_lines(self, decision: HostDecision) -> list[str]:
-        """The operation list of a full report or a settlement: every approved money operation."""
-        lines = []
-        for op in self.journal.operations(self.host_config.terminal_id, decision.batch_number):
-            if op.status is Status.APPROVED and op.operation.moves_money and op.amount:
-                lines.append(self.printer.operation_line(op.host_datetime, TITLES[op.operation],
-                                                         op.masked_pan, op.amount, op.currency))
+    async def _render(self, result: Result, decision: HostDecision) -> Slips:
+        """The slips of ``result``: never an exception (a closed batch must always be answered)."""
+        operation = result.operation
+
+        def render() -> Slips:
+            details: list[str] = []
+            if operation in REPORT_OPERATIONS and result.approved:
+                details = self._report_details(operation, decision.batch_number)
+            return self._fitting(result, details, decision.auto_reversed)
+
+        try:
+            return await self._off_loop(operation, render)
+        except Exception as error:
+            log.error("the slip of %s could not be laid out (%s); a minimal one is sent", operation.value,
+                      _short(error))
+            return self._safe_render(result, (), minimal=True)
+
+    def _fitting(self, result: Result, details: list[str], auto_reversed: bool) -> Slips:
+        """Render with ``details``, halving an operation list until all copies fit SLIP_BUDGET."""
+        slips = self.printer.render(result, auto_reversed=auto_reversed, details=details)
+        while _slip_bytes(slips) > SLIP_BUDGET and details:
+            details = _shorter(details)
+            slips = self.printer.render(result, auto_reversed=auto_reversed, details=details)
+        return slips
+
+    def _safe_render(self, result: Result, details: Any, minimal: bool = False) -> Slips:
+        try:
+            slips = self.printer.render(result, details=details)
+            if minimal or _slip_bytes(slips) > SLIP_BUDGET:
+                return Slips(customer="\n".join(slips.customer.splitlines()[:40]))
+            return slips
+        except Exception as error:
+            log.error("the slip could not be laid out: %s", _short(error))
+            return Slips()
+
+    def _report_details(self, operation: Operation, batch: int) -> list[str]:
+        """Lines after the totals: by card scheme (settlement and full report), then, for a full
+        report, its operation list — the latest ``report_max_lines``, the rest counted."""
+        records = self.journal.operations(self.host_config.terminal_id, batch)
+        lines = self._scheme_lines(records)
+        if operation is not Operation.FULL_REPORT:
+            return lines
+        listed = [op for op in records if op.status is Status.APPROVED and op.operation.moves_money and op.amount]
+        limit = max(0, self.config.report_max_lines)
+        shown = listed[-limit:] if limit else []
+        more = len(listed) - len(shown)
+        lines.append(self.printer._center("ОПЕРАЦИИ"))
+        if more:
+            lines.append(f"... ЕЩЕ {more} ОПЕРАЦИЙ РАНЕЕ")
+        lines += [self.printer.operation_line(op.host_datetime, TITLES[op.operation], op.masked_pan, op.amount,
+                                              op.currency) for op in shown]
         return lines
 
-    def _refusal(self, request: Request, status: Status, code: str, text: str, card: Card | None) -> Result:
-        return Result(
+    def _scheme_lines(self, records: list[OperationRecord]) -> list[str]:
+        """Totals by card scheme (the batch totals' rules: live, not cancelled sales and completions;
+        live, not cancelled refunds; live cancels of those), as real settlement slips print them."""
+        reversed_ids = {r.original_id for r in records if r.operation is Operation.EMERGENCY_REVERSAL
+                        and r.status is Status.APPROVED and r.original_id is not None}
+        by_id = {r.id: r for r in records}
+
+        def live(r: OperationRecord) -> bool:
+            return r.status is Status.APPROVED and r.operation is not Operation.EMERGENCY_REVERSAL \
+                and r.id not in reversed_ids
+
+        voided = {r.original_id for r in records if live(r) and r.original_id is not None
+                  and r.operation in (Operation.CANCEL, Operation.CANCEL_PREAUTH)}
+        sums: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+        currency = self.host_config.currency
+        for r in records:
+            if not live(r) or r.currency not in (None, currency):
+                continue
+            scheme = r.card_scheme or "ПРОЧИЕ"
+            kind = None
+            if r.operation in (Operation.SALE, Operation.COMPLETION) and r.id not in voided:
+                kind = "sale"
+            elif r.operation is Operation.REFUND and r.id not in voided:
+                kind = "refund"
+            elif r.operation is Operation.CANCEL:
+                original = by_id.get(r.original_id) if r.original_id is not None else None
+                if original is not None and original.operation in (Operation.SALE, Operation.COMPLETION,
+                                                                   Operation.REFUND):
+                    kind = "cancel"
+            if kind is not None:
+                entry = sums[scheme][kind]
+                entry[0] += 1
+                entry[1] += int(r.amount or 0)
+        if not sums:
+            return []
+        p = self.printer
+        lines = [p._center("ПО ПЛАТЕЖНЫМ СИСТЕМАМ")]
+        for scheme in sorted(sums):
+            kinds = sums[scheme]
+            lines.append(scheme[: p.width])
+            for kind, title in (("sale", "ОПЛАТА"), ("refund", "ВОЗВРАТ"), ("cancel", "ОТМЕНА")):
+                count, amount = kinds.get(kind, (0, 0))
+                if count:
+                    lines.append(p._pair(f" {title} ({count})", format_amount(amount, currency)))
+            net = kinds.get("sale", (0, 0))[1] - kinds.get("refund", (0, 0))[1]
+            lines.append(p._pair(" ИТОГО:", format_amount(net, currency)))
+        return lines
+
+    async def _refusal(self, request: Request, status: Status, code: str, text: str, card: Card | None,
+                       force_thread: bool = False) -> tuple[Result, HostDecision | None]:
+        """A result the terminal gives itself (aborted, 913, card details), journaled as an
+        operation that never reached the host."""
+        decision: HostDecision | None = None
+        try:
+            decision = await self._off_loop(None, self.host.record_refusal, request, status, code, text, card,
+                                            force_thread=force_thread)
+        except Exception as error:
+            log.error("journaling the terminal's own refusal failed: %s", _short(error))
+        money = isinstance(request.operation, Operation) and request.operation.moves_money
+        result = Result(
             operation=request.operation, status=status, response_code=code, host_code=code,
-            response_text=text, amount=request.amount, currency=request.currency,
+            response_text=text, amount=request.amount if money else None,
+            currency=request.currency if money else None,
             masked_pan=card.masked_pan if card else None, card_scheme=card.scheme if card else None,
             terminal_id=self.host_config.terminal_id, merchant_id=self.host_config.merchant_id,
-            transaction_id=request.transaction_id, host_datetime=self.clock(),
+            transaction_id=request.transaction_id,
+            host_datetime=decision.host_datetime if decision is not None else self.clock(),
         )
+        return result, decision
 
     def _slip_copy(self, request: Request) -> Result:
         last = self.last_result
@@ -361,23 +836,59 @@ class VirtualTerminal:
                                  transaction_id=request.transaction_id, response_code="00", host_code="00")
 
 
+def _slip_bytes(slips: Slips) -> int:
+    """What the copies take on the wire: one byte a character (CP1251) and two per line end."""
+    text = slips.customer + slips.cashier
+    return len(text) + text.count("\n") + 64
+
+
+def _shorter(details: list[str]) -> list[str]:
+    """Halve an operation list (keeping its newest lines and saying how many were left out)."""
+    keep = len(details) // 2
+    dropped = len(details) - keep
+    return [f"... ЕЩЕ {dropped} СТРОК ОТЧЕТА"] + details[len(details) - keep:] if keep else []
+
+
+def _clip(text: str, limit: int = 24) -> str:
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _short(error: BaseException, limit: int = 200) -> str:
+    return _clip(f"{type(error).__name__}: {error}", limit)
+
+
 def _describe_request(request: Request) -> str:
-    parts = [request.operation.value]
+    op = request.operation
+    parts = [op.value if isinstance(op, Operation) else _clip(str(op))]
     if request.amount is not None:
-        parts.append(f"amount={request.amount} currency={request.currency}")
+        amount = request.amount
+        if isinstance(amount, int) and not isinstance(amount, bool) and 0 <= amount < 10**15:
+            parts.append(f"amount={format_amount(amount, request.currency if isinstance(request.currency, int) else 643)}")
+        else:
+            parts.append(f"amount={_clip(str(amount))}")
     for name in ("transaction_id", "rrn", "auth_code"):
         value = getattr(request, name)
         if value:
-            parts.append(f"{name}={value}")
+            parts.append(f"{name}={_clip(str(value))}")
     return " ".join(parts)
 
 
+def _describe_job(job: _Job) -> str:
+    if job.request is not None:
+        return _describe_request(job.request)
+    reason = job.rejection.reason if job.rejection is not None else ""
+    return f"unreadable request ({_clip(reason, 120)})"
+
+
 def _describe_result(result: Result) -> str:
-    parts = [result.operation.value, result.status.value, f"code={result.host_code or result.response_code}"]
-    for name in ("amount", "rrn", "auth_code", "masked_pan"):
+    parts = [result.status.value, f"code={result.host_code or result.response_code}"]
+    for name in ("rrn", "auth_code", "masked_pan"):
         value = getattr(result, name)
         if value:
             parts.append(f"{name}={value}")
+    if result.totals is not None:
+        parts.append(f"sales={result.totals.sale_count} refunds={result.totals.refund_count}")
     return " ".join(parts)
 
 

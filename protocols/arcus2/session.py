@@ -24,6 +24,7 @@ from protocols.common.session import (
     ResultDelivered,
     ResultUndelivered,
     TerminalEvent,
+    new_exchange_id,
 )
 
 from .codes import DEFAULT_TEXTS
@@ -191,7 +192,17 @@ class Arcus2TerminalSession:
     """The terminal's side. See :class:`protocols.common.session.TerminalSession`.
 
     It decides nothing about money: it reports the request and sends what the application (the
-    virtual terminal) tells it to.
+    virtual terminal) tells it to. Exchanges (posbridge's rules, ``docs/protocols/arcus2.md``):
+
+    - every ``Q`` it reports opens a new exchange (``current_exchange``, unique in the process);
+    - while it works, a resend of the ``Q`` in hand (same ``operation`` and ``transaction_id``) is
+      ignored; any other ``Q`` means the ECR gave up on its exchange: that exchange is abandoned
+      (nothing more is sent for it) and the new ``Q`` is reported at once — the application decides
+      when to serve it. While an ``R`` is in flight a new ``Q`` waits until that ``R`` is delivered
+      or given up, then it is reported;
+    - ``A`` for the operation in hand is reported as :class:`AbortRequested`; the exchange goes on
+      (the terminal answers 998 while it waits for the card or PIN);
+    - a ``Q`` it cannot read is reported as :class:`RequestRejected`, never raised.
     """
 
     def __init__(self, timers: LinkTimers | None = None, ops_table: OpsTable | None = None) -> None:
@@ -202,11 +213,18 @@ class Arcus2TerminalSession:
         self._result: Result | None = None
         self._result_message: Message | None = None
         self._deferred: Message | None = None  # a new request that came while our R was in flight
+        self._exchange: int | None = None
+        self._request_key: tuple[str | None, str | None] | None = None  # (operation, transaction_id)
 
     @property
     def busy(self) -> bool:
         """True from a request until its result is delivered or given up."""
         return self._state is not _Terminal.IDLE
+
+    @property
+    def current_exchange(self) -> int | None:
+        """The exchange the ECR waits on now (None when idle or after a reset)."""
+        return self._exchange
 
     def send_progress(self, text: str, now: float) -> None:
         """Send ``I`` with ``text`` (a default when empty); coalesced while anything is still queued."""
@@ -218,12 +236,18 @@ class Arcus2TerminalSession:
         raise NotImplementedError(_NO_DIALOG)
 
     def send_result(self, result: Result, now: float) -> None:
-        """Send ``R`` for the request in progress."""
+        """Send ``R`` for the request in progress. If it cannot be encoded (InvalidRequest: over
+        65535 bytes…) nothing is sent, the session is unchanged and a smaller result may follow."""
         if self._state is not _Terminal.PROCESSING or self._context is None:
             raise RuntimeError("there is no request to answer")
-        self._result = result
-        self._result_message = result_to_message(result, self._context)
-        self.link.send(self._result_message, now)
+        message = result_to_message(result, self._context)
+        previous = self._result, self._result_message
+        self._result, self._result_message = result, message
+        try:
+            self.link.send(message, now)
+        except BaseException:
+            self._result, self._result_message = previous
+            raise
         self._state = _Terminal.FINISHING
 
     def receive(self, data: bytes, now: float) -> list[TerminalEvent]:
@@ -253,6 +277,8 @@ class Arcus2TerminalSession:
         self._context = None
         self._result = None
         self._result_message = None
+        self._exchange = None
+        self._request_key = None
 
     def _handle(self, link_events: list[LinkEvent]) -> list[TerminalEvent]:
         events: list[TerminalEvent] = []
@@ -261,14 +287,14 @@ class Arcus2TerminalSession:
                 events += self._on_message(event.message)
             elif isinstance(event, MessageDelivered):
                 if event.message is self._result_message and self._result is not None:
-                    events.append(ResultDelivered(self._result))
+                    events.append(ResultDelivered(self._result, exchange=self._exchange))
                     events += self._finish_and_take_deferred()
             elif isinstance(event, MessageUndelivered):
                 if event.message is self._result_message and self._result is not None:
-                    events.append(ResultUndelivered(self._result, event.error))
+                    events.append(ResultUndelivered(self._result, event.error, exchange=self._exchange))
                     events += self._finish_and_take_deferred()
                 else:
-                    events.append(Failed(event.error))  # an I the ECR would not take
+                    events.append(Failed(event.error, exchange=self._exchange))  # an I the ECR would not take
         return events
 
     def _finish_and_take_deferred(self) -> list[TerminalEvent]:
@@ -277,26 +303,43 @@ class Arcus2TerminalSession:
         deferred, self._deferred = self._deferred, None
         return self._on_message(deferred) if deferred is not None else []
 
+    def _key(self, message: Message) -> tuple[str | None, str | None]:
+        return message.get("operation"), message.get("transaction_id")
+
     def _on_message(self, message: Message) -> list[TerminalEvent]:
         if message.message_class == ABORT:
             wanted = message.get("transaction_id")
             if self._state is _Terminal.PROCESSING and self._context is not None and \
                     wanted in (None, self._context.transaction_id):
-                return [AbortRequested()]
+                return [AbortRequested(exchange=self._exchange)]
             return []
         if message.message_class != REQUEST:
             return []
         if self._state is not _Terminal.IDLE:
-            # Busy: a resend of the request in hand is dropped; a new one (another transaction id)
-            # waits until our result is delivered or given up, then it is served.
-            current = self._context.transaction_id if self._context is not None else None
-            if self._state is _Terminal.FINISHING and message.get("transaction_id") != current:
-                self._deferred = message
-            return []
+            if self._key(message) == self._request_key:
+                return []  # the Q in hand resent
+            if self._state is _Terminal.FINISHING:
+                self._deferred = message  # served once our R is delivered or given up (newest wins)
+                return []
+            # Another Q while we work: the ECR gave up on the exchange in hand; nothing more for it.
+            self.link.discard_outgoing()
+            self._finish()
+        return self._accept(message)
+
+    def _accept(self, message: Message) -> list[TerminalEvent]:
         self._state = _Terminal.PROCESSING
+        self._exchange = exchange = new_exchange_id()
+        self._request_key = self._key(message)
         try:
             request, self._context = message_to_request(message, self.ops)
-        except UnsupportedMessage as error:
-            self._context = rejection_context(message)
-            return [RequestRejected(error.reason, error.operation_code)]
-        return [RequestReceived(request, raw=repr(message))]
+        except Exception as error:  # UnsupportedMessage, or anything a hostile field provokes
+            try:
+                self._context = rejection_context(message)
+            except Exception:
+                self._context = RequestContext("")
+            if isinstance(error, UnsupportedMessage):
+                return [RequestRejected(error.reason, error.operation_code, exchange=exchange)]
+            code = message.get("operation") or ""
+            return [RequestRejected(f"unreadable request ({type(error).__name__})",
+                                    code if len(code) <= 12 else "", exchange=exchange)]
+        return [RequestReceived(request, raw=repr(message), exchange=exchange)]

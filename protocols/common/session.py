@@ -7,11 +7,20 @@ input at most until :meth:`next_deadline` and then calls :meth:`poll`.
 
 Code above ``protocols/`` sees only these events and the domain model, so the terminal state
 machine, the host, the journal and the slips are shared by every protocol.
+
+Exchanges (terminal side). A terminal session numbers the exchanges it accepts: every request it
+reports (:class:`RequestReceived` or :class:`RequestRejected`) opens a new exchange with a number
+unique in the process (:func:`new_exchange_id`), and ``TerminalSession.current_exchange`` names the
+one the ECR is waiting on now (None once it is answered, abandoned by the ECR or the line reset).
+Events that belong to an exchange carry its number in ``exchange`` (not compared: two events say
+the same thing whatever exchange they belong to). A driver checks ``current_exchange`` right before
+it sends anything for an exchange, so a result is only ever sent to the exchange that asked for it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+from dataclasses import dataclass, field
 from typing import Protocol, Union
 
 from .errors import LinkError
@@ -49,6 +58,7 @@ class RequestReceived:
 
     request: Request
     raw: str = ""
+    exchange: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,7 @@ class RequestRejected:
 
     reason: str
     operation_code: str = ""
+    exchange: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -68,11 +79,15 @@ class PromptAnswered:
 
     answer: str
     ok: bool
+    exchange: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
 class AbortRequested:
-    """The ECR asked to abort the operation in progress (Arcus ``A``)."""
+    """The ECR asked to abort the operation in progress (Arcus ``A``; INPAS: its EOT, after which
+    the exchange is over for the ECR and ``current_exchange`` is None: the abort is silent)."""
+
+    exchange: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -80,6 +95,7 @@ class ResultDelivered:
     """The final result was acknowledged by the ECR (and the exchange ended)."""
 
     result: Result
+    exchange: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -88,6 +104,7 @@ class ResultUndelivered:
 
     result: Result
     error: LinkError
+    exchange: int | None = field(default=None, compare=False)
 
 
 # --- events both sides report --------------------------------------------------------------------
@@ -96,6 +113,16 @@ class Failed:
     """The exchange failed on the link; the session is idle again."""
 
     error: LinkError
+    exchange: int | None = field(default=None, compare=False)
+
+
+_exchange_ids = itertools.count(1)
+
+
+def new_exchange_id() -> int:
+    """A number for a new terminal-side exchange, unique in this process (never reused, so a late
+    event of an old exchange can never be taken for a new one, across sessions too)."""
+    return next(_exchange_ids)
 
 
 EcrEvent = Union[Progress, CashierPrompt, Completed, Failed]
@@ -144,6 +171,10 @@ class EcrSession(Session, Protocol):
 
 class TerminalSession(Session, Protocol):
     """The terminal's side of one protocol."""
+
+    @property
+    def current_exchange(self) -> int | None:
+        """The number of the exchange the ECR waits on now, or None (see the module docstring)."""
 
     def send_progress(self, text: str, now: float) -> None:
         """Tell the ECR the terminal is still busy (keeps its timer alive)."""

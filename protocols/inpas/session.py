@@ -23,6 +23,7 @@ from protocols.common.session import (
     RequestRejected,
     ResultDelivered,
     ResultUndelivered,
+    new_exchange_id,
 )
 
 from .constants import EOT, MAX_BODY
@@ -216,8 +217,34 @@ class _Terminal(enum.Enum):
     FINISHING = "finishing"  # final response sent, waiting for ACK
 
 
+def _raw_code(message: Message) -> str | None:
+    """Tag 25 as received (text), without turning it into a number (it may hold 5,000 digits)."""
+    value = message.fields.get(int(Tag.OPERATION))
+    return value if isinstance(value, str) else None
+
+
+def _small_code(message: Message) -> int | None:
+    """Tag 25 as an int when it is a plausible operation code (1-3 ASCII digits), else None."""
+    raw = _raw_code(message)
+    return int(raw) if raw is not None and raw.isascii() and raw.isdigit() and len(raw) <= 3 else None
+
+
 class InpasTerminalSession(_SessionBase):
-    """The terminal's side of SA. See :class:`protocols.common.session.TerminalSession`."""
+    """The terminal's side of SA. See :class:`protocols.common.session.TerminalSession`.
+
+    Exchanges (posbridge's rules, ``docs/protocols/inpas-sa.md``):
+
+    - every request it reports opens a new exchange (``current_exchange``, unique in the process);
+    - while it works, a resend of the request in hand (same operation code and STAN) is ignored;
+      any other request means the ECR gave up on its exchange: that exchange is abandoned (nothing
+      more is sent for it) and the new request is reported at once — the application decides when
+      to serve it (posbridge's virtual terminal queues it until the work in hand is done);
+    - the ECR's EOT while the terminal works (waiting for the card, in a dialog) ends the exchange
+      for the ECR, as INPAS's own library behaves: it is reported as :class:`AbortRequested` and
+      ``current_exchange`` becomes None, so the abort is silent (no answer after the ECR's EOT);
+    - a request it cannot read — unknown operation, a number field that is not a number, any
+      error while mapping it — is reported as :class:`RequestRejected`, never raised.
+    """
 
     def __init__(self, timers: LinkTimers | None = None, part_size: int = 1024) -> None:
         timers = timers or LinkTimers(resend_on_ack_timeout=True)
@@ -228,10 +255,17 @@ class InpasTerminalSession(_SessionBase):
         self._result: Result | None = None
         self._prompt_message: Message | None = None
         self._prompt_timeout: float | None = None
+        self._exchange: int | None = None
+        self._request_key: tuple[str | None, object] | None = None  # (tag 25, tag 26) in hand
 
     @property
     def busy(self) -> bool:
         return self._state is not _Terminal.IDLE
+
+    @property
+    def current_exchange(self) -> int | None:
+        """The exchange the ECR waits on now (None when idle, after the ECR's EOT or a reset)."""
+        return self._exchange
 
     def send_progress(self, text: str, now: float) -> None:
         if self._state is _Terminal.PROCESSING and not self.link.sending:
@@ -240,25 +274,41 @@ class InpasTerminalSession(_SessionBase):
     def send_prompt(self, prompt: str, timeout: float | None, now: float) -> None:
         if self._state is not _Terminal.PROCESSING:
             raise RuntimeError("a cashier dialog needs a request in progress")
-        self._prompt_message = cashier_prompt_message(prompt, timeout)
-        self.link.send(self._prompt_message, now)
+        message = cashier_prompt_message(prompt, timeout)
+        self.link.send(message, now)
+        self._prompt_message = message
         self._prompt_timeout = timeout
         self._state = _Terminal.PROMPTING
 
     def send_result(self, result: Result, now: float) -> None:
+        """Send the final response; if it cannot be encoded (InvalidRequest: a field too long…)
+        nothing is sent, the session is unchanged and the caller may send a smaller result."""
         if self._state not in (_Terminal.PROCESSING, _Terminal.PROMPTING) or self._context is None:
             raise RuntimeError("there is no request to answer")
-        self._result = result
-        self._result_message = result_to_message(result, self._context)
+        message = result_to_message(result, self._context)
+        previous = self._result, self._result_message
+        self._result, self._result_message = result, message
+        try:
+            self.link.send(message, now)
+        except BaseException:
+            self._result, self._result_message = previous
+            raise
         self.link.stop_packet_timer()
-        self.link.send(self._result_message, now)
         self._state = _Terminal.FINISHING
 
     def reset(self) -> None:
         """Forget everything (the ECR disconnected)."""
         self.link.reset()
+        self._end_exchange()
+
+    def _end_exchange(self) -> None:
         self._state = _Terminal.IDLE
         self._context = None
+        self._result = None
+        self._result_message = None
+        self._prompt_message = None
+        self._exchange = None
+        self._request_key = None
 
     def _handle(self, link_events: list[LinkEvent], now: float) -> list:
         events: list = []
@@ -267,50 +317,84 @@ class InpasTerminalSession(_SessionBase):
                 events += self._on_message(event.message, now)
             elif isinstance(event, MessageDelivered):
                 if event.message is self._result_message and self._result is not None:
-                    events.append(ResultDelivered(self._result))
-                    self._finish()
+                    events.append(ResultDelivered(self._result, exchange=self._exchange))
+                    self._end_exchange()
                 elif event.message is self._prompt_message and self._state is _Terminal.PROMPTING:
                     timeout = self._prompt_timeout
                     self.link.expect_packet(now, timeout + 1.0 if timeout else None)
             elif isinstance(event, MessageUndelivered):
                 if event.message is self._result_message and self._result is not None:
-                    events.append(ResultUndelivered(self._result, event.error))
-                    self._finish()
+                    events.append(ResultUndelivered(self._result, event.error, exchange=self._exchange))
+                    self._end_exchange()
                 else:
-                    events.append(Failed(event.error))
+                    events.append(Failed(event.error, exchange=self._exchange))
             elif isinstance(event, PeerEndOfTransmission):
                 if self._state in (_Terminal.PROCESSING, _Terminal.PROMPTING):
-                    events.append(AbortRequested())
+                    # After its EOT the exchange is over for the ECR: abort, and answer nothing.
+                    events.append(AbortRequested(exchange=self._exchange))
+                    self._abandon()
             elif isinstance(event, PacketTimeout) and self._state is _Terminal.PROMPTING:
                 self._state = _Terminal.PROCESSING
-                events.append(PromptAnswered("", ok=False))
+                events.append(PromptAnswered("", ok=False, exchange=self._exchange))
         return events
 
-    def _finish(self) -> None:
-        self._state = _Terminal.IDLE
-        self._context = None
-        self._result_message = None
+    def _abandon(self) -> None:
+        """The ECR is no longer waiting on the exchange in hand: send nothing more for it."""
+        self.link.discard_outgoing()
+        self.link.stop_packet_timer()
+        self._end_exchange()
+
+    def _is_resend(self, message: Message) -> bool:
+        """The request in hand again: same operation code and STAN."""
+        return self._request_key is not None and \
+            (_raw_code(message), message.fields.get(int(Tag.STAN))) == self._request_key
 
     def _on_message(self, message: Message, now: float) -> list:
         events: list = []
-        if self.link.sending and self._state in (_Terminal.FINISHING, _Terminal.PROMPTING):
+        if self.link.sending and self._state in (_Terminal.FINISHING, _Terminal.PROMPTING) \
+                and not self._is_resend(message):
             # The ECR answered or moved on to its next request: it has our frame, its ACK was lost.
             events = self._handle(self.link.assume_delivered(now), now)
         return events + self._on_ecr_message(message, now)
 
     def _on_ecr_message(self, message: Message, now: float) -> list:
-        if self._state is _Terminal.PROMPTING and message.operation_code == OpCode.CASHIER_DIALOG:
+        code = _small_code(message)
+        if self._state is _Terminal.PROMPTING and code == OpCode.CASHIER_DIALOG:
             self.link.stop_packet_timer()
             self._state = _Terminal.PROCESSING
             answer = message.get(Tag.CASHIER_ANSWER)
             return [PromptAnswered(answer if isinstance(answer, str) else "",
-                                   ok=message.get(Tag.COMMAND_RESULT) in (None, "0"))]
+                                   ok=message.get(Tag.COMMAND_RESULT) in (None, "0"), exchange=self._exchange)]
+        events: list = []
         if self._state is not _Terminal.IDLE:
-            return []  # busy: a real terminal ignores a second request until it has answered
+            if self._is_resend(message) or code == OpCode.CASHIER_DIALOG:
+                return []  # the request in hand resent, or a late dialog answer: nothing new
+            # Another request: the ECR gave up on the exchange in hand.
+            if self._state is _Terminal.FINISHING and self._result is not None:
+                events.append(ResultUndelivered(self._result, ExchangeAborted(
+                    "the ECR sent a new request before it had the whole answer"), exchange=self._exchange))
+            self._abandon()
+        return events + self._accept(message)
+
+    def _accept(self, message: Message) -> list:
         self._state = _Terminal.PROCESSING
+        self._exchange = exchange = new_exchange_id()
+        self._request_key = (_raw_code(message), message.fields.get(int(Tag.STAN)))
         try:
             request, self._context = message_to_request(message)
-        except UnsupportedMessage as error:
-            self._context = rejection_context(message)
-            return [RequestRejected(error.reason, error.operation_code)]
-        return [RequestReceived(request, raw=repr(message))]
+        except Exception as error:  # UnsupportedMessage, or anything a hostile field provokes
+            self._context = _safe_rejection_context(message)
+            if isinstance(error, UnsupportedMessage):
+                return [RequestRejected(error.reason, error.operation_code, exchange=exchange)]
+            code = _raw_code(message) or ""
+            return [RequestRejected(f"unreadable request ({type(error).__name__})",
+                                    code if len(code) <= 12 else "", exchange=exchange)]
+        return [RequestReceived(request, raw=repr(message), exchange=exchange)]
+
+
+def _safe_rejection_context(message: Message) -> RequestContext:
+    """What to echo in a refusal: the request's own codes where they are sane, else nothing."""
+    try:
+        return rejection_context(message)
+    except Exception:
+        return RequestContext(_small_code(message) or 0)

@@ -154,15 +154,62 @@ async def test_missing_directory_gives_a_readable_error(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-async def test_closing_an_old_device_keeps_a_newer_devices_link(tmp_path: Path) -> None:
+async def test_a_link_held_by_a_live_device_is_refused_and_never_taken_over(tmp_path: Path) -> None:
+    # Issue 9: a second emulator used to take the live one's link over (and delete it on exit).
     link = tmp_path / "ttyX"
     old = await open_device(f"pty://{link}")
-    new = await open_device(f"pty://{link}")
-    assert os.readlink(link) == new.slave_name != old.slave_name
+    with pytest.raises(DeviceError, match=r"ttyX is in use by another running emulator \(pid \d+\)"):
+        await open_device(f"pty://{link}")
+    assert os.readlink(link) == old.slave_name
     await old.close()
-    assert os.readlink(link) == new.slave_name
+    assert not link.is_symlink() and not (tmp_path / "ttyX.lock").exists()
+    new = await open_device(f"pty://{link}")  # free again once its owner closed it
     await new.close()
+
+
+async def test_closing_an_old_device_keeps_a_link_someone_else_placed(tmp_path: Path) -> None:
+    link = tmp_path / "ttyX"
+    old = await open_device(f"pty://{link}")
+    other = tmp_path / "other-target"
+    os.unlink(link)
+    link.symlink_to(other)  # another program re-pointed the path meanwhile
+    await old.close()
+    assert os.readlink(link) == str(other)
+
+
+def test_a_link_held_by_another_live_process_is_refused(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    link = tmp_path / "ttyX"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import asyncio, sys
+        from devices import open_device
+        async def main():
+            dev = await open_device("pty://{link}")
+            print("ready", flush=True)
+            sys.stdin.readline()
+            await dev.close()
+        asyncio.run(main())
+        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        target = os.readlink(link)
+
+        async def second() -> None:
+            with pytest.raises(DeviceError, match=f"in use by another running emulator \\(pid {holder.pid}\\)"):
+                await open_device(f"pty://{link}")
+
+        asyncio.run(second())
+        assert os.readlink(link) == target  # untouched
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        holder.wait(10)
     assert not link.is_symlink()
+    holder.kill() if holder.poll() is None else None
 
 
 async def test_without_a_link_the_slave_name_is_enough() -> None:
