@@ -10,6 +10,8 @@ for a sale and a pre-authorization, whatever its printed expiry.
 
 from __future__ import annotations
 
+import os
+import re
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -17,7 +19,8 @@ from dataclasses import dataclass
 from posbridge.model import mask_pan
 
 __all__ = [
-    "DEFAULT_CARD", "TEST_CARDS", "Card", "CardReader", "TestCardRule", "card_scheme", "luhn_valid",
+    "DEFAULT_CARD", "TEST_CARDS", "Card", "CardFileError", "CardReader", "TestCardRule", "card_scheme",
+    "load_cards", "luhn_valid",
 ]
 
 
@@ -190,3 +193,36 @@ class CardReader:
 
     def __repr__(self) -> str:
         return f"CardReader(pending={self.pending()}, default={self.default!r})"
+
+
+class CardFileError(ValueError):
+    """A cards file that cannot be read; the message names the line (card numbers masked)."""
+
+
+_EXPIRY = re.compile(r"^[0-9]{4}$")
+
+
+def load_cards(path: str | os.PathLike[str]) -> list[Card]:
+    """Read a cards file: one ``PAN[,EXPIRY]`` a line (``EXPIRY`` is ``YYMM``, default 3012).
+
+    Blank lines and lines starting with ``#`` are skipped; spaces and dashes inside a PAN are
+    allowed. A card number on the command line is visible to every user in the process list; in a
+    file (mode 600) it is not. Errors name the line and show card numbers masked.
+    """
+    try:
+        text = open(path, encoding="utf-8-sig").read()
+    except (OSError, UnicodeDecodeError) as error:
+        raise CardFileError(f"cannot read cards file {path}: {error}") from None
+    cards = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        pan, _, expiry = (part.strip() for part in line.partition(","))
+        digits = _digits(pan)
+        if not digits.isascii() or not digits.isdigit() or not 12 <= len(digits) <= 19:
+            raise CardFileError(f"{path}, line {number}: not a card number of 12-19 digits: {mask_pan(pan)!r}")
+        if expiry and not _EXPIRY.match(expiry):
+            raise CardFileError(f"{path}, line {number}: expiry must be YYMM, not {expiry!r}")
+        cards.append(Card(digits, expiry or "3012"))
+    return cards

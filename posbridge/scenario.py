@@ -10,6 +10,9 @@ part_size = 1024                 # bigger answers go out in parts
 progress_interval = 5.0          # seconds between WAIT packets
 card_delay = 0.0                 # the card holder is this slow
 ask_last_digits = false          # cashier dialog for the card's last 4 digits
+idle_timeout = 2.0               # tcp-listen: hang up on a line with no request this long when
+                                 # another ECR waits (0 = never)
+report_max_lines = 300           # operations listed on a full report (the latest; the rest counted)
 [terminal.timers]                # protocol timers, seconds
 ack_timeout = 5.0
 packet_timeout = 45.0
@@ -75,7 +78,8 @@ def scenario_from_dict(data: dict[str, Any]) -> Scenario:
     host = dict(data.get("host", {}))
     _check_keys("terminal.", term, {"terminal_id", "merchant_id", "merchant_name", "address", "copies",
                                     "slip_width", "part_size", "progress_interval", "card_delay", "pin_delay",
-                                    "ask_last_digits", "dialog_timeout", "timers"})
+                                    "ask_last_digits", "dialog_timeout", "timers", "idle_timeout",
+                                    "report_max_lines"})
     _check_keys("host.", host, {"latency", "fault", "hold_ttl_hours", "single_max", "daily_max"})
     merchant = Merchant(
         name=term.get("merchant_name", Merchant.name), address=term.get("address", Merchant.address),
@@ -84,7 +88,8 @@ def scenario_from_dict(data: dict[str, Any]) -> Scenario:
     terminal = TerminalConfig(
         merchant=merchant,
         **{k: term[k] for k in ("copies", "slip_width", "part_size", "progress_interval", "card_delay",
-                                "pin_delay", "ask_last_digits", "dialog_timeout") if k in term},
+                                "pin_delay", "ask_last_digits", "dialog_timeout", "idle_timeout",
+                                "report_max_lines") if k in term},
         timers={k: float(v) for k, v in term.get("timers", {}).items()})
     fault = host.get("fault") or None
     if fault is not None and fault not in FAULTS:
