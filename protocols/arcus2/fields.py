@@ -18,7 +18,8 @@ from protocols.common.errors import DecodeError, InvalidRequest
 from .constants import FS, MESSAGE_CLASSES, TEXT_ENCODING
 from .frame import BODY_PATTERN, KEY_PATTERN, decode_body, raise_body_error
 
-__all__ = ["FieldSpec", "FIELDS", "PAN_KEY", "Message", "mask_pan_text"]
+__all__ = ["FieldSpec", "FIELDS", "NUMBER_WIDTHS", "PAN_KEY", "Message", "mask_pan_text", "read_number",
+           "number_problem", "brief"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,9 @@ class FieldSpec:
     ``kind`` is ``"text"`` (CP1251) or ``"digits"`` (ASCII 0-9, checked when encoding);
     ``direction`` is ``"in"`` (ECR -> terminal), ``"out"`` (terminal -> ECR) or ``"both"``;
     ``source`` is ``"arcus"`` for the public library's keys, ``"posbridge"`` for posbridge's own.
-    ``max_length`` (characters) is enforced when encoding; decoding accepts what the peer sent.
+    ``max_length`` (characters) is enforced when encoding; decoding accepts what the peer sent,
+    except that a ``digits`` key is only read as a number when it holds 1 to ``max_length`` ASCII
+    digits (:func:`read_number`): every ``digits`` key has a ``max_length``.
     """
 
     key: str
@@ -45,7 +48,7 @@ def _table(*specs: FieldSpec) -> dict[str, FieldSpec]:
 
 #: Every key posbridge knows, in the order it writes them.
 FIELDS: dict[str, FieldSpec] = _table(
-    FieldSpec("operation", "digits", "both", "operation code from ops.ini (Q); echoed in R"),
+    FieldSpec("operation", "digits", "both", "operation code from ops.ini (Q); echoed in R", 6),
     FieldSpec("response_code", "text", "out", "three-character response code; 000 = approved", 3),
     FieldSpec("host_code", "text", "out", "the acquirer's own response code, any width", source="posbridge"),
     FieldSpec("text_message", "text", "out", "what the terminal shows (I) or answers (R), in Russian"),
@@ -59,7 +62,7 @@ FIELDS: dict[str, FieldSpec] = _table(
     FieldSpec("original_amount", "digits", "in", "amount of the original operation", 12),
     FieldSpec("original_date_time", "digits", "in", "date-time of the original operation, yyMMddhhmmss", 12),
     FieldSpec("original_operation", "digits", "both",
-              "ops.ini code of the operation a cancel or reversal undoes (PREAUTH: release a hold)",
+              "ops.ini code of the operation a cancel or reversal undoes (PREAUTH: release a hold)", 6,
               source="posbridge"),
     FieldSpec("terminal_id", "text", "both", "terminal id", 8),
     FieldSpec("pan", "text", "out", "masked card number: at most the first 6 and last 4 digits"),
@@ -71,17 +74,22 @@ FIELDS: dict[str, FieldSpec] = _table(
     FieldSpec("date", "digits", "out", "host date, yyMMdd", 6),
     FieldSpec("time", "digits", "out", "host time, hhmmss", 6),
     FieldSpec("cardholder_name", "text", "out", "card holder's name"),
-    FieldSpec("sale_count", "digits", "out", "totals: sales in the batch", source="posbridge"),
-    FieldSpec("sale_amount", "digits", "out", "totals: sum of sales, minor units", source="posbridge"),
-    FieldSpec("refund_count", "digits", "out", "totals: refunds in the batch", source="posbridge"),
-    FieldSpec("refund_amount", "digits", "out", "totals: sum of refunds, minor units", source="posbridge"),
-    FieldSpec("cancel_count", "digits", "out", "totals: cancels in the batch", source="posbridge"),
-    FieldSpec("cancel_amount", "digits", "out", "totals: sum of cancels, minor units", source="posbridge"),
+    FieldSpec("sale_count", "digits", "out", "totals: sales in the batch", 18, source="posbridge"),
+    FieldSpec("sale_amount", "digits", "out", "totals: sum of sales, minor units", 18, source="posbridge"),
+    FieldSpec("refund_count", "digits", "out", "totals: refunds in the batch", 18, source="posbridge"),
+    FieldSpec("refund_amount", "digits", "out", "totals: sum of refunds, minor units", 18, source="posbridge"),
+    FieldSpec("cancel_count", "digits", "out", "totals: cancels in the batch", 18, source="posbridge"),
+    FieldSpec("cancel_amount", "digits", "out", "totals: sum of cancels, minor units", 18, source="posbridge"),
     FieldSpec("slip", "text", "out", "customer copy, a separator line, then the cashier copy"),
 )
 
 PAN_KEY = "pan"
 _DIGIT_KEYS = frozenset(key for key, spec in FIELDS.items() if spec.kind == "digits")
+#: Most digits each number key holds: a longer value is not a number (Python's ``int()`` would
+#: even raise on one of over 4,300 digits). Amounts 12, currency 3, transaction_id 12, ops.ini
+#: codes 6 (ops.ini's CODE), totals 18.
+NUMBER_WIDTHS: dict[str, int] = {key: FIELDS[key].max_length or 0 for key in _DIGIT_KEYS}
+assert all(NUMBER_WIDTHS.values()), "every digits key needs its max_length"
 _MAX_LENGTHS = {key: spec.max_length for key, spec in FIELDS.items() if spec.max_length is not None}
 _LIMITED_KEYS = frozenset(_MAX_LENGTHS)
 _FS = chr(FS)
@@ -104,6 +112,32 @@ def mask_pan_text(value: str) -> str:
     if n > 4:
         return "*" * (n - 4) + value[-4:]
     return "*" * n
+
+
+def number_problem(key: str, value: str) -> str | None:
+    """Why ``value`` of the number key ``key`` is not a number (in words), or None when it is one:
+    1 to ``NUMBER_WIDTHS[key]`` ASCII digits."""
+    width = NUMBER_WIDTHS[key]
+    if not (value.isascii() and value.isdigit()):
+        return f"{key} must be ASCII digits, got {brief(value)}"
+    if len(value) > width:
+        return f"{key} has {len(value)} digits, at most {width} allowed"
+    return None
+
+
+def read_number(key: str, value: str | None) -> int | None:
+    """``value`` of the number key ``key`` as an int; None when absent or not a number
+    (:func:`number_problem`). Never raises for any text."""
+    if value is None or not 0 < len(value) <= NUMBER_WIDTHS[key] or not (value.isascii() and value.isdigit()):
+        return None
+    return int(value)
+
+
+def brief(value: str, limit: int = 24) -> str:
+    """``repr(value)``, cut to ``limit`` characters with the full length said (for error texts)."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
 
 
 class Message:

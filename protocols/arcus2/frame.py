@@ -1,7 +1,9 @@
 """Arcus2-style frames and bodies: the declarative format, a fast codec, and a streaming scanner.
 
-The ``construct`` declarations below (``FIELD``, ``BODY``, ``FRAME``) are the normative definition of
-the wire format of "Arcus2-style link, version 1"; each line cites arcus2.md. They cost tens of
+The ``construct`` declarations below (``FIELD``, ``BODY``, ``FRAME_V1``, ``FRAME_V2``) are the
+normative definition of the wire format of "Arcus2-style link", versions 1 and 2; each line cites
+docs/protocols/arcus2.md. A frame's start byte states its version: STX (0x02) for version 1 (legacy:
+ETX and an 8-bit XOR LRC), SOH (0x01) for version 2 (ETX and a CRC-32). They cost tens of
 microseconds per frame in construct 2.10 (DESIGN.md), so the functions that run per frame use a
 hand-written ``struct`` / slice codec instead; ``tests/protocols/arcus2/test_frame.py`` proves with
 hypothesis that the two agree on every input (same result, or both reject it).
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import re
 import struct
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NoReturn, Union
@@ -31,6 +34,7 @@ from construct import (
     If,
     Int8ub,
     Int16ub,
+    Int32ub,
     NullTerminated,
     OneOf,
     RawCopy,
@@ -55,20 +59,31 @@ from protocols.common.scanner import LengthPrefixedScanner
 
 from .constants import (
     CONTROL_BYTES,
+    DEFAULT_LINK_VERSION,
     ETX,
     FRAME_OVERHEAD,
     FS,
     HEADER_SIZE,
+    LINK_VERSIONS,
     MAX_BODY,
     MESSAGE_CLASSES,
+    SOH,
+    START_BYTE,
     STX,
+    TRAILER_SIZE,
+    VERSION_OF_START,
 )
 
 __all__ = [
     "lrc",
+    "crc32",
     "FIELD",
     "BODY",
+    "FRAME_V1",
+    "FRAME_V2",
     "FRAME",
+    "FRAMES",
+    "check_link_version",
     "KEY_PATTERN",
     "DecodedFrame",
     "encode_frame",
@@ -100,6 +115,15 @@ def lrc(data: bytes | bytearray) -> int:
         value = (value & ((1 << shift) - 1)) ^ (value >> shift)
         width = keep
     return value
+
+
+def crc32(data: bytes | bytearray) -> int:
+    """CRC-32 (IEEE 802.3, as zlib and Ethernet compute it: reflected polynomial 0xEDB88320, initial
+    value and final XOR 0xFFFFFFFF) of ``data``; ``crc32(b"123456789") == 0xCBF43926``.
+
+    zlib's C implementation: about a microsecond for a 500-byte frame.
+    """
+    return zlib.crc32(data)
 
 
 #: A key: the library's lowercase names (arcus2.md "Keys are the library's lowercase names").
@@ -148,87 +172,131 @@ BODY = Struct(
     Check(lambda ctx: len({f.key for f in ctx.fields}) == len(ctx.fields)),
 )
 
-#: One frame. arcus2.md "Frame": ``STX LEN(2, big-endian, counts BODY) BODY ETX LRC(1)``.
-FRAME = Struct(
-    "stx" / Const(bytes([STX])),
-    "covered"
-    / RawCopy(
+def _covered() -> Construct:
+    """LEN, BODY and ETX: what the check covers, in both versions."""
+    return "covered" / RawCopy(
         Struct(
-            "length" / Rebuild(Int16ub, len_(this.body)),
+            "length" / Rebuild(Int16ub, len_(this.body)),  # counts the BODY only, big-endian
             "body" / Bytes(this.length),
             "etx" / Const(bytes([ETX])),
         )
-    ),
+    )
+
+
+#: A version 1 frame (legacy). arcus2.md "Version 1": ``STX LEN(2, big-endian, counts BODY) BODY ETX
+#: LRC(1)``.
+FRAME_V1 = Struct(
+    "stx" / Const(bytes([STX])),
+    _covered(),
     # LRC = XOR of every byte from the first LEN byte through ETX
     "lrc" / Checksum(Int8ub, lrc, this.covered.data),
 )
 
+#: A version 2 frame. arcus2.md "Version 2": ``SOH LEN(2, big-endian, counts BODY) BODY ETX
+#: CRC32(4, big-endian)``.
+FRAME_V2 = Struct(
+    "soh" / Const(bytes([SOH])),
+    _covered(),
+    # CRC-32 (IEEE, zlib's) of every byte from the first LEN byte through ETX
+    "crc" / Checksum(Int32ub, crc32, this.covered.data),
+)
+
+#: The declaration of each link version; the frame's start byte says which one applies.
+FRAMES = {1: FRAME_V1, 2: FRAME_V2}
+#: The frame posbridge sends by default (version 2).
+FRAME = FRAMES[DEFAULT_LINK_VERSION]
+
 # --- fast codec (what runs per frame) ------------------------------------------------------------
 
-_HEADER = struct.Struct(">BH")  # STX, LEN
+_HEADER = struct.Struct(">BH")  # START, LEN
+_CRC = struct.Struct(">I")
 _CLASS_BYTES = frozenset(c.encode("ascii")[0] for c in MESSAGE_CLASSES)
-_STX_BYTE = bytes([STX])
+_START_RE = re.compile(rb"[\x01\x02]")  # SOH (version 2) or STX (version 1)
+
+
+def check_link_version(version: object) -> int:
+    """``version`` as a link version (1 or 2; 2.0 from a TOML or JSON file is 2); ValueError if not."""
+    if isinstance(version, bool) or not isinstance(version, (int, float)) or version not in LINK_VERSIONS:
+        raise ValueError(f"link_version must be one of {', '.join(map(str, LINK_VERSIONS))}, not {version!r}")
+    return int(version)
 
 
 @dataclass(frozen=True)
 class DecodedFrame:
     """A frame found by :func:`decode_frame`.
 
-    ``skipped`` bytes preceded STX; ``size`` is the frame's own length from STX to the LRC, so the
-    input consumed is ``skipped + size``.
+    ``skipped`` bytes preceded its start byte; ``size`` is the frame's own length from the start byte
+    through the check, so the input consumed is ``skipped + size``; ``version`` is the link version
+    its start byte states (1: STX, 2: SOH).
     """
 
     body: bytes
     skipped: int
     size: int
+    version: int
 
 
-def encode_frame(body: bytes) -> bytes:
-    """Return the wire bytes of one frame carrying ``body``.
+def encode_frame(body: bytes, version: int = DEFAULT_LINK_VERSION) -> bytes:
+    """Return the wire bytes of one frame carrying ``body``, in link ``version`` (2 by default).
 
-    Raises :class:`InvalidRequest` if ``body`` exceeds 65535 bytes.
+    Raises :class:`InvalidRequest` if ``body`` exceeds 65535 bytes, ValueError for a version that
+    is not 1 or 2.
     """
     if len(body) > MAX_BODY:
         raise InvalidRequest(f"frame body of {len(body)} bytes exceeds {MAX_BODY}")
     covered = len(body).to_bytes(2, "big") + bytes(body) + b"\x03"
-    return _STX_BYTE + covered + bytes([lrc(covered)])
+    if version == 2:
+        return b"\x01" + covered + _CRC.pack(zlib.crc32(covered))
+    if version == 1:
+        return b"\x02" + covered + bytes([lrc(covered)])
+    raise ValueError(f"link version must be 1 or 2, not {version!r}")
 
 
 def decode_frame(data: bytes) -> DecodedFrame:
-    """Decode the first frame in ``data``, skipping any bytes before its STX.
+    """Decode the first frame in ``data``, of either version, skipping any bytes before its start.
 
-    Every byte before the first STX is skipped, control bytes included. Bytes after the frame are
-    ignored. Errors, with offsets relative to ``data``:
+    Every byte before the first start byte (SOH or STX) is skipped, control bytes included. Bytes
+    after the frame are ignored. Errors, with offsets relative to ``data``:
 
-    * :class:`IncompleteFrame` -- ``data`` ends inside the frame; ``offset`` is its STX
-      (``len(data)`` when there is no STX at all);
+    * :class:`IncompleteFrame` -- ``data`` ends inside the frame; ``offset`` is its start byte
+      (``len(data)`` when there is no start byte at all);
     * ``DecodeError("etx", offset)`` -- the byte LEN points at is not ETX (``offset`` is that byte);
-    * :class:`ChecksumError` -- the LRC does not match; ``offset`` is the LRC byte.
+    * :class:`ChecksumError` -- the LRC (v1) or CRC-32 (v2) does not match; ``offset`` is its first
+      byte.
 
-    In the last two cases the bad frame spans ``offset - at + 1`` or ``+ 2`` bytes from STX.
+    In the last two cases the bad frame spans ``size`` bytes: ``FRAME_OVERHEAD[version] + LEN``.
+    Which versions a side accepts is the link's business (:class:`FrameScanner`).
     """
     data = bytes(data)
-    at = data.find(_STX_BYTE)
-    if at < 0:
-        raise IncompleteFrame(len(data), "no STX")
+    match = _START_RE.search(data)
+    if match is None:
+        raise IncompleteFrame(len(data), "no start byte (SOH or STX)")
+    at = match.start()
+    version = VERSION_OF_START[data[at]]
     have = len(data) - at
     if have < HEADER_SIZE:
         raise IncompleteFrame(at, f"frame header needs {HEADER_SIZE} bytes, have {have}")
     _, length = _HEADER.unpack_from(data, at)
-    size = length + FRAME_OVERHEAD
+    size = length + FRAME_OVERHEAD[version]
     if have < size:
         raise IncompleteFrame(at, f"frame of {size} bytes, have {have}")
     etx_at = at + HEADER_SIZE + length
-    _check_trailer(data, at, etx_at, etx_at)
-    return DecodedFrame(data[at + HEADER_SIZE : etx_at], at, size)
+    _check_trailer(data, at, etx_at, etx_at, version)
+    return DecodedFrame(data[at + HEADER_SIZE : etx_at], at, size, version)
 
 
-def _check_trailer(buf: bytes | bytearray, stx_at: int, etx_at: int, report_at: int) -> None:
-    """Check ETX at ``etx_at`` and the LRC after it; offsets in errors count from ``report_at``
-    (the ETX's position as the caller reports it)."""
+def _check_trailer(buf: bytes | bytearray, start_at: int, etx_at: int, report_at: int, version: int) -> None:
+    """Check ETX at ``etx_at`` and the LRC or CRC after it; offsets in errors count from
+    ``report_at`` (the ETX's position as the caller reports it)."""
     if buf[etx_at] != ETX:
         raise DecodeError("etx", report_at, f"expected ETX (0x03) after the body, got 0x{buf[etx_at]:02X}")
-    computed = lrc(buf[stx_at + 1 : etx_at + 1])
+    if version == 2:
+        computed = zlib.crc32(buf[start_at + 1 : etx_at + 1])
+        (received,) = _CRC.unpack_from(buf, etx_at + 1)
+        if computed != received:
+            raise ChecksumError(report_at + 1, f"received CRC-32 0x{received:08X}, computed 0x{computed:08X}")
+        return
+    computed = lrc(buf[start_at + 1 : etx_at + 1])
     received = buf[etx_at + 1]
     if computed != received:
         raise ChecksumError(report_at + 1, f"received LRC 0x{received:02X}, computed 0x{computed:02X}")
@@ -304,31 +372,42 @@ def raise_body_error(body: bytes) -> NoReturn:
 
 @dataclass(frozen=True)
 class FrameToken:
-    """A complete frame with ETX in place and a good LRC."""
+    """A complete frame with ETX in place and a good check, of a version the scanner accepts."""
 
     body: bytes
+    version: int = DEFAULT_LINK_VERSION
 
 
 Token = Union[Control, Noise, FrameToken, BadFrame]
-
 
 
 class FrameScanner(LengthPrefixedScanner):
     """Cut a byte stream, fed in arbitrary chunks, into frames, control bytes and noise.
 
     Inside a frame every byte is frame data, control values included: a frame's extent comes from
-    its LEN. After a bad ETX or LRC scanning resumes after that frame's bytes. At most one frame
-    (``MAX_BODY + 5`` bytes) is held; :meth:`reset` drops it (the link calls it on timeouts, since
-    a stray STX in noise announces a frame that will never be completed).
+    its LEN. Frames of both versions are found (SOH or STX starts one); a frame of a version not in
+    ``versions`` is a :class:`BadFrame` with reason ``"version"`` (the link answers NAK), after its
+    ETX and check were found good -- a damaged one is reported as damaged. After a bad frame
+    scanning resumes after that frame's bytes. At most one frame (``MAX_FRAME`` bytes) is held;
+    :meth:`reset` drops it (the link calls it on timeouts, since a stray start byte in noise
+    announces a frame that will never be completed).
     """
 
-    def __init__(self) -> None:
-        super().__init__(bytes([STX]), bytes(sorted(CONTROL_BYTES)), "big", 2)  # trailer: ETX, LRC
+    def __init__(self, versions: Iterable[int] = LINK_VERSIONS) -> None:
+        self.versions = frozenset(check_link_version(v) for v in versions)
+        starts = bytes(sorted(START_BYTE.values()))
+        super().__init__(starts, bytes(sorted(CONTROL_BYTES)), "big",
+                         {START_BYTE[v]: TRAILER_SIZE[v] for v in LINK_VERSIONS})
 
     def _token(self, frame: bytearray, frame_at: int) -> Token:
-        etx_at = len(frame) - 2
+        version = VERSION_OF_START[frame[0]]
+        etx_at = len(frame) - TRAILER_SIZE[version]
         try:
-            _check_trailer(frame, 0, etx_at, frame_at + etx_at)
+            _check_trailer(frame, 0, etx_at, frame_at + etx_at, version)
         except DecodeError as error:
             return BadFrame(error)
-        return FrameToken(bytes(frame[HEADER_SIZE:etx_at]))
+        if version not in self.versions:
+            wanted = " or ".join(str(v) for v in sorted(self.versions))
+            return BadFrame(DecodeError("version", frame_at,
+                                        f"a link version {version} frame; this side accepts version {wanted}"))
+        return FrameToken(bytes(frame[HEADER_SIZE:etx_at]), version)

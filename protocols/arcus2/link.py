@@ -4,14 +4,18 @@ One :class:`Arcus2Link` per side. Feed it received bytes and the current time; i
 message-level events and queues the bytes to send. It never reads a clock or sleeps: timers are
 deadlines the driver honours by calling :meth:`Arcus2Link.poll` at :meth:`Arcus2Link.next_deadline`.
 
-The rules (arcus2.md, "Arcus2-style link, version 1"; docs/protocols/arcus2.md states them fully):
+The rules (arcus2.md, "Arcus2-style link"; docs/protocols/arcus2.md states them fully):
+
+- Frames are link version 2 (SOH ... ETX CRC-32) unless the side is configured for version 1
+  (``LinkTimers(link_version=1)``, the ``link_version`` option): a version 1 side sends version 1
+  (STX ... ETX LRC) and accepts both; a version 2 side answers a version 1 frame with NAK.
 
 - A side with something to say sends ENQ and waits T1 for the answer: ACK = "go ahead", NAK = "busy".
   A try fails on NAK or silence; the next ENQ goes ``enq_interval`` (500 ms) after the failure; after
   the 3rd failed try every queued message is undelivered with :class:`NoAck` ("no connection").
 - In its turn the side sends its queued messages one frame at a time; each frame is answered ACK, or
-  NAK on a bad LRC/ETX or malformed body (resent at once), or nothing (resent after T1): 3 sends in
-  all, then the message is undelivered. After the last ACK the side sends EOT: the turn is over.
+  NAK on a bad check/ETX, a refused version or a malformed body (resent at once), or nothing
+  (resent after T1): 3 sends in all, then the message is undelivered. After the last ACK the side sends EOT: the turn is over.
 - ENQ collision: the terminal wins. An ECR waiting for the answer to its own ENQ answers the
   terminal's ENQ with ACK and tries again after the terminal's EOT; the terminal answers the ECR's
   ENQ with NAK (busy). A side answers NAK to an ENQ during its own turn.
@@ -40,19 +44,23 @@ from protocols.common.link import (
     PacketTimeout,
 )
 
-from .constants import ACK, ENQ, EOT, NAK
+from .constants import ACK, DEFAULT_LINK_VERSION, ENQ, EOT, LINK_VERSIONS, NAK
 from .fields import Message
-from .frame import FrameScanner, FrameToken, encode_frame
+from .frame import FrameScanner, FrameToken, check_link_version, encode_frame
 
 Role = Literal["ecr", "terminal"]
 
 
 @dataclass(frozen=True)
 class LinkTimers:
-    """Link timers in seconds and tries. Tests run them in milliseconds.
+    """Link settings: timers in seconds, tries, and the link version. Tests run timers in milliseconds.
 
     ``ack_timeout`` is T1 (answer to an ENQ or a frame); ``packet_timeout`` is the ECR's result
     timer (restarted by every ``I``); ``turn_timeout`` ends a peer turn gone silent (default 3 x T1).
+    ``link_version`` (2 by default) is the frame format this side sends: 2 accepts only version 2
+    frames (a version 1 frame is answered NAK), 1 accepts both -- for a peer that speaks only the
+    legacy version 1. It travels with the timers so that the ``timers`` option of
+    ``protocols.get("arcus2").ecr_session(...)`` / ``terminal_session(...)`` can set it.
     """
 
     ack_timeout: float = 2.0  # T1
@@ -60,8 +68,10 @@ class LinkTimers:
     enq_interval: float = 0.5  # pause after a failed ENQ try
     tries: int = 3  # ENQ tries per turn; sends per frame
     turn_timeout: float | None = None
+    link_version: int = DEFAULT_LINK_VERSION
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "link_version", check_link_version(self.link_version))
         if self.tries < 1:
             raise ValueError(f"tries must be at least 1, got {self.tries}")
         for name in ("ack_timeout", "packet_timeout", "enq_interval"):
@@ -72,6 +82,12 @@ class LinkTimers:
     def peer_turn_limit(self) -> float:
         """Seconds a peer turn may stay silent before it is taken as over."""
         return self.turn_timeout if self.turn_timeout is not None else 3 * self.ack_timeout
+
+    @property
+    def accepted_versions(self) -> tuple[int, ...]:
+        """Link versions of the frames this side takes: both on a version 1 side (a legacy peer may
+        be upgraded first), only version 2 on a version 2 side."""
+        return LINK_VERSIONS if self.link_version == 1 else (self.link_version,)
 
 
 LinkEvent = Union[MessageReceived, MessageDelivered, MessageUndelivered, PacketTimeout, FrameRejected]
@@ -103,7 +119,8 @@ class Arcus2Link:
         self.role: Role = role
         self.timers = timers or LinkTimers()
         self.phase = Phase.IDLE
-        self._scanner = FrameScanner()
+        self.version = self.timers.link_version
+        self._scanner = FrameScanner(self.timers.accepted_versions)
         self._queue: deque[_Outgoing] = deque()
         self._out = bytearray()
         self._enq_tries = 0
@@ -119,7 +136,7 @@ class Arcus2Link:
 
         Raises InvalidRequest if the message cannot be encoded (nothing is queued then).
         """
-        self._queue.append(_Outgoing(message, encode_frame(message.encode_body())))
+        self._queue.append(_Outgoing(message, encode_frame(message.encode_body(), self.version)))
         if self.phase is Phase.IDLE:
             self._start_turn(now)
 

@@ -29,7 +29,9 @@ def ecr_session(
     """An ECR-side session.
 
     ``timers``: ``ack_timeout`` (T1, 2 s), ``packet_timeout`` (result timer, 120 s),
-    ``enq_interval`` (0.5 s), ``tries`` (3), ``turn_timeout`` (3 x T1) -- see LinkTimers.
+    ``enq_interval`` (0.5 s), ``tries`` (3), ``turn_timeout`` (3 x T1) -- see LinkTimers -- and
+    ``link_version``: 2 (the default: SOH frames with a CRC-32; version 1 frames are refused) or 1
+    (legacy STX frames with an LRC, for a peer that speaks only version 1; both are accepted).
     ``ops_table``: an OpsTable or an ops.ini-format file (default: posbridge's table).
     ``texts``: response texts (rc_res) for results that come without ``text_message``.
     """
@@ -41,7 +43,8 @@ def terminal_session(
     part_size: int = 0,
     ops_table: OpsTable | str | Path | None = None,
 ) -> Arcus2TerminalSession:
-    """A terminal-side session (timers and ops_table as for :func:`ecr_session`).
+    """A terminal-side session (timers, ``link_version`` included, and ops_table as for
+    :func:`ecr_session`).
 
     ``part_size`` is accepted for the common factory signature and ignored: Arcus2-style frames
     carry a whole message (up to 65535 bytes of body).
@@ -65,7 +68,7 @@ def spec_for_installation(
 
 SPEC = ProtocolSpec(
     name="arcus2",
-    title="Arcus2-style link v1",
+    title="Arcus2-style link v2",
     ecr_session=ecr_session,
     terminal_session=terminal_session,
     describe=describe,

@@ -2,13 +2,16 @@
 bytes and line noise, fed in arbitrary chunks.
 
 Each protocol subclasses :class:`LengthPrefixedScanner` with its start bytes, control bytes, LEN
-byte order and trailer size, and says in :meth:`~LengthPrefixedScanner._token` how a complete frame
-is checked (CRC, ETX + LRC) and what token it becomes.
+byte order and trailer size (one for every frame, or one per start byte where the start byte states
+a format version, as in Arcus2-style link versions 1 and 2), and says in
+:meth:`~LengthPrefixedScanner._token` how a complete frame is checked (CRC, ETX + LRC) and what
+token it becomes.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Literal
 
 from .link import Control, Noise
@@ -25,18 +28,23 @@ class LengthPrefixedScanner:
 
     Inside a frame every byte is frame data, control values included: a frame's extent comes from
     its LEN. After a frame that fails its check, scanning resumes after that frame's bytes. At most
-    one frame (``HEADER_SIZE + 65535 + trailer`` bytes) is held; :meth:`reset` drops it (the link
+    one frame (``HEADER_SIZE + 65535 + trailer`` bytes, the largest trailer) is held; :meth:`reset` drops it (the link
     calls it on timeouts, since a stray start byte in noise announces a frame that never comes).
     """
 
     def __init__(self, start_bytes: bytes, control_bytes: bytes, byteorder: Literal["little", "big"],
-                 trailer_size: int) -> None:
+                 trailer_size: int | Mapping[int, int]) -> None:
+        """``trailer_size``: bytes after the body, for every frame, or by start byte (a mapping that
+        names every one of ``start_bytes``)."""
         self._start_re = re.compile(b"[" + _byte_class(start_bytes) + b"]")
         controls = _byte_class(control_bytes)
         # Outside a frame: one control byte, or a run of bytes that are neither control nor start.
         self._outside_re = re.compile(b"([" + controls + b"])|[^" + _byte_class(start_bytes) + controls + b"]+")
         self._little_endian = byteorder == "little"
-        self._overhead = HEADER_SIZE + trailer_size
+        if isinstance(trailer_size, int):
+            self._overheads = dict.fromkeys(start_bytes, HEADER_SIZE + trailer_size)
+        else:
+            self._overheads = {start: HEADER_SIZE + trailer_size[start] for start in start_bytes}
         self._frame = bytearray()  # the frame in progress, from its start byte
         self._size = 0  # its total size once LEN is known, else 0
         self._frame_at = 0  # stream offset of its start byte
@@ -78,7 +86,7 @@ class LengthPrefixedScanner:
                 if len(frame) < HEADER_SIZE:
                     break
                 length = frame[1] | frame[2] << 8 if self._little_endian else frame[1] << 8 | frame[2]
-                self._size = length + self._overhead
+                self._size = length + self._overheads[frame[0]]
             take = min(self._size - len(frame), end - pos)
             frame += data[pos : pos + take]
             pos += take

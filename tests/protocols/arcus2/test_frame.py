@@ -1,4 +1,5 @@
-"""Arcus2-style frame and body codec: exact bytes, errors, round trips, fast path vs declaration, scanner."""
+"""Arcus2-style frame and body codec, link versions 1 and 2: exact bytes, errors, round trips, fast
+path vs declaration, scanner."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from hypothesis import strategies as st
 
 from protocols.arcus2.constants import (
     ACK,
+    CHECK_SIZE,
     CONTROL_BYTES,
     ENQ,
     EOT,
@@ -17,11 +19,15 @@ from protocols.arcus2.constants import (
     MAX_BODY,
     MAX_FRAME,
     NAK,
+    SOH,
     STX,
 )
 from protocols.arcus2.frame import (
     BODY,
     FRAME,
+    FRAME_V1,
+    FRAME_V2,
+    FRAMES,
     BadFrame,
     Control,
     DecodedFrame,
@@ -31,6 +37,7 @@ from protocols.arcus2.frame import (
     decode_body,
     decode_frame,
     encode_body,
+    crc32,
     encode_frame,
     lrc,
 )
@@ -43,11 +50,17 @@ from protocols.common.errors import (
 from tests.protocols.streams import expected_tokens, feed_all, normalize_tokens
 
 # "A" (abort without fields): LEN 00 01, LRC = 00 ^ 01 ^ 41 ^ 03 = 43 (the worked example in the docs)
-ABORT = bytes.fromhex("0200014103" "43")
+ABORT = bytes.fromhex("0200014103" "43")  # version 1
+# The same in version 2: CRC-32 of 00 01 41 03 = 50ED9AD5 (the docs' worked example)
+ABORT_V2 = bytes.fromhex("0100014103" "50ed9ad5")
 SALE_BODY = b"Qoperation=1\x1camount=15000\x1ccurrency=643\x1ctransaction_id=7\x1cterminal_id=00344224"
-SALE = bytes.fromhex(  # vectors.txt "sale-request"
+SALE = bytes.fromhex(  # vectors.txt "v1-sale-request"
     "02004c516f7065726174696f6e3d311c616d6f756e743d31353030301c63757272656e63793d3634331c7472616e73"
     "616374696f6e5f69643d371c7465726d696e616c5f69643d30303334343232340339")
+SALE_V2 = bytes.fromhex(  # vectors.txt "v2-sale-request"
+    "01004c516f7065726174696f6e3d311c616d6f756e743d31353030301c63757272656e63793d3634331c7472616e73"
+    "616374696f6e5f69643d371c7465726d696e616c5f69643d3030333434323234032e53e5e5")
+VERSIONS = [1, 2]
 
 
 def naive_lrc(data: bytes) -> int:
@@ -63,13 +76,16 @@ values = st.binary(max_size=30).map(lambda b: b.replace(bytes([FS]), b""))
 field_lists = st.lists(st.tuples(keys, values), max_size=8, unique_by=lambda f: f[0])
 classes = st.sampled_from(["Q", "I", "R", "A"])
 bodies = st.binary(max_size=300)
+versions = st.sampled_from(VERSIONS)
 
 
 @st.composite
 def frame_like(draw):
-    """Byte strings near the frame format: valid frames, then cut, extended, flipped or prefixed."""
-    data = bytearray(encode_frame(draw(bodies)))
-    action = draw(st.sampled_from(["keep", "cut", "flip", "extend", "prefix", "length", "etx"]))
+    """Byte strings near the frame format: valid frames of either version, then cut, extended,
+    flipped or prefixed, their ETX or start byte replaced."""
+    version = draw(versions)
+    data = bytearray(encode_frame(draw(bodies), version))
+    action = draw(st.sampled_from(["keep", "cut", "flip", "extend", "prefix", "length", "etx", "start"]))
     if action == "cut":
         del data[draw(st.integers(0, len(data))) :]
     elif action == "flip":
@@ -82,7 +98,9 @@ def frame_like(draw):
     elif action == "length":
         data[1:3] = draw(st.integers(0, 0xFFFF)).to_bytes(2, "big")
     elif action == "etx":
-        data[-2] = draw(st.integers(0, 255))
+        data[-1 - CHECK_SIZE[version]] = draw(st.integers(0, 255))
+    elif action == "start":
+        data[0] = STX if data[0] == SOH else SOH  # the other version's start byte: the check fails
     return bytes(data)
 
 
@@ -101,6 +119,14 @@ def body_like(draw):
 garbage = st.one_of(st.binary(max_size=400), frame_like())
 
 
+def long_digit_runs(draw_digits=st.integers(4000, 6000)):
+    """Bodies whose number keys hold thousands of digits (more than ``int()`` takes from text)."""
+    return st.builds(
+        lambda key, n, message_class: (message_class + key + "=" + "9" * n).encode("ascii"),
+        st.sampled_from(["amount", "currency", "transaction_id", "operation", "result_amount", "sale_count"]),
+        draw_digits, classes)
+
+
 # --- LRC -------------------------------------------------------------------------------------------
 @given(st.binary(max_size=2000))
 def test_lrc_fold_equals_the_plain_xor_loop(data):
@@ -112,26 +138,39 @@ def test_lrc_examples():
     assert lrc(SALE[1:-1]) == SALE[-1]
 
 
+def test_crc32_examples():
+    assert crc32(b"123456789") == 0xCBF43926  # CRC-32/ISO-HDLC check value
+    assert crc32(b"\x00\x01\x41\x03") == 0x50ED9AD5
+    assert crc32(SALE_V2[1:-4]) == int.from_bytes(SALE_V2[-4:], "big")
+
+
 # --- exact bytes -----------------------------------------------------------------------------------
 def test_encode_exact_bytes():
-    assert encode_frame(b"A") == ABORT
+    assert encode_frame(b"A", 1) == ABORT
+    assert encode_frame(b"A") == encode_frame(b"A", 2) == ABORT_V2  # version 2 is the default
     assert encode_body("Q", [("operation", b"1"), ("amount", b"15000"), ("currency", b"643"),
                              ("transaction_id", b"7"), ("terminal_id", b"00344224")]) == SALE_BODY
-    assert encode_frame(SALE_BODY) == SALE
+    assert encode_frame(SALE_BODY, 1) == SALE
+    assert encode_frame(SALE_BODY) == SALE_V2
     assert encode_body("A", []) == b"A"
-    assert encode_frame(b"") == bytes([STX, 0, 0, ETX, 0 ^ 0 ^ ETX])
+    assert encode_frame(b"", 1) == bytes([STX, 0, 0, ETX, 0 ^ 0 ^ ETX])
+    assert encode_frame(b"") == bytes([SOH, 0, 0, ETX]) + bytes.fromhex("664888a8")  # CRC-32 of 00 00 03
+    with pytest.raises(ValueError):
+        encode_frame(b"A", 3)
 
 
-def test_length_is_big_endian_and_counts_the_body_only():
-    frame = encode_frame(bytes(0x1234))
-    assert frame[1:3] == b"\x12\x34" and len(frame) == 0x1234 + 5
-    assert frame[-2] == ETX
+@pytest.mark.parametrize(("version", "overhead"), [(1, 5), (2, 8)])
+def test_length_is_big_endian_and_counts_the_body_only(version, overhead):
+    frame = encode_frame(bytes(0x1234), version)
+    assert frame[1:3] == b"\x12\x34" and len(frame) == 0x1234 + overhead
+    assert frame[-1 - CHECK_SIZE[version]] == ETX
 
 
 def test_encode_rejects():
     with pytest.raises(InvalidRequest):
         encode_frame(bytes(MAX_BODY + 1))
     assert len(encode_frame(bytes(MAX_BODY))) == MAX_FRAME
+    assert len(encode_frame(bytes(MAX_BODY), 1)) == MAX_FRAME - 3
     for message_class, fields in [("X", []), ("q", []), ("Q", [("Amount", b"1")]), ("Q", [("", b"1")]),
                                   ("Q", [("a", b"1"), ("a", b"2")]), ("Q", [("a", b"x\x1cy")]),
                                   ("Q", [("1a", b"")]), ("Q", [("ключ", b"1")])]:
@@ -172,20 +211,25 @@ def test_decode_body_errors(body, reason, offset):
 
 
 def test_decode_frame():
-    assert decode_frame(SALE) == DecodedFrame(SALE_BODY, 0, len(SALE))
-    frame = decode_frame(b"\x00\x06\x15\x03\x1c\xff" + SALE + b"\x04\x02")  # noise before, bytes after
-    assert (frame.skipped, frame.size, frame.body) == (6, len(SALE), SALE_BODY)
+    assert decode_frame(SALE) == DecodedFrame(SALE_BODY, 0, len(SALE), 1)
+    assert decode_frame(SALE_V2) == DecodedFrame(SALE_BODY, 0, len(SALE_V2), 2)
+    for sale, version in ((SALE, 1), (SALE_V2, 2)):
+        frame = decode_frame(b"\x00\x06\x15\x03\x1c\xff" + sale + b"\x04\x02\x01")  # noise before, bytes after
+        assert (frame.skipped, frame.size, frame.body, frame.version) == (6, len(sale), SALE_BODY, version)
 
 
-def test_control_values_inside_a_body_are_data():
-    body = bytes([ACK, NAK, EOT, ENQ, STX, ETX, FS])
-    assert decode_frame(encode_frame(body)).body == body
+@pytest.mark.parametrize("version", VERSIONS)
+def test_control_values_inside_a_body_are_data(version):
+    body = bytes([ACK, NAK, EOT, ENQ, STX, ETX, FS, SOH])
+    assert decode_frame(encode_frame(body, version)).body == body
 
 
 @pytest.mark.parametrize(
     ("data", "offset"),
-    [(b"", 0), (b"\x00\x06", 2), (b"\x00\x02", 1), (b"\x02\x00", 0), (b"\xff" + SALE[:-1], 1)],
-    ids=["empty", "noise-only", "stx-only", "half-header", "lrc-cut"],
+    [(b"", 0), (b"\x00\x06", 2), (b"\x00\x02", 1), (b"\x02\x00", 0), (b"\xff" + SALE[:-1], 1),
+     (b"\x00\x01", 1), (b"\x01\x00", 0), (b"\xff" + SALE_V2[:-1], 1), (b"\xff" + SALE_V2[:-4], 1)],
+    ids=["empty", "noise-only", "stx-only", "half-header", "lrc-cut", "soh-only", "v2-half-header", "crc-cut",
+         "crc-missing"],
 )
 def test_decode_frame_incomplete(data, offset):
     with pytest.raises(IncompleteFrame) as caught:
@@ -208,16 +252,54 @@ def test_decode_frame_bad_lrc_and_bad_etx():
         decode_frame(bytes(corrupt_body))
 
 
+def test_decode_frame_bad_crc_and_bad_etx_in_version_2():
+    bad_crc = SALE_V2[:-1] + bytes([SALE_V2[-1] ^ 1])
+    with pytest.raises(ChecksumError) as caught:
+        decode_frame(b"\x06" + bad_crc)
+    assert (caught.value.reason, caught.value.offset) == ("crc", len(SALE_V2) - 3)  # the CRC's first byte
+    bad_etx = SALE_V2[:-5] + b"\x1c" + SALE_V2[-4:]
+    with pytest.raises(DecodeError) as caught:
+        decode_frame(bad_etx)
+    assert (caught.value.reason, caught.value.offset) == ("etx", len(SALE_V2) - 5)
+    # A version 2 frame with its start byte made STX is checked as version 1: the LRC byte (the
+    # CRC's last byte) and ETX are then in the wrong places.
+    with pytest.raises(DecodeError):
+        decode_frame(b"\x02" + SALE_V2[1:])
+
+
+def test_the_same_bit_flipped_in_two_bytes_is_caught_by_version_2_only():
+    """The double errors the version 1 LRC cannot see: any two bytes of the frame after its start
+    byte, the same bit flipped in both. Version 1 takes every one of them as good; version 2 none."""
+    for sale, version in ((SALE, 1), (SALE_V2, 2)):
+        missed = caught = 0
+        for first in range(1, len(sale)):
+            for second in range(first + 1, len(sale)):
+                for bit in range(8):
+                    damaged = bytearray(sale)
+                    damaged[first] ^= 1 << bit
+                    damaged[second] ^= 1 << bit
+                    try:
+                        decode_frame(bytes(damaged))
+                    except DecodeError:
+                        caught += 1
+                    else:
+                        missed += 1
+        if version == 2:
+            assert missed == 0
+        else:  # only those that hit LEN, ETX or the LRC itself are seen (length, ETX, LRC mismatch)
+            assert missed > caught
+
+
 # --- round trips -----------------------------------------------------------------------------------
 @given(classes, field_lists)
 def test_body_round_trip(message_class, fields):
     assert decode_body(encode_body(message_class, fields)) == (message_class, fields)
 
 
-@given(bodies, st.binary(max_size=20).map(lambda b: b.replace(b"\x02", b"")))
-def test_frame_round_trip(body, noise):
-    frame = encode_frame(body)
-    assert decode_frame(noise + frame + noise) == DecodedFrame(body, len(noise), len(frame))
+@given(bodies, st.binary(max_size=20).map(lambda b: b.replace(b"\x02", b"").replace(b"\x01", b"")), versions)
+def test_frame_round_trip(body, noise, version):
+    frame = encode_frame(body, version)
+    assert decode_frame(noise + frame + noise) == DecodedFrame(body, len(noise), len(frame), version)
 
 
 # --- fast path agrees with the construct declarations ---------------------------------------------
@@ -250,18 +332,23 @@ def test_encode_body_agrees_with_declaration(message_class, fields):
 
 
 def _declared_frame(data: bytes):
-    at = data.find(b"\x02")  # arcus2.md: bytes before STX are skipped
-    if at < 0:
+    starts = [at for at in (data.find(b"\x01"), data.find(b"\x02")) if at >= 0]
+    if not starts:  # arcus2.md: bytes before the start byte (SOH or STX) are skipped
         return "incomplete"
+    at = min(starts)
+    version = {0x01: 2, 0x02: 1}[data[at]]  # the start byte states the version
     try:
-        parsed = FRAME.parse(data[at:])
+        parsed = FRAMES[version].parse(data[at:])
     except construct.ChecksumError:
         return "crc"
     except construct.ConstError:
-        return "etx"
+        # construct reads in order and meets a bad ETX before the check; a receiver judges a frame
+        # only once all of it is there (its extent comes from LEN), so a short one is incomplete.
+        needed = 3 + int.from_bytes(data[at + 1 : at + 3], "big") + 1 + CHECK_SIZE[version]
+        return "incomplete" if len(data) - at < needed else "etx"
     except construct.StreamError:
         return "incomplete"
-    return DecodedFrame(parsed.covered.value.body, at, len(parsed.covered.data) + 2)
+    return DecodedFrame(parsed.covered.value.body, at, len(parsed.covered.data) + 1 + CHECK_SIZE[version], version)
 
 
 def _fast_frame(data: bytes):
@@ -277,24 +364,32 @@ def test_decode_frame_agrees_with_declaration(data):
     assert _fast_frame(data) == _declared_frame(data)
 
 
-@given(bodies)
-def test_encode_frame_agrees_with_declaration(body):
-    assert encode_frame(body) == FRAME.build({"covered": {"value": {"body": body}}})
+@given(bodies, versions)
+def test_encode_frame_agrees_with_declaration(body, version):
+    assert encode_frame(body, version) == FRAMES[version].build({"covered": {"value": {"body": body}}})
+
+
+def test_the_declarations_by_version():
+    assert FRAMES == {1: FRAME_V1, 2: FRAME_V2} and FRAME is FRAME_V2
+    assert FRAME_V1.build({"covered": {"value": {"body": b"A"}}}) == ABORT
+    assert FRAME_V2.build({"covered": {"value": {"body": b"A"}}}) == ABORT_V2
+    assert FRAME_V2.parse(SALE_V2).covered.value.body == SALE_BODY
 
 
 # --- garbage never escapes as anything but DecodeError -------------------------------------------
 @settings(max_examples=300)
-@given(st.one_of(garbage, body_like()))
+@given(st.one_of(garbage, body_like(), long_digit_runs()))
 def test_garbage_only_raises_decode_errors(data):
     for decode in (decode_frame, decode_body):
         try:
             decode(data)
         except DecodeError:
             pass
-    scanner = FrameScanner()
-    for token in scanner.feed(data):
-        assert isinstance(token, (Control, Noise, FrameToken, BadFrame))
-    assert scanner.pending <= MAX_FRAME
+    for versions_taken in ([1, 2], [2]):
+        scanner = FrameScanner(versions_taken)
+        for token in scanner.feed(data):
+            assert isinstance(token, (Control, Noise, FrameToken, BadFrame))
+        assert scanner.pending <= MAX_FRAME
 
 
 # --- FrameScanner ----------------------------------------------------------------------------------
@@ -302,16 +397,38 @@ def test_scanner_tokens():
     bad = SALE[:-1] + bytes([SALE[-1] ^ 1])
     stream = b"\x00\x03" + bytes([ACK]) + SALE + bytes([NAK, EOT]) + bad + b"zz" + bytes([ENQ])
     tokens = FrameScanner().feed(stream)
-    assert tokens[:5] == [Noise(b"\x00\x03"), Control(ACK), FrameToken(SALE_BODY), Control(NAK), Control(EOT)]
+    assert tokens[:5] == [Noise(b"\x00\x03"), Control(ACK), FrameToken(SALE_BODY, 1), Control(NAK), Control(EOT)]
     assert isinstance(tokens[5], BadFrame) and tokens[5].error.reason == "crc"
     assert tokens[5].error.offset == 3 + len(SALE) + 2 + len(SALE) - 1  # stream offset of its LRC
     assert tokens[6:] == [Noise(b"zz"), Control(ENQ)]
 
 
+def test_scanner_tokens_version_2():
+    bad = SALE_V2[:-1] + bytes([SALE_V2[-1] ^ 1])
+    stream = b"\x00\x03" + bytes([ACK]) + SALE_V2 + bytes([NAK, EOT]) + bad + b"zz" + bytes([ENQ])
+    tokens = FrameScanner().feed(stream)
+    assert tokens[:5] == [Noise(b"\x00\x03"), Control(ACK), FrameToken(SALE_BODY, 2), Control(NAK), Control(EOT)]
+    assert isinstance(tokens[5], BadFrame) and tokens[5].error.reason == "crc"
+    assert tokens[5].error.offset == 3 + len(SALE_V2) + 2 + len(SALE_V2) - 4  # stream offset of its CRC
+    assert tokens[6:] == [Noise(b"zz"), Control(ENQ)]
+
+
+def test_a_version_2_scanner_refuses_good_version_1_frames_and_reports_damaged_ones_as_damaged():
+    bad = SALE[:-1] + bytes([SALE[-1] ^ 1])
+    tokens = FrameScanner([2]).feed(b"\xff" + SALE + SALE_V2 + bad)
+    assert isinstance(tokens[1], BadFrame) and (tokens[1].error.reason, tokens[1].error.offset) == ("version", 1)
+    assert tokens[2] == FrameToken(SALE_BODY, 2)
+    assert isinstance(tokens[3], BadFrame) and tokens[3].error.reason == "crc"
+    assert FrameScanner([1, 2]).feed(SALE + SALE_V2) == [FrameToken(SALE_BODY, 1), FrameToken(SALE_BODY, 2)]
+    with pytest.raises(ValueError):
+        FrameScanner([3])
+
+
 @pytest.mark.parametrize("chunk", [0, 1, 2, 5], ids=["whole", "bytes", "pairs", "fives"])
 def test_scanner_feeding_whole_halves_and_byte_by_byte(chunk):
-    stream = b"\xff\x06" + SALE + b"\x15" + ABORT
-    expected = [Noise(b"\xff"), Control(ACK), FrameToken(SALE_BODY), Control(NAK), FrameToken(b"A")]
+    stream = b"\xff\x06" + SALE + b"\x15" + ABORT + SALE_V2 + ABORT_V2
+    expected = [Noise(b"\xff"), Control(ACK), FrameToken(SALE_BODY, 1), Control(NAK), FrameToken(b"A", 1),
+                FrameToken(SALE_BODY, 2), FrameToken(b"A", 2)]
     pieces = [stream] if not chunk else [stream[i : i + chunk] for i in range(0, len(stream), chunk)]
     for feed in (pieces, [stream[: len(stream) // 2], stream[len(stream) // 2 :]]):
         scanner = FrameScanner()
@@ -321,16 +438,17 @@ def test_scanner_feeding_whole_halves_and_byte_by_byte(chunk):
 
 def test_scanner_pending_and_reset():
     scanner = FrameScanner()
-    assert scanner.feed(SALE[:10]) == [] and scanner.pending == 10
+    assert scanner.feed(SALE_V2[:10]) == [] and scanner.pending == 10
     scanner.reset()
     assert scanner.pending == 0
-    tokens = scanner.feed(b"\x30\x31" + bytes([ACK]) + SALE)  # the old frame's tail is noise now
-    assert tokens == [Noise(b"01"), Control(ACK), FrameToken(SALE_BODY)]
+    tokens = scanner.feed(b"\x30\x31" + bytes([ACK]) + SALE_V2)  # the old frame's tail is noise now
+    assert tokens == [Noise(b"01"), Control(ACK), FrameToken(SALE_BODY, 2)]
 
 
-def test_scanner_memory_is_bounded_by_one_frame():
+@pytest.mark.parametrize("start", [b"\x02", b"\x01"], ids=["v1", "v2"])
+def test_scanner_memory_is_bounded_by_one_frame(start):
     scanner = FrameScanner()
-    scanner.feed(b"\x02\xff\xff")  # announces a 65535-byte body
+    scanner.feed(start + b"\xff\xff")  # announces a 65535-byte body
     for _ in range(20):
         scanner.feed(bytes(10_000))
         assert scanner.pending <= MAX_FRAME
@@ -338,12 +456,12 @@ def test_scanner_memory_is_bounded_by_one_frame():
 
 
 def test_scanner_accepts_bytearray_and_memoryview():
-    assert FrameScanner().feed(bytearray(SALE)) == [FrameToken(SALE_BODY)]
-    assert FrameScanner().feed(memoryview(SALE)) == [FrameToken(SALE_BODY)]
+    assert FrameScanner().feed(bytearray(SALE_V2)) == [FrameToken(SALE_BODY, 2)]
+    assert FrameScanner().feed(memoryview(SALE)) == [FrameToken(SALE_BODY, 1)]
 
 
 noise_bytes = st.binary(min_size=1, max_size=8).map(
-    lambda b: bytes(x for x in b if x != STX and x not in CONTROL_BYTES)).filter(bool)
+    lambda b: bytes(x for x in b if x not in (STX, SOH) and x not in CONTROL_BYTES)).filter(bool)
 
 
 @st.composite
@@ -356,15 +474,16 @@ def stream_items(draw):
         data = draw(noise_bytes)
         return data, ("noise", data)
     body = draw(st.binary(max_size=60))
-    frame = encode_frame(body)
+    version = draw(versions)
+    frame = encode_frame(body, version)
     if kind == "bad":
         frame = frame[:-1] + bytes([frame[-1] ^ draw(st.integers(1, 255))])
-        return frame, ("bad", len(frame) - 1)  # offset of the LRC within the frame
-    return frame, ("frame", body)
+        return frame, ("bad", len(frame) - CHECK_SIZE[version])  # offset of the check within the frame
+    return frame, ("frame", body, version)
 
 
 def _frame_tuple(token):
-    return ("frame", token.body)
+    return ("frame", token.body, token.version)
 
 
 def _normalize(tokens):

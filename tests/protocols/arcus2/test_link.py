@@ -285,3 +285,76 @@ def test_reset_forgets_everything():
     link.reset()
     assert link.phase is Phase.IDLE and link.next_deadline() is None and link.data_to_send() == b""
     assert not link.sending
+
+
+# --- link versions ------------------------------------------------------------------------------------
+def test_link_version_2_is_the_default_and_is_checked():
+    assert TIMERS.link_version == 2 and ecr_link().version == 2
+    assert Q_FRAME[0] == 0x01 and Q_FRAME == encode_frame(Q.encode_body(), 2)  # SOH: version 2
+    assert LinkTimers(link_version=1).link_version == 1
+    assert LinkTimers(link_version=2.0).link_version == 2  # as a TOML scenario's timers give it
+    for bad in (0, 3, "2", True, 1.5, None):
+        with pytest.raises(ValueError):
+            LinkTimers(link_version=bad)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_side_sends_frames_of_its_own_version(version):
+    link = ecr_link(link_version=version)
+    link.send(Q, 0.0)
+    link.receive(byte(ACK), 0.0)
+    assert link.data_to_send() == byte(ENQ) + encode_frame(Q.encode_body(), version)
+
+
+def test_a_version_2_side_answers_a_version_1_frame_nak():
+    link = terminal_link()
+    link.receive(byte(ENQ), 0.0)
+    link.data_to_send()
+    events = link.receive(encode_frame(Q.encode_body(), 1), 0.1)
+    assert [type(e) for e in events] == [FrameRejected] and events[0].error.reason == "version"
+    assert link.data_to_send() == byte(NAK)
+    assert link.receive(Q_FRAME, 0.2) == [MessageReceived(Q)] and link.data_to_send() == byte(ACK)
+
+
+def test_a_version_1_side_accepts_both_versions():
+    link = terminal_link(link_version=1)
+    link.receive(byte(ENQ), 0.0)
+    link.data_to_send()
+    for version in (1, 2):
+        assert link.receive(encode_frame(Q.encode_body(), version), 0.1) == [MessageReceived(Q)]
+        assert link.data_to_send() == byte(ACK)
+
+
+def test_a_version_1_sender_facing_a_version_2_receiver_fails_typed_after_three_sends():
+    sender, receiver = ecr_link(link_version=1), terminal_link()
+    sender.send(Q, 0.0)
+    events: list = []
+    for _ in range(10):
+        out = sender.data_to_send()
+        if not out:
+            break
+        receiver.receive(out, 0.0)
+        events += sender.receive(receiver.data_to_send(), 0.0)
+    assert len(events) == 1 and isinstance(events[0], MessageUndelivered)
+    assert isinstance(events[0].error, NakLimit) and receiver.frames_rejected == 3
+
+
+def test_the_same_bit_flipped_in_two_bytes_of_a_version_2_frame_is_answered_nak():
+    """amount=813 read as 857 ('1' -> '5', '3' -> '7': bit 2 flips in both bytes): a version 1 side
+    takes the damaged frame as good, a version 2 side answers NAK and takes the resend."""
+    sale = Message("Q", {"operation": "1", "amount": "813", "currency": "643", "transaction_id": "7"})
+    for version in (1, 2):
+        frame = encode_frame(sale.encode_body(), version)
+        damaged = frame.replace(b"amount=813", b"amount=857")
+        assert [a ^ b for a, b in zip(frame, damaged) if a != b] == [0x04, 0x04]
+        link = terminal_link(link_version=version)
+        link.receive(byte(ENQ), 0.0)
+        link.data_to_send()
+        events = link.receive(damaged, 0.1)
+        if version == 1:
+            assert [e.message["amount"] for e in events] == ["857"]  # the LRC cannot see it
+            assert link.data_to_send() == byte(ACK)
+        else:
+            assert [type(e) for e in events] == [FrameRejected] and events[0].error.reason == "crc"
+            assert link.data_to_send() == byte(NAK)
+            assert link.receive(frame, 0.2) == [MessageReceived(sale)]

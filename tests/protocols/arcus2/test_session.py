@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from protocols.arcus2.constants import ACK, ENQ, EOT, NAK
 from protocols.arcus2.fields import Message
-from protocols.arcus2.frame import encode_frame
+from protocols.arcus2.frame import FrameScanner, FrameToken, encode_frame
 from protocols.arcus2.link import LinkTimers
 from protocols.arcus2.ops import parse_ops_ini
 from protocols.arcus2.session import Arcus2EcrSession, Arcus2TerminalSession
@@ -30,7 +30,10 @@ from tests.protocols.wire import Wire
 
 TIMERS = LinkTimers(ack_timeout=2.0, packet_timeout=120.0)
 SALE = Request(Operation.SALE, 15000, 643, transaction_id="7", terminal_id="00344224")
-SALE_FRAME = bytes.fromhex(  # vectors.txt "sale-request"
+SALE_FRAME = bytes.fromhex(  # vectors.txt "v2-sale-request": link version 2, the default
+    "01004c516f7065726174696f6e3d311c616d6f756e743d31353030301c63757272656e63793d3634331c7472616e73"
+    "616374696f6e5f69643d371c7465726d696e616c5f69643d3030333434323234032e53e5e5")
+SALE_FRAME_V1 = bytes.fromhex(  # vectors.txt "v1-sale-request"
     "02004c516f7065726174696f6e3d311c616d6f756e743d31353030301c63757272656e63793d3634331c7472616e73"
     "616374696f6e5f69643d371c7465726d696e616c5f69643d30303334343232340339")
 NOW = datetime(2026, 11, 22, 12, 30, 0)
@@ -76,12 +79,14 @@ def terminal_turn(session, body: bytes, now: float) -> list:
 
 
 # --- ECR side ---------------------------------------------------------------------------------------
-def test_request_bytes_match_the_golden_vector():
-    ecr = Arcus2EcrSession(TIMERS)
+@pytest.mark.parametrize(("timers", "golden"), [(TIMERS, SALE_FRAME), (LinkTimers(link_version=1), SALE_FRAME_V1)],
+                         ids=["v2", "v1"])
+def test_request_bytes_match_the_golden_vector(timers, golden):
+    ecr = Arcus2EcrSession(timers)
     ecr.start(SALE, 0.0)
     assert ecr.data_to_send() == byte(ENQ)
     assert ecr.receive(byte(ACK), 0.05) == []
-    assert ecr.data_to_send() == SALE_FRAME
+    assert ecr.data_to_send() == golden
 
 
 def test_sale_with_progress_then_result():
@@ -242,7 +247,7 @@ def test_unknown_operation_and_bad_numbers_are_rejected_with_a_reason():
     terminal.send_result(Result(Operation.TEST_CONNECTION, Status.DECLINED, "913", host_code="913"), 0.0)
     assert terminal.data_to_send() == byte(ENQ)
     terminal.receive(byte(ACK), 0.0)
-    assert Message.decode_body(terminal.data_to_send()[3:-2]).fields == {
+    assert Message.decode_body(terminal.data_to_send()[3:-5]).fields == {
         "operation": "77", "response_code": "913", "host_code": "913"}
     terminal = Arcus2TerminalSession(TIMERS)
     body = b"Qoperation=1\x1camount=1O0"  # the encoder itself refuses to build this
@@ -419,3 +424,79 @@ def test_a_new_request_while_the_result_is_in_flight_is_served_after_it():
     received = [e for e in events if isinstance(e, RequestReceived)]
     assert len(received) == 1 and received[0].request.operation is Operation.EMERGENCY_REVERSAL
     assert received[0].request.transaction_id == "8" and terminal.busy
+
+
+# --- link versions through the sessions ---------------------------------------------------------------
+def test_the_registry_passes_link_version_through_the_timers_option():
+    import protocols
+
+    spec = protocols.get("arcus2")
+    assert spec.ecr_session().link.version == 2 and spec.terminal_session().link.version == 2
+    assert spec.ecr_session(timers={"link_version": 1}).link.version == 1
+    assert spec.terminal_session(timers={"ack_timeout": 0.2, "link_version": 1}).link.version == 1
+    with pytest.raises(ValueError):
+        spec.ecr_session(timers={"link_version": 3})
+
+
+class RecordingWire(Wire):
+    """A Wire that keeps every byte it carried, per direction."""
+
+    def __init__(self, ecr, terminal, chunk: int = 0) -> None:
+        super().__init__(ecr, terminal, chunk)
+        self.carried: dict[str, bytearray] = {"ecr": bytearray(), "terminal": bytearray()}
+
+    def _deliver(self, data: bytes, to, sink: list) -> None:
+        self.carried["ecr" if to is self.terminal else "terminal"] += data
+        super()._deliver(data, to, sink)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("chunk", [0, 1])
+def test_full_exchange_in_either_link_version(version, chunk):
+    timers = LinkTimers(link_version=version)
+    ecr, terminal = Arcus2EcrSession(timers), Arcus2TerminalSession(timers)
+    wire = RecordingWire(ecr, terminal, chunk)
+    ecr.start(SALE, 0.0)
+    wire.run()
+    assert [type(e) for e in wire.terminal_events] == [RequestReceived]
+    terminal.send_result(approved(), 0.0)
+    wire.run()
+    assert [type(e) for e in wire.ecr_events] == [Completed] and wire.ecr_events[0].result.approved
+    for side in ("ecr", "terminal"):
+        frames = [t for t in FrameScanner().feed(bytes(wire.carried[side])) if isinstance(t, FrameToken)]
+        assert frames and {t.version for t in frames} == {version}
+
+
+def test_mixed_link_versions_fail_typed_and_the_terminal_never_sees_the_request():
+    ecr = Arcus2EcrSession(LinkTimers(link_version=1))
+    terminal = Arcus2TerminalSession(TIMERS)
+    wire = Wire(ecr, terminal)
+    ecr.start(SALE, 0.0)
+    wire.run()
+    assert wire.terminal_events == []  # every send of the version 1 Q was refused
+    [failed] = wire.ecr_events
+    assert isinstance(failed, Failed) and isinstance(failed.error, NakLimit) and not ecr.busy
+
+
+def test_a_request_with_the_same_bit_flipped_in_two_bytes():
+    """The 8.13 sale that became an 8.57 charge: a version 1 terminal takes the damaged Q as good;
+    a version 2 terminal answers NAK and takes the resend."""
+    sale = SALE.with_changes(amount=813)
+    for version in (1, 2):
+        timers = LinkTimers(link_version=version)
+        ecr, terminal = Arcus2EcrSession(timers), Arcus2TerminalSession(timers)
+        ecr.start(sale, 0.0)
+        ecr.data_to_send()
+        ecr.receive(byte(ACK), 0.0)
+        sent = ecr.data_to_send()
+        damaged = sent.replace(b"amount=813", b"amount=857")
+        assert [a ^ b for a, b in zip(sent, damaged) if a != b] == [0x04, 0x04]
+        events = terminal.receive(byte(ENQ) + damaged, 0.0)
+        if version == 1:
+            assert [e.request.amount for e in events] == [857]  # charged 8.57 for an 8.13 sale
+            assert terminal.data_to_send() == bytes([ACK, ACK])
+            continue
+        assert events == [] and terminal.data_to_send() == bytes([ACK, NAK])
+        assert ecr.receive(byte(NAK), 0.1) == [] and ecr.data_to_send() == sent  # resent at once
+        events = terminal.receive(sent, 0.1)
+        assert [e.request.amount for e in events] == [813]
