@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from protocols.common.errors import UnsupportedMessage
-from protocols.common.model import Operation, Request, Result, Slips, Totals
+from protocols.common.model import Operation, Request, Result, Slips, Status, Totals
 
 from .codes import DEFAULT_TEXTS, response_code_for, status_for
 from .constants import ABORT, FS, INTERMEDIATE, REQUEST, RESULT, TEXT_ENCODING
-from .fields import FIELDS, Message, mask_pan_text
+from .fields import FIELDS, Message, brief, mask_pan_text, number_problem, read_number
 from .ops import OpsTable
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "message_to_request",
     "result_to_message",
     "message_to_result",
+    "unreadable_result",
     "rejection_context",
     "intermediate_message",
     "abort_message",
@@ -90,18 +91,31 @@ def request_to_message(request: Request, ops: OpsTable) -> Message:
 
 
 def message_to_result(message: Message, request: Request, texts: Mapping[str, str] = DEFAULT_TEXTS) -> Result:
-    """Decode the terminal's ``R`` to ``request``; ``texts`` fill in a missing ``text_message``."""
+    """Decode the terminal's ``R`` to ``request``; ``texts`` fill in a missing ``text_message``.
+
+    Never raises. A number key that is not a number of its width (``NUMBER_WIDTHS``) is None in the
+    result (a settlement's totals as a whole when one of them is bad), never guessed: the caller
+    compares the answer with its request. An ``R`` whose ``response_code`` cannot be classified
+    (:func:`unreadable_result`) gives status UNDEFINED here; the ECR session reports it as an
+    :class:`~protocols.common.errors.AnswerMismatch` carrying this result.
+    """
     code = message.get("response_code") or ""
     pan = message.get("pan")
-    currency = _int(message.get("currency"))
-    if currency is None and request.operation.moves_money:
-        currency = request.currency
+    raw_currency = message.get("currency")
+    currency = read_number("currency", raw_currency)
+    if raw_currency is None and request.operation.moves_money:
+        currency = request.currency  # not echoed: the request's (a bad one stays None)
+    transaction_id = message.get("transaction_id")
+    if not transaction_id:
+        transaction_id = request.transaction_id
+    elif read_number("transaction_id", transaction_id) is None:
+        transaction_id = None
     return Result(
         operation=request.operation,
-        status=status_for(code, request.operation),
+        status=Status.UNDEFINED if _code_problem(code) else status_for(code, request.operation),
         response_code=code,
         response_text=message.get("text_message") or texts.get(code, ""),
-        amount=_int(message.get("result_amount")),
+        amount=read_number("result_amount", message.get("result_amount")),
         currency=currency,
         rrn=message.get("rrn"),
         auth_code=message.get("auth_code"),
@@ -109,7 +123,7 @@ def message_to_result(message: Message, request: Request, texts: Mapping[str, st
         card_scheme=message.get("card_type"),
         expiry=message.get("expiry"),
         terminal_id=message.get("terminal_id"),
-        transaction_id=message.get("transaction_id") or request.transaction_id,
+        transaction_id=transaction_id,
         host_datetime=_datetime(message.get("date"), message.get("time")),
         host_code=message.get("host_code"),
         slips=parse_slip(message.get("slip") or ""),
@@ -117,31 +131,54 @@ def message_to_result(message: Message, request: Request, texts: Mapping[str, st
     )
 
 
+def unreadable_result(message: Message) -> list[str]:
+    """Why the outcome of an ``R`` cannot be read (in words), or an empty list when it can.
+
+    The outcome is read from ``response_code`` alone, three ASCII digits (section 7). One that is
+    missing, empty or of another shape says neither approved nor declined: taking it for a decline
+    once journaled a charged sale as declined.
+    """
+    problem = _code_problem(message.get("response_code") or "")
+    return [problem] if problem else []
+
+
+def _code_problem(code: str) -> str | None:
+    if not code:
+        return "the result carries no response_code"
+    if len(code) != 3 or not _is_digits(code):
+        return f"response_code {brief(code)} is not three digits"
+    return None
+
+
 # --- terminal side ---------------------------------------------------------------------------------
 def message_to_request(message: Message, ops: OpsTable) -> tuple[Request, RequestContext]:
     """Decode an ECR's ``Q``. Amounts are passed on as sent (0 included: the host answers 110).
 
-    Raises :class:`UnsupportedMessage` for an operation code not in ``ops`` or a number field that
-    is not ASCII digits.
+    Raises :class:`UnsupportedMessage` (and nothing else) for an operation code not in ``ops`` or a
+    number key that is not 1 to its width of ASCII digits (amount 12, currency 3, transaction_id 12,
+    codes 6: ``NUMBER_WIDTHS``).
     """
     raw_code = message.get("operation") or ""
-    entry = ops.entry_for_code(int(raw_code)) if _is_digits(raw_code) else None
+    code = read_number("operation", raw_code)
+    echo = raw_code if code is not None else ""  # a code that is no number is not echoed
+    entry = ops.entry_for_code(code) if code is not None else None
     if entry is None:
         if not raw_code:
             raise UnsupportedMessage("the request has no operation code")
-        raise UnsupportedMessage(f"operation code {raw_code!r} is not in {ops.source}", raw_code)
+        raise UnsupportedMessage(f"operation code {brief(raw_code)} is not in {ops.source}", echo)
     operation = entry.operation
     raw_original = message.get("original_operation")
     original: Operation | None = None
     if raw_original is not None:
-        original = ops.operation_for(int(raw_original)) if _is_digits(raw_original) else None
+        original_code = read_number("original_operation", raw_original)
+        original = ops.operation_for(original_code) if original_code is not None else None
         if original is None:
-            raise UnsupportedMessage(f"original operation {raw_original!r} is not in {ops.source}", raw_code)
+            raise UnsupportedMessage(f"original operation {brief(raw_original)} is not in {ops.source}", echo)
     if operation is Operation.CANCEL and original is Operation.PREAUTH:
         operation = Operation.CANCEL_PREAUTH
     transaction_id = message.get("transaction_id")
-    if transaction_id is not None and not _is_digits(transaction_id):
-        raise UnsupportedMessage(f"transaction_id must be ASCII digits, got {transaction_id!r}", raw_code)
+    if transaction_id is not None and read_number("transaction_id", transaction_id) is None:
+        raise UnsupportedMessage(number_problem("transaction_id", transaction_id) or "transaction_id is empty", echo)
     original_datetime = _original_datetime(message)
     values: dict[str, object] = {
         "operation": operation,
@@ -193,11 +230,12 @@ def result_to_message(result: Result, context: RequestContext) -> Message:
 
 
 def rejection_context(message: Message) -> RequestContext:
-    """The context to answer a ``Q`` that could not be understood: its codes, if they are digits."""
+    """The context to answer a ``Q`` that could not be understood: its codes, if they are numbers
+    of their width (an answer never echoes what it could not send)."""
     code = message.get("operation") or ""
     transaction_id = message.get("transaction_id")
-    return RequestContext(code if _is_digits(code) else "",
-                          transaction_id if transaction_id and _is_digits(transaction_id) else None)
+    return RequestContext(code if read_number("operation", code) is not None else "",
+                          transaction_id if read_number("transaction_id", transaction_id) is not None else None)
 
 
 # --- intermediate and abort ------------------------------------------------------------------------
@@ -243,16 +281,14 @@ def _is_digits(value: str) -> bool:
     return value.isascii() and value.isdigit()
 
 
-def _int(value: str | None) -> int | None:
-    return int(value) if value is not None and _is_digits(value) else None
-
-
 def _digits(message: Message, key: str) -> int | None:
     value = message.get(key)
     if value is None:
         return None
-    if not _is_digits(value):
-        raise UnsupportedMessage(f"{key} must be ASCII digits, got {value!r}", message.get("operation") or "")
+    problem = number_problem(key, value)
+    if problem is not None:
+        code = message.get("operation") or ""
+        raise UnsupportedMessage(problem, code if read_number("operation", code) is not None else "")
     return int(value)
 
 
@@ -284,10 +320,19 @@ def _original_datetime(message: Message) -> datetime | None:
 
 
 def _totals(message: Message) -> Totals | None:
-    values = [_int(message.get(key)) for key in _TOTALS_KEYS]
-    if all(value is None for value in values):
+    """The totals keys as Totals; None when there are none, or when one of them is not a number
+    (a report that cannot be read whole is not read at all: missing ones count 0, as ever)."""
+    raw = [message.get(key) for key in _TOTALS_KEYS]
+    if all(value is None for value in raw):
+        return None
+    values = [read_number(key, value) for key, value in zip(_TOTALS_KEYS, raw)]
+    if any(number is None and value is not None for number, value in zip(values, raw)):
         return None
     sale_count, sale_amount, refund_count, refund_amount, cancel_count, cancel_amount = (v or 0 for v in values)
-    return Totals(currency=_int(message.get("currency")) or 643, sale_count=sale_count, sale_amount=sale_amount,
+    raw_currency = message.get("currency")
+    currency = read_number("currency", raw_currency) if raw_currency is not None else 643
+    if currency is None:
+        return None
+    return Totals(currency=currency, sale_count=sale_count, sale_amount=sale_amount,
                   refund_count=refund_count, refund_amount=refund_amount, cancel_count=cancel_count,
                   cancel_amount=cancel_amount)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 
-from protocols.common.errors import ExchangeTimeout, LinkError
+from protocols.common.errors import AnswerMismatch, ExchangeTimeout, LinkError
 from protocols.common.model import Request, Result
 from protocols.common.session import (
     AbortRequested,
@@ -49,6 +49,7 @@ from .mapping import (
     rejection_context,
     request_to_message,
     result_to_message,
+    unreadable_result,
 )
 from .ops import OpsTable, default_ops_table
 
@@ -179,6 +180,9 @@ class Arcus2EcrSession:
         self.link.stop_packet_timer()
         self.link.discard_outgoing()  # an A still queued has nothing left to abort
         self._state = _Ecr.IDLE
+        problems = unreadable_result(message)
+        if problems:  # the R was ACKed like any other: the line stays clean, the outcome unknown
+            return [Failed(AnswerMismatch(problems, answer=result))]
         return [Completed(result)]
 
 

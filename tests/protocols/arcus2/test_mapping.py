@@ -253,3 +253,77 @@ def test_intermediate_and_abort_messages():
     assert intermediate_message("").fields == {"text_message": "ПОДОЖДИТЕ..."}
     assert abort_message("7") == Message("A", {"transaction_id": "7"})
     assert abort_message(None).encode_body() == b"A"
+
+
+# --- numbers from the wire: bounded, never an untyped exception -------------------------------------------
+HUGE = "9" * 5000  # more digits than Python's int() takes from text (4,300)
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"operation": "1", "amount": HUGE}, "amount has 5000 digits, at most 12"),
+        ({"operation": "1", "amount": "1" * 13}, "amount has 13 digits, at most 12"),
+        ({"operation": "1", "amount": "100", "currency": HUGE}, "currency has 5000 digits, at most 3"),
+        ({"operation": "1", "amount": "100", "currency": "0643"}, "currency has 4 digits"),
+        ({"operation": "1", "amount": "100", "transaction_id": HUGE}, "transaction_id has 5000 digits, at most 12"),
+        ({"operation": "4", "amount": "100", "original_operation": HUGE}, "original operation '999"),
+        ({"operation": "4", "amount": "100", "original_amount": HUGE}, "original_amount has 5000 digits"),
+        ({"operation": HUGE}, "operation code '999"),
+        ({"operation": "1234567"}, "operation code '1234567' is not in"),
+        ({"operation": "1", "amount": "１００"}, "amount must be ASCII digits"),  # full-width digits
+        ({"operation": "1", "amount": "²"}, "amount must be ASCII digits"),  # isdigit(), but int() refuses it
+    ],
+)
+def test_numbers_wider_than_their_key_are_unsupported_never_value_error(fields, reason):
+    with pytest.raises(UnsupportedMessage, match=reason) as caught:
+        message_to_request(Message("Q", fields), OPS)
+    assert len(caught.value.reason) < 200  # the reason says how long, it does not repeat 5,000 digits
+    assert len(caught.value.operation_code) <= 6
+
+
+def test_results_with_numbers_wider_than_their_key_read_them_as_missing():
+    sale = Request(Operation.SALE, 15000, transaction_id="7")
+    result = message_to_result(Message("R", {"operation": "1", "response_code": "000", "result_amount": HUGE,
+                                             "currency": HUGE, "transaction_id": HUGE}), sale)
+    assert (result.status, result.amount, result.currency, result.transaction_id) == (Status.APPROVED, None, None, None)
+    result = message_to_result(Message("R", {"operation": "1", "response_code": "000", "result_amount": "1" * 13,
+                                             "currency": "RUB"}), sale)
+    assert (result.amount, result.currency) == (None, None)  # a bad currency is not replaced by the request's
+    result = message_to_result(Message("R", {"operation": "1", "response_code": "000"}), sale)
+    assert (result.currency, result.transaction_id) == (643, "7")  # not echoed: the request's, as ever
+    settle = Request(Operation.SETTLEMENT, transaction_id="8")
+    for key in ("sale_count", "sale_amount", "refund_amount", "cancel_count", "currency"):
+        fields = {"operation": "7", "response_code": "000", "sale_count": "1", "sale_amount": "100", key: HUGE}
+        assert message_to_result(Message("R", fields), settle).totals is None, key
+    fields = {"operation": "7", "response_code": "000", "sale_count": "1", "sale_amount": "1" * 18}
+    assert message_to_result(Message("R", fields), settle).totals == Totals(643, 1, int("1" * 18))
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({}, "no response_code"),
+        ({"response_code": ""}, "no response_code"),
+        ({"response_code": "5"}, "'5' is not three digits"),
+        ({"response_code": "00"}, "'00' is not three digits"),
+        ({"response_code": "0000"}, "is not three digits"),
+        ({"response_code": "OK!"}, "is not three digits"),
+        ({"response_code": HUGE}, "(5000 characters) is not three digits"),
+    ],
+)
+def test_a_result_whose_response_code_cannot_be_read_is_unreadable_never_declined(fields, problem):
+    from protocols.arcus2.mapping import unreadable_result
+
+    message = Message("R", {"operation": "1", "result_amount": "15000", "transaction_id": "7", **fields})
+    [said] = unreadable_result(message)
+    assert problem in said
+    result = message_to_result(message, Request(Operation.SALE, 15000, transaction_id="7"))
+    assert result.status is Status.UNDEFINED and not result.approved and result.amount == 15000
+
+
+def test_readable_results_have_no_problems():
+    from protocols.arcus2.mapping import unreadable_result
+
+    for code in ("000", "116", "998", "956", "990", "900"):
+        assert unreadable_result(Message("R", {"operation": "1", "response_code": code})) == []

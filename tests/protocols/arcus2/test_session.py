@@ -14,7 +14,7 @@ from protocols.arcus2.frame import FrameScanner, FrameToken, encode_frame
 from protocols.arcus2.link import LinkTimers
 from protocols.arcus2.ops import parse_ops_ini
 from protocols.arcus2.session import Arcus2EcrSession, Arcus2TerminalSession
-from protocols.common.errors import ExchangeTimeout, NakLimit, NoAck
+from protocols.common.errors import AnswerMismatch, ExchangeTimeout, LinkError, NakLimit, NoAck
 from protocols.common.model import Operation, Request, Result, Slips, Status, Totals
 from protocols.common.session import (
     AbortRequested,
@@ -500,3 +500,102 @@ def test_a_request_with_the_same_bit_flipped_in_two_bytes():
         assert ecr.receive(byte(NAK), 0.1) == [] and ecr.data_to_send() == sent  # resent at once
         events = terminal.receive(sent, 0.1)
         assert [e.request.amount for e in events] == [813]
+
+
+# --- hostile numbers and unreadable answers, through the sessions ----------------------------------------------
+HUGE = "9" * 5000  # more digits than Python's int() takes from text
+
+
+def lenient_frame(message_class: str, fields: dict, version: int = 2) -> bytes:
+    """A frame the encoder would refuse (5,000-digit numbers): built by hand."""
+    body = message_class + "\x1c".join(f"{k}={v}" for k, v in fields.items())
+    return encode_frame(body.encode("cp1251"), version)
+
+
+@pytest.mark.parametrize("key", ["amount", "currency", "transaction_id", "operation", "original_operation",
+                                 "original_amount"])
+def test_terminal_rejects_a_request_with_a_5000_digit_number(key):
+    terminal = Arcus2TerminalSession(TIMERS)
+    fields = {"operation": "4", "amount": "15000", "currency": "643", "transaction_id": "7", "rrn": "1", key: HUGE}
+    events = delivered_request(terminal, lenient_frame("Q", fields))
+    assert [type(e) for e in events] == [RequestRejected]
+    assert "5000" in events[0].reason and len(events[0].reason) < 200
+    # the terminal can answer it (913) without echoing what it could not read
+    terminal.send_result(Result(Operation.SALE, Status.DECLINED, "913", host_code="913"), 0.0)
+    assert terminal.data_to_send() == byte(ENQ)
+    terminal.receive(byte(ACK), 0.0)
+    answer = Message.decode_body(terminal.data_to_send()[3:-5])
+    assert answer["response_code"] == "913" and HUGE not in answer.fields.values()
+
+
+def test_ecr_reads_5000_digit_numbers_in_a_result_as_missing():
+    ecr = started_ecr()
+    fields = {"operation": "1", "response_code": "000", "result_amount": HUGE, "currency": HUGE, "transaction_id": "7"}
+    [event] = terminal_turn(ecr, lenient_frame("R", fields), 1.0)
+    assert isinstance(event, Completed) and (event.result.amount, event.result.currency) == (None, None)
+    settle = Request(Operation.SETTLEMENT, transaction_id="7")
+    ecr = started_ecr(settle)
+    fields = {"operation": "7", "response_code": "000", "sale_count": HUGE, "sale_amount": HUGE, "transaction_id": "7"}
+    [event] = terminal_turn(ecr, lenient_frame("R", fields), 1.0)
+    assert isinstance(event, Completed) and event.result.totals is None and not ecr.busy
+
+
+def test_ecr_takes_a_result_with_a_5000_digit_transaction_id_for_someone_else_s():
+    ecr = started_ecr(timers=LinkTimers(ack_timeout=0.5, packet_timeout=1.0))
+    fields = {"operation": "1", "response_code": "000", "result_amount": "15000", "transaction_id": HUGE}
+    assert terminal_turn(ecr, lenient_frame("R", fields), 0.5) == []  # ACKed, not ours
+    events = ecr.poll(1.0)
+    assert len(events) == 1 and isinstance(events[0], Failed) and isinstance(events[0].error, ExchangeTimeout)
+
+
+@pytest.mark.parametrize("code", [None, "", "5", HUGE])
+def test_a_result_without_a_readable_response_code_is_an_answer_mismatch(code):
+    ecr = started_ecr()
+    fields = {"operation": "1", "result_amount": "15000", "currency": "643", "transaction_id": "7",
+              "pan": "4111111111111111"}
+    if code is not None:
+        fields["response_code"] = code
+    events = ecr.receive(byte(ENQ), 1.0)
+    assert ecr.data_to_send() == byte(ACK)
+    events += ecr.receive(lenient_frame("R", fields), 1.0)
+    assert ecr.data_to_send() == byte(ACK)  # the link part completes as usual: the line stays clean
+    events += ecr.receive(byte(EOT), 1.0)
+    assert len(events) == 1 and isinstance(events[0], Failed)
+    error = events[0].error
+    assert isinstance(error, AnswerMismatch) and error.reason == "mismatch" and error.problems
+    assert "response_code" in error.problems[0]
+    answer = error.answer
+    assert isinstance(answer, Result) and answer.status is Status.UNDEFINED and answer.amount == 15000
+    assert answer.masked_pan == "411111******1111"
+    assert not ecr.busy and ecr.next_deadline() is None and ecr.data_to_send() == b""
+    ecr.start(SALE.with_changes(transaction_id="8"), 2.0)  # the next exchange starts at once
+    assert ecr.data_to_send() == byte(ENQ)
+
+
+def hostile_frames():
+    """Frames of either version carrying a key of thousands of digits, plus any bytes around them."""
+    keys = st.sampled_from(["amount", "currency", "transaction_id", "operation", "original_operation",
+                            "result_amount", "sale_count", "response_code", "cancel_amount"])
+    return st.builds(
+        lambda message_class, key, n, version, before, after: before + byte(ENQ) + lenient_frame(
+            message_class, {"operation": "1", "response_code": "000", "transaction_id": "7", key: "7" * n},
+            version) + after,
+        st.sampled_from(["Q", "R", "I", "A"]), keys, st.integers(4000, 6000), st.sampled_from([1, 2]),
+        st.binary(max_size=20), st.binary(max_size=20))
+
+
+@settings(max_examples=60, deadline=None)
+@given(hostile_frames(), st.integers(min_value=1, max_value=4096))
+def test_long_digit_runs_never_raise_in_either_session(data, chunk):
+    for session in (Arcus2EcrSession(LinkTimers(link_version=1)), Arcus2TerminalSession(LinkTimers(link_version=1))):
+        if isinstance(session, Arcus2EcrSession):
+            session.start(SALE, 0.0)
+            session.receive(byte(ACK), 0.0)
+            session.receive(byte(ACK), 0.0)
+        for i in range(0, len(data), chunk):
+            for event in session.receive(data[i : i + chunk], 0.01):
+                if isinstance(event, Failed):
+                    assert isinstance(event.error, LinkError)
+            session.poll(0.01)
+        session.poll(1000.0)
+        session.data_to_send()
