@@ -105,10 +105,8 @@ def message_to_result(message: Message, request: Request, texts: Mapping[str, st
     currency = read_number("currency", raw_currency)
     if raw_currency is None and request.operation.moves_money:
         currency = request.currency  # not echoed: the request's (a bad one stays None)
-    transaction_id = message.get("transaction_id")
-    if not transaction_id:
-        transaction_id = request.transaction_id
-    elif read_number("transaction_id", transaction_id) is None:
+    transaction_id = message.get("transaction_id")  # the echo, or None: never filled in from the request
+    if read_number("transaction_id", transaction_id) is None:
         transaction_id = None
     return Result(
         operation=request.operation,
@@ -131,15 +129,32 @@ def message_to_result(message: Message, request: Request, texts: Mapping[str, st
     )
 
 
+#: Number keys of an ``R`` whose value the result carries: present but unreadable, they make the
+#: answer unreadable (the result has None there, and None would read as "not sent").
+_RESULT_NUMBERS = ("result_amount", "currency", "transaction_id", *_TOTALS_KEYS)
+
+
 def unreadable_result(message: Message) -> list[str]:
-    """Why the outcome of an ``R`` cannot be read (in words), or an empty list when it can.
+    """Why an ``R`` cannot be read (in words), or an empty list when it can.
 
     The outcome is read from ``response_code`` alone, three ASCII digits (section 7). One that is
     missing, empty or of another shape says neither approved nor declined: taking it for a decline
-    once journaled a charged sale as declined.
+    once journaled a charged sale as declined. A number key the result carries (amount, currency,
+    transaction_id, totals) that is present but not a number of its width (a 5,000-digit amount)
+    makes the answer unreadable too: :func:`message_to_result` leaves it None, which alone would
+    look like a key the terminal did not send.
     """
-    problem = _code_problem(message.get("response_code") or "")
-    return [problem] if problem else []
+    problems = []
+    code_problem = _code_problem(message.get("response_code") or "")
+    if code_problem:
+        problems.append(code_problem)
+    for key in _RESULT_NUMBERS:
+        value = message.get(key)
+        if value is not None:
+            problem = number_problem(key, value)
+            if problem:
+                problems.append(problem)
+    return problems
 
 
 def _code_problem(code: str) -> str | None:

@@ -165,7 +165,7 @@ def parse_ops_ini(text: str, source: str = "ops.ini") -> OpsTable:
         fields = {}
         for part in ("cls", "id"):
             value = match.group(part).strip()
-            if not value.isascii() or not value.isdigit():
+            if not value.isascii() or not value.isdigit() or len(value) > 9:
                 what = "CLASS" if part == "cls" else "ID"
                 raise IniFileError(source, number, f"{what} must be a number, got {value!r}")
             fields[part] = int(value)

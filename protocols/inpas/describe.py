@@ -13,7 +13,7 @@ from typing import Any
 from protocols.common.errors import DecodeError, IncompleteFrame
 
 from .constants import BYTE_NAMES, FRAME_OVERHEAD, SOH, STX
-from .fields import PAN_TAG, Message, mask_pan, name_for
+from .fields import NUMBER_WIDTHS, PAN_TAG, Message, mask_pan, name_for, number_problem
 from .frame import decode_frame
 from .multipart import Reassembler, decode_part
 
@@ -26,7 +26,8 @@ _OUTSIDE_RE = re.compile(rb"([\x04\x05\x06\x15])|[^\x01\x02\x04\x05\x06\x15]+")
 def describe_fields(message: Message) -> dict[str, dict[str, Any]]:
     """Fields as ``{"25": {"name": "operation_code", "value": "1"}, ...}``, ascending by tag.
 
-    Bytes values are hex strings flagged ``"binary": True``; the PAN is masked.
+    Bytes values are hex strings flagged ``"binary": True``; the PAN is masked; a number field that
+    is not a number of its width (a 5,000-digit amount) is flagged ``"invalid": reason``.
     """
     out: dict[str, dict[str, Any]] = {}
     for tag in sorted(message.fields):
@@ -39,6 +40,10 @@ def describe_fields(message: Message) -> dict[str, dict[str, Any]]:
             entry["binary"] = True
         else:
             entry["value"] = value
+        if tag in NUMBER_WIDTHS:
+            problem = number_problem(tag, value)
+            if problem is not None:
+                entry["invalid"] = problem
         out[str(tag)] = entry
     return out
 

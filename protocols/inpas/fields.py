@@ -26,6 +26,10 @@ __all__ = [
     "mask_pan",
     "Message",
     "FieldValue",
+    "NUMBER_WIDTHS",
+    "read_number",
+    "number_problem",
+    "brief",
 ]
 
 FieldValue = Union[str, bytes]
@@ -35,7 +39,9 @@ FieldValue = Union[str, bytes]
 class FieldSpec:
     """What a tag means: ``kind`` is ``'text'`` (CP1251), ``'digits'`` (ASCII 0-9) or ``'binary'``.
 
-    ``max_length`` (in bytes) is enforced when encoding; decoding accepts what the peer sent.
+    ``max_length`` (in bytes) is enforced when encoding; decoding accepts what the peer sent, except
+    that a ``digits`` field is only read as a number when it has at most ``max_length`` digits
+    (:func:`read_number`): every ``digits`` tag has a ``max_length``.
     """
 
     tag: int
@@ -55,7 +61,7 @@ FIELDS: dict[int, FieldSpec] = _table(
     FieldSpec(1, "additional_amount", "digits", 12),
     FieldSpec(4, "currency", "digits", 3),  # ISO 4217 numeric
     FieldSpec(6, "host_datetime", "digits", 14),  # YYYYMMDDhhmmss
-    FieldSpec(8, "card_entry_mode", "digits"),
+    FieldSpec(8, "card_entry_mode", "digits", 2),
     FieldSpec(10, "pan", "text"),  # masked; never a full card number
     FieldSpec(11, "expiry", "digits", 4),  # YYMM
     FieldSpec(13, "auth_code", "text", 6),
@@ -64,25 +70,25 @@ FIELDS: dict[int, FieldSpec] = _table(
     FieldSpec(19, "response_text", "text"),
     FieldSpec(21, "ecr_datetime", "digits", 14),  # YYYYMMDDhhmmss
     FieldSpec(23, "transaction_id", "text"),
-    FieldSpec(25, "operation_code", "digits"),
-    FieldSpec(26, "stan", "digits"),
+    FieldSpec(25, "operation_code", "digits", 3),
+    FieldSpec(26, "stan", "digits", 12),  # the ECR's transaction number (Request.transaction_id: 1-12 digits)
     FieldSpec(27, "terminal_id", "text", 8),
     FieldSpec(28, "merchant_id", "text"),
-    FieldSpec(29, "debit_amount", "digits"),  # settlement totals
-    FieldSpec(30, "debit_count", "digits"),
-    FieldSpec(31, "credit_amount", "digits"),
-    FieldSpec(32, "credit_count", "digits"),
-    FieldSpec(34, "original_operation_code", "digits"),
-    FieldSpec(39, "status", "digits"),
-    FieldSpec(49, "void_amount", "digits"),
-    FieldSpec(50, "void_count", "digits"),
+    FieldSpec(29, "debit_amount", "digits", 18),  # settlement totals
+    FieldSpec(30, "debit_count", "digits", 18),
+    FieldSpec(31, "credit_amount", "digits", 18),
+    FieldSpec(32, "credit_count", "digits", 18),
+    FieldSpec(34, "original_operation_code", "digits", 3),
+    FieldSpec(39, "status", "digits", 3),
+    FieldSpec(49, "void_amount", "digits", 18),
+    FieldSpec(50, "void_count", "digits", 18),
     FieldSpec(55, "binary_55", "binary"),
-    FieldSpec(57, "timeout", "digits"),  # seconds
+    FieldSpec(57, "timeout", "digits", 5),  # seconds
     FieldSpec(59, "binary_59", "binary"),
-    FieldSpec(64, "command_mode_1", "digits"),
-    FieldSpec(65, "command_mode_2", "digits"),
-    FieldSpec(66, "command_mode_3", "digits"),
-    FieldSpec(67, "command_result", "digits"),  # 0 ok, 1 error
+    FieldSpec(64, "command_mode_1", "digits", 3),
+    FieldSpec(65, "command_mode_2", "digits", 3),
+    FieldSpec(66, "command_mode_3", "digits", 3),
+    FieldSpec(67, "command_result", "digits", 3),  # 0 ok, 1 error
     FieldSpec(69, "binary_69", "binary"),
     FieldSpec(70, "gateway_data", "binary"),  # operation 63: "ip;port[;ip;port]" or host data
     FieldSpec(71, "display_message", "text"),
@@ -99,6 +105,11 @@ BINARY_TAGS = frozenset(tag for tag, spec in FIELDS.items() if spec.kind == "bin
 _DIGIT_TAGS = frozenset(tag for tag, spec in FIELDS.items() if spec.kind == "digits")
 _MAX_LENGTHS = {tag: spec.max_length for tag, spec in FIELDS.items() if spec.max_length is not None}
 _TAGS_BY_NAME = {spec.name: tag for tag, spec in FIELDS.items()}
+#: Most digits each number field holds: amounts 12, currency 3, STAN 12, totals 18, codes and
+#: statuses 3, the dialog timeout 5. A longer value is not a number (Python's ``int()`` would even
+#: raise on one of over 4,300 digits).
+NUMBER_WIDTHS: dict[int, int] = {tag: FIELDS[tag].max_length or 0 for tag in _DIGIT_TAGS}
+assert all(NUMBER_WIDTHS.values()), "every digits tag needs its max_length"
 _RECORD_HEADER = struct.Struct("<BH")  # TAG, LEN (frame.RECORD)
 
 # CP1251 through the codec object: str.encode("cp1251") pays a registry lookup per call. Most
@@ -125,11 +136,40 @@ def tag_for(name: str) -> int:
     tag = _TAGS_BY_NAME.get(name)
     if tag is not None:
         return tag
-    if name.startswith("tag_") and name[4:].isascii() and name[4:].isdigit():
+    if name.startswith("tag_") and name[4:].isascii() and name[4:].isdigit() and len(name) <= 7:
         number = int(name[4:])
         if number <= 255:
             return number
     raise KeyError(f"unknown INPAS field name {name!r}")
+
+
+def number_problem(tag: int, value: FieldValue) -> str | None:
+    """Why ``value`` of the number field ``tag`` is not a number (in words), or None when it is one:
+    1 to ``NUMBER_WIDTHS[tag]`` ASCII digits, nothing else (no sign, no spaces)."""
+    what = f"tag {tag} ({name_for(tag)})"
+    if not isinstance(value, str):
+        return f"{what} is not text"
+    if not (value.isascii() and value.isdigit()):
+        return f"{what} must be ASCII digits, got {brief(value)}"
+    width = NUMBER_WIDTHS[tag]
+    if len(value) > width:
+        return f"{what} has {len(value)} digits, at most {width} allowed"
+    return None
+
+
+def read_number(tag: int, value: FieldValue | None) -> int | None:
+    """``value`` of the number field ``tag`` as an int; None when absent or not a number
+    (:func:`number_problem`). Never raises for any value."""
+    if value is None or number_problem(tag, value) is not None:
+        return None
+    return int(value)
+
+
+def brief(value: FieldValue, limit: int = 24) -> str:
+    """``repr(value)``, cut to ``limit`` characters with the full length said (for error texts)."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
 
 
 def name_for(tag: int) -> str:
@@ -238,9 +278,9 @@ class Message:
 
     @property
     def operation_code(self) -> int | None:
-        """Tag 25 as an int; None if absent or not ASCII digits."""
+        """Tag 25 as an int; None if absent, not ASCII digits or over 3 digits (no SA code is)."""
         value = self.fields.get(OPERATION_CODE_TAG)
-        if isinstance(value, str) and value.isascii() and value.isdigit():
+        if isinstance(value, str) and 0 < len(value) <= 3 and value.isascii() and value.isdigit():
             return int(value)
         return None
 

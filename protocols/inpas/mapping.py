@@ -14,7 +14,7 @@ from datetime import datetime
 from protocols.common.errors import UnsupportedMessage
 from protocols.common.model import Operation, Request, Result, Slips, Status, Totals
 
-from .fields import Message
+from .fields import NUMBER_WIDTHS, Message, brief, mask_pan, name_for, number_problem, read_number
 
 
 class Tag(enum.IntEnum):
@@ -170,8 +170,15 @@ def request_to_message(request: Request, ecr_id: str | None = DEFAULT_ECR_ID) ->
 
 
 def message_to_result(message: Message, request: Request | None = None) -> Result:
-    """Decode the terminal's final response; ``request`` fills what the answer leaves out."""
-    status_code = _int(message.get(Tag.STATUS))
+    """Decode the terminal's final response; ``request`` fills what the answer leaves out.
+
+    Never raises. A number field that is not a number of its width (``NUMBER_WIDTHS``) is None in
+    the result (the settlement totals as a whole when one of them is bad), never guessed: the caller
+    compares the answer with its request. An answer whose status (tag 39) is missing or unknown
+    (:func:`unreadable_result`) has status UNDEFINED here; the ECR session reports it as an
+    :class:`~protocols.common.errors.AnswerMismatch` carrying this result.
+    """
+    status_code = _int(message.get(Tag.STATUS), Tag.STATUS)
     status = STATUS_BY_CODE.get(status_code, Status.UNDEFINED) if status_code is not None else Status.UNDEFINED
     operation = request.operation if request else _operation_of(message)[0]
     receipt = message.get(Tag.RECEIPT)
@@ -185,39 +192,71 @@ def message_to_result(message: Message, request: Request | None = None) -> Resul
         host_code=response_code if status is not Status.APPROVED or response_code not in _PLAIN_APPROVALS
         else None,
         response_text=_text(message.get(Tag.RESPONSE_TEXT)) or "",
-        amount=_int(message.get(Tag.AMOUNT)),
-        currency=_int(message.get(Tag.CURRENCY)),
+        amount=_int(message.get(Tag.AMOUNT), Tag.AMOUNT),
+        currency=_int(message.get(Tag.CURRENCY), Tag.CURRENCY),
         rrn=_text(message.get(Tag.RRN)),
         auth_code=_text(message.get(Tag.AUTH_CODE)),
-        masked_pan=_text(message.get(Tag.PAN)),
+        masked_pan=_masked(message.get(Tag.PAN)),  # defence in depth: mask whatever arrives
         card_scheme=scheme,
         expiry=_text(message.get(Tag.EXPIRY)),
         terminal_id=_text(message.get(Tag.TERMINAL_ID)),
         merchant_id=_text(message.get(Tag.MERCHANT_ID)),
-        transaction_id=_text(message.get(Tag.STAN)),
+        transaction_id=_stan(message.get(Tag.STAN)),
         host_datetime=_datetime(message.get(Tag.HOST_DATETIME)),
         slips=slips,
         totals=_totals(message),
     )
 
 
+def unreadable_result(message: Message) -> list[str]:
+    """Why a final answer cannot be read (in words), or an empty list when it can.
+
+    The outcome is read from tag 39 (status) alone. One that is missing, not a number or not a
+    status code of the table (inpas-sa.md "Status") says neither approved nor declined. A number
+    field the result carries (amount, currency, STAN, totals) that is present but not a number of
+    its width (a 5,000-digit amount) makes the answer unreadable too: :func:`message_to_result`
+    leaves it None, which alone would look like a field the terminal did not send.
+    """
+    problems = []
+    raw = message.get(Tag.STATUS)
+    code = _int(raw, Tag.STATUS)
+    if raw is None:
+        problems.append("the answer carries no status (tag 39)")
+    elif code is None:
+        problems.append(f"status: {number_problem(Tag.STATUS, raw)}")
+    elif code not in STATUS_BY_CODE:
+        problems.append(f"status (tag 39) {code} is not a known status code")
+    for tag in _RESULT_NUMBERS:
+        value = message.get(tag)
+        if value is not None:
+            problem = number_problem(tag, value) if tag != Tag.STAN else _stan_problem(value)
+            if problem:
+                problems.append(problem)
+    return problems
+
+
 # --- terminal side ---------------------------------------------------------------------------------
 def message_to_request(message: Message) -> tuple[Request, RequestContext]:
     """Decode an ECR's request. Amounts are passed on as sent (0 included: the host answers 110).
 
-    Raises :class:`UnsupportedMessage` for an unknown operation or a field that is not a number.
+    Raises :class:`UnsupportedMessage` (and nothing else) for an unknown operation or a number field
+    that is not a number of its width (amount 12 digits, currency 3, STAN 12, codes 3).
     """
     operation, context = _operation_of(message)
     amount = message.get(Tag.AMOUNT)
     currency = message.get(Tag.CURRENCY)
+    stan = message.get(Tag.STAN)
+    code = context.operation_code
+    if stan is not None:
+        _digits(stan, Tag.STAN, code)  # 1-12 ASCII digits, or the request is refused
     request = Request(
         operation=operation,
-        amount=_digits(amount, "amount") if amount is not None else None,
-        currency=_digits(currency, "currency") if currency is not None else 643,
-        transaction_id=_text(message.get(Tag.STAN)),
+        amount=_digits(amount, Tag.AMOUNT, code) if amount is not None else None,
+        currency=_digits(currency, Tag.CURRENCY, code) if currency is not None else 643,
+        transaction_id=stan if isinstance(stan, str) else None,
         rrn=_text(message.get(Tag.RRN)),
         auth_code=_text(message.get(Tag.AUTH_CODE)),
-        original_operation=_original_operation(message, operation),
+        original_operation=_original_operation(message, operation, code),
         terminal_id=_text(message.get(Tag.TERMINAL_ID)),
         ecr_datetime=_datetime(message.get(Tag.ECR_DATETIME)),
     )
@@ -276,7 +315,8 @@ def _response_code(result: Result) -> str:
 
 def rejection_context(message: Message) -> RequestContext:
     """The context to answer a message that could not be understood (echo its code if any)."""
-    return RequestContext(_int(message.get(Tag.OPERATION)) or 0, _int(message.get(Tag.COMMAND_MODE_2)))
+    return RequestContext(_int(message.get(Tag.OPERATION), Tag.OPERATION) or 0,
+                          _int(message.get(Tag.COMMAND_MODE_2), Tag.COMMAND_MODE_2))
 
 
 # --- intermediate packets -----------------------------------------------------------------------------
@@ -290,8 +330,31 @@ def cashier_prompt_message(prompt: str, timeout: float | None, kind: int = 0) ->
     fields: dict[int, str | int] = {Tag.OPERATION: int(OpCode.CASHIER_DIALOG), Tag.CASHIER_PROMPT: prompt,
                                     Tag.COMMAND_MODE_1: kind}
     if timeout:
-        fields[Tag.TIMEOUT] = max(1, round(timeout))
+        fields[Tag.TIMEOUT] = min(max(1, round(timeout)), _MAX_TIMEOUT_FIELD)
     return Message(fields)
+
+
+#: The widest tag 57 (5 digits): a longer timeout is sent as this.
+_MAX_TIMEOUT_FIELD = 99_999
+
+#: The longest cashier-dialog timeout (tag 57, seconds) the ECR honours. A terminal asks the
+#: cashier something small (the card's last four digits); five minutes is ample, and an absurd
+#: value (one of 400 digits once hung a client waiting for the dialog) must not hold a register.
+MAX_DIALOG_TIMEOUT = 300.0
+
+
+def dialog_timeout(value: object) -> float | None:
+    """The timeout the ECR uses for a cashier dialog's tag 57: seconds, at most
+    :data:`MAX_DIALOG_TIMEOUT`; None ("no timeout given") when absent or not a number of at most
+    5 ASCII digits."""
+    if not isinstance(value, str) or not 0 < len(value) <= 5 or not (value.isascii() and value.isdigit()):
+        return None
+    return min(float(int(value)), MAX_DIALOG_TIMEOUT)
+
+
+def dialog_kind(value: object) -> int:
+    """The dialog type of tag 64 as an int; 0 when absent or not a number of at most 3 ASCII digits."""
+    return read_number(Tag.COMMAND_MODE_1, value) or 0 if isinstance(value, str) else 0
 
 
 def cashier_answer_message(answer: str, ok: bool) -> Message:
@@ -330,17 +393,20 @@ def parse_receipt(receipt: str) -> tuple[Slips, str | None]:
 # --- helpers ---------------------------------------------------------------------------------------------
 def _operation_of(message: Message) -> tuple[Operation, RequestContext]:
     raw = message.get(Tag.OPERATION)
-    code = _int(raw)
-    if code is None:
-        raise UnsupportedMessage("the message has no operation code (tag 25)", _text(raw) or "")
-    sub = _int(message.get(Tag.COMMAND_MODE_2))
+    if raw is None:
+        raise UnsupportedMessage("the message has no operation code (tag 25)")
+    code = _digits(raw, Tag.OPERATION)
+    raw_sub = message.get(Tag.COMMAND_MODE_2)
+    sub = _digits(raw_sub, Tag.COMMAND_MODE_2, code) if raw_sub is not None and code == OpCode.CUSTOM_COMMAND \
+        else None
     context = RequestContext(code, sub if code == OpCode.CUSTOM_COMMAND else None)
     if code == OpCode.CUSTOM_COMMAND:
         if sub in _OPERATION_BY_CUSTOM:
             return _OPERATION_BY_CUSTOM[sub], context
         raise UnsupportedMessage(f"operation 63 with sub-command {sub} is not supported", str(code))
     if code == OpCode.CANCEL:
-        original = _int(message.get(Tag.ORIGINAL_OPERATION))
+        raw_original = message.get(Tag.ORIGINAL_OPERATION)
+        original = _digits(raw_original, Tag.ORIGINAL_OPERATION, code) if raw_original is not None else None
         return (Operation.CANCEL_PREAUTH if original == OpCode.PREAUTH else Operation.CANCEL), context
     by_code = {
         OpCode.SALE: Operation.SALE, OpCode.REFUND: Operation.REFUND, OpCode.REFUND_ALT: Operation.REFUND,
@@ -353,24 +419,44 @@ def _operation_of(message: Message) -> tuple[Operation, RequestContext]:
     raise UnsupportedMessage(f"operation code {code} is not supported", str(code))
 
 
-def _original_operation(message: Message, operation: Operation) -> Operation | None:
+def _original_operation(message: Message, operation: Operation, code: int) -> Operation | None:
     if operation is Operation.CANCEL_PREAUTH:
         return Operation.PREAUTH
-    original = _int(message.get(Tag.ORIGINAL_OPERATION))
+    raw = message.get(Tag.ORIGINAL_OPERATION)
+    original = _digits(raw, Tag.ORIGINAL_OPERATION, code) if raw is not None else None
     if original is None:
         return Operation.SALE if operation is Operation.CANCEL else None
     return _OPERATION_BY_ORIGINAL.get(original)
 
 
+_TOTALS_TAGS = (Tag.DEBIT_AMOUNT, Tag.DEBIT_COUNT, Tag.CREDIT_AMOUNT, Tag.CREDIT_COUNT, Tag.VOID_AMOUNT,
+                Tag.VOID_COUNT)
+#: Number fields of a final answer that the result carries (see :func:`unreadable_result`).
+_RESULT_NUMBERS = (Tag.AMOUNT, Tag.CURRENCY, Tag.STAN, *_TOTALS_TAGS)
+
+
 def _totals(message: Message) -> Totals | None:
-    values = [_int(message.get(tag)) for tag in (Tag.DEBIT_AMOUNT, Tag.DEBIT_COUNT, Tag.CREDIT_AMOUNT,
-                                                 Tag.CREDIT_COUNT, Tag.VOID_AMOUNT, Tag.VOID_COUNT)]
-    if all(v is None for v in values):
+    """The totals tags as Totals; None when there are none, or when one of them (or the currency)
+    is not a number: a report that cannot be read whole is not read at all. Missing ones count 0."""
+    raw = [message.get(tag) for tag in _TOTALS_TAGS]
+    if all(v is None for v in raw):
+        return None
+    values = [_int(value, tag) for tag, value in zip(_TOTALS_TAGS, raw)]
+    if any(number is None and value is not None for number, value in zip(values, raw)):
         return None
     sa, sc, ra, rc, ca, cc = (v or 0 for v in values)
-    currency = _int(message.get(Tag.CURRENCY)) or 643
-    return Totals(currency=currency, sale_count=sc, sale_amount=sa, refund_count=rc, refund_amount=ra,
+    raw_currency = message.get(Tag.CURRENCY)
+    currency = _int(raw_currency, Tag.CURRENCY) if raw_currency is not None else 643
+    if currency is None:
+        return None
+    return Totals(currency=currency or 643, sale_count=sc, sale_amount=sa, refund_count=rc, refund_amount=ra,
                   cancel_count=cc, cancel_amount=ca)
+
+
+def _masked(value: str | bytes | None) -> str | None:
+    if value is None:
+        return None
+    return mask_pan(value if isinstance(value, str) else value.decode("latin-1"))
 
 
 def _text(value: str | bytes | None) -> str | None:
@@ -379,16 +465,37 @@ def _text(value: str | bytes | None) -> str | None:
     return value if isinstance(value, str) else value.hex()
 
 
-def _int(value: str | bytes | None) -> int | None:
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
+def _int(value: str | bytes | None, tag: int) -> int | None:
+    """A number field as an int; None when absent or not a number of the tag's width."""
+    return read_number(tag, value)
+
+
+def _stan_problem(value: str | bytes) -> str | None:
+    if _stan(value) is not None:
+        return None
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return f"tag 26 (stan) has {len(value)} digits, at most 12 allowed"
+    return f"tag 26 (stan) must be ASCII digits, got {brief(value)}"
+
+
+def _stan(value: str | bytes | None) -> str | None:
+    """Tag 26 as text when it is a STAN (1-12 ASCII digits), else None."""
+    if isinstance(value, str) and 0 < len(value) <= 12 and value.isascii() and value.isdigit():
+        return value
     return None
 
 
-def _digits(value: str | bytes, what: str) -> int:
+def _digits(value: str | bytes, tag: int, operation_code: int | None = None) -> int:
+    """A number field of a request: 1 to the tag's width of ASCII digits; UnsupportedMessage if not
+    (``operation_code``, when known, goes with it)."""
+    name = name_for(tag)
     if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
-    raise UnsupportedMessage(f"{what} must be ASCII digits, got {value!r}")
+        if len(value) <= NUMBER_WIDTHS[tag]:
+            return int(value)
+        reason = f"{name} has {len(value)} digits, at most {NUMBER_WIDTHS[tag]} allowed"
+    else:
+        reason = f"{name} must be ASCII digits, got {brief(value)}"
+    raise UnsupportedMessage(reason, str(operation_code) if operation_code is not None else "")
 
 
 def _datetime(value: str | bytes | None) -> datetime | None:

@@ -23,6 +23,8 @@ VERSION = b"1"
 _VERSION_TAG = 1
 _NUMBER_TAG = 2
 _HLEN = struct.Struct("<H")
+#: Most digits of a part number: a message of at most 1 MB in parts of at least one byte needs 7.
+_NUMBER_WIDTH = 9
 
 
 def encode_part(number: int, chunk: bytes) -> bytes:
@@ -85,7 +87,10 @@ def decode_part(body: bytes) -> Part:
         raise DecodeError("part", _HLEN.size, f"part version {version!r}, expected {VERSION!r}")
     number = records.get(_NUMBER_TAG)
     if number is None or not (number.isascii() and number.isdigit()):
-        raise DecodeError("part", _HLEN.size, f"part number {number!r} is not ASCII digits")
+        shown = number if number is None or len(number) <= 20 else number[:20] + b"..."
+        raise DecodeError("part", _HLEN.size, f"part number {shown!r} is not ASCII digits")
+    if len(number) > _NUMBER_WIDTH:
+        raise DecodeError("part", _HLEN.size, f"part number of {len(number)} digits, at most {_NUMBER_WIDTH}")
     value = int(number)
     return Part(value, body[header_end:], value == 0)
 

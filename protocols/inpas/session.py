@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 
-from protocols.common.errors import ExchangeAborted, ExchangeTimeout, LinkError
+from protocols.common.errors import AnswerMismatch, ExchangeAborted, ExchangeTimeout, LinkError
 from protocols.common.model import Request, Result
 from protocols.common.session import (
     AbortRequested,
@@ -47,12 +47,15 @@ from .mapping import (
     UnsupportedMessage,
     cashier_answer_message,
     cashier_prompt_message,
+    dialog_kind,
+    dialog_timeout,
     message_to_request,
     message_to_result,
     operation_code,
     rejection_context,
     request_to_message,
     result_to_message,
+    unreadable_result,
     wait_message,
 )
 
@@ -176,14 +179,12 @@ class InpasEcrSession(_SessionBase):
             return events + [Progress(text if isinstance(text, str) else "")]
         if code == OpCode.CASHIER_DIALOG:
             prompt = message.get(Tag.CASHIER_PROMPT)
-            timeout = message.get(Tag.TIMEOUT)
-            seconds = float(timeout) if isinstance(timeout, str) and timeout.isdigit() else None
-            kind = message.get(Tag.COMMAND_MODE_1)
+            seconds = dialog_timeout(message.get(Tag.TIMEOUT))  # at most MAX_DIALOG_TIMEOUT, or None
             self._state = _Ecr.PROMPTED
             # The cashier may think as long as the terminal allows; then the packet timer runs again.
             self.link.expect_packet(now, (seconds or 0) + self.link.timers.packet_timeout)
             return events + [CashierPrompt(prompt if isinstance(prompt, str) else "", seconds,
-                                           int(kind) if isinstance(kind, str) and kind.isdigit() else 0)]
+                                           dialog_kind(message.get(Tag.COMMAND_MODE_1)))]
         if intermediate:
             # Gateway mode (the ECR relays the terminal's host traffic) is not offered: say so, the
             # terminal then uses its own connection or declines.
@@ -196,6 +197,9 @@ class InpasEcrSession(_SessionBase):
         self.link.send_control(EOT)
         self.link.stop_packet_timer()
         self._state = _Ecr.IDLE
+        problems = unreadable_result(message)
+        if problems:  # ACKed and closed with EOT like any answer: the line is clean, the outcome unknown
+            return events + [Failed(AnswerMismatch(problems, answer=result))]
         return events + [Completed(result)]
 
     def _answers_our_request(self, message: Message) -> bool:

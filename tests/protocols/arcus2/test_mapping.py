@@ -291,7 +291,8 @@ def test_results_with_numbers_wider_than_their_key_read_them_as_missing():
                                              "currency": "RUB"}), sale)
     assert (result.amount, result.currency) == (None, None)  # a bad currency is not replaced by the request's
     result = message_to_result(Message("R", {"operation": "1", "response_code": "000"}), sale)
-    assert (result.currency, result.transaction_id) == (643, "7")  # not echoed: the request's, as ever
+    assert (result.currency, result.transaction_id) == (643, None)  # a currency not echoed is the request's;
+    # a transaction_id is never filled in: the caller finds the answer carries none
     settle = Request(Operation.SETTLEMENT, transaction_id="8")
     for key in ("sale_count", "sale_amount", "refund_amount", "cancel_count", "currency"):
         fields = {"operation": "7", "response_code": "000", "sale_count": "1", "sale_amount": "100", key: HUGE}
@@ -327,3 +328,16 @@ def test_readable_results_have_no_problems():
 
     for code in ("000", "116", "998", "956", "990", "900"):
         assert unreadable_result(Message("R", {"operation": "1", "response_code": code})) == []
+    full = {"operation": "7", "response_code": "000", "result_amount": "1" * 12, "currency": "643",
+            "transaction_id": "9" * 12, "sale_count": "1" * 18, "sale_amount": "0"}
+    assert unreadable_result(Message("R", full)) == []
+
+
+@pytest.mark.parametrize("key", ["result_amount", "currency", "transaction_id", "sale_count", "sale_amount",
+                                 "refund_count", "refund_amount", "cancel_count", "cancel_amount"])
+def test_a_number_the_result_carries_that_cannot_be_read_makes_the_result_unreadable(key):
+    from protocols.arcus2.mapping import unreadable_result
+
+    for bad in (HUGE, "12a", ""):
+        problems = unreadable_result(Message("R", {"operation": "1", "response_code": "000", key: bad}))
+        assert len(problems) == 1 and problems[0].startswith(key) and len(problems[0]) < 200

@@ -528,16 +528,19 @@ def test_terminal_rejects_a_request_with_a_5000_digit_number(key):
     assert answer["response_code"] == "913" and HUGE not in answer.fields.values()
 
 
-def test_ecr_reads_5000_digit_numbers_in_a_result_as_missing():
-    ecr = started_ecr()
-    fields = {"operation": "1", "response_code": "000", "result_amount": HUGE, "currency": HUGE, "transaction_id": "7"}
+@pytest.mark.parametrize(("request_", "fields"), [
+    (SALE, {"operation": "1", "response_code": "000", "result_amount": HUGE, "currency": HUGE, "transaction_id": "7"}),
+    (Request(Operation.SETTLEMENT, transaction_id="7"),
+     {"operation": "7", "response_code": "000", "sale_count": HUGE, "sale_amount": HUGE, "transaction_id": "7"}),
+], ids=["amount-and-currency", "totals"])
+def test_ecr_reports_5000_digit_numbers_in_a_result_as_an_answer_mismatch(request_, fields):
+    ecr = started_ecr(request_)
     [event] = terminal_turn(ecr, lenient_frame("R", fields), 1.0)
-    assert isinstance(event, Completed) and (event.result.amount, event.result.currency) == (None, None)
-    settle = Request(Operation.SETTLEMENT, transaction_id="7")
-    ecr = started_ecr(settle)
-    fields = {"operation": "7", "response_code": "000", "sale_count": HUGE, "sale_amount": HUGE, "transaction_id": "7"}
-    [event] = terminal_turn(ecr, lenient_frame("R", fields), 1.0)
-    assert isinstance(event, Completed) and event.result.totals is None and not ecr.busy
+    assert isinstance(event, Failed) and isinstance(event.error, AnswerMismatch) and not ecr.busy
+    assert all("5000 digits" in problem for problem in event.error.problems)
+    answer = event.error.answer  # best effort: what could not be read is None, never a guess
+    assert (answer.amount, answer.currency, answer.totals) == (None, None, None)
+    assert answer.status is Status.APPROVED  # the response code itself was readable
 
 
 def test_ecr_takes_a_result_with_a_5000_digit_transaction_id_for_someone_else_s():
