@@ -161,13 +161,22 @@ class EcrClient:
         return self.terminal_id or self.port_key
 
     async def open(self) -> None:
-        """Open the device (if given a URL) and start the link."""
+        """Take the terminal (its cross-process lock), open the device and start the link.
+
+        The lock comes first and is held until :meth:`close`: a second program must not even read
+        the line, or it would take this one's answers. TerminalBusy after ``lock_wait`` seconds.
+        """
         if self._pump is not None:
             return
-        if isinstance(self.port, str):
-            self._device, self._owns_device = await open_device(self.port), True
-        else:
-            self._device = self.port
+        await self.owner.acquire("connected")
+        try:
+            if isinstance(self.port, str):
+                self._device, self._owns_device = await open_device(self.port), True
+            else:
+                self._device = self.port
+        except BaseException:
+            await self.owner.release()
+            raise
         session = self.protocol.ecr_session(timers=self.timers)
         self._pump = SessionPump(self._device, session, clock=self.monotonic, trace=self._trace)
         self._pump.start()
@@ -177,13 +186,16 @@ class EcrClient:
             self.trace(direction, data)
 
     async def close(self) -> None:
-        """Stop the link and close the device if the client opened it."""
+        """Stop the link, close the device if the client opened it, and give the terminal up."""
+        opened = self._pump is not None
         if self._pump is not None:
             await self._pump.stop()
             self._pump = None
         if self._device is not None and self._owns_device:
             await self._device.close()
         self._device = None
+        if opened:
+            await self.owner.release()
 
     async def __aenter__(self) -> EcrClient:
         await self.open()
@@ -204,6 +216,7 @@ class EcrClient:
         """
         request.validated()  # before anything is journaled or numbered
         async with self._lock:
+            await self.open()  # takes the terminal: the lock is held from here until close()
             async with self.owner.held(request.operation.value):
                 return await self._execute_owned(request)
 
@@ -322,6 +335,7 @@ class EcrClient:
         settled is flagged ``refund_needed`` for a person, never marked reversed.
         """
         async with self._lock:
+            await self.open()
             async with self.owner.held("recovery"):
                 return await self._recover_owned()
 

@@ -289,6 +289,8 @@ class TerminalLock:
             return
         self._depth -= 1
         if self._depth:
+            if self._depth == 1:
+                self._write_owner("idle")
             return
         if self._lock is None:
             _IN_PROCESS.pop(self.key, None)
