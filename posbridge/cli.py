@@ -151,10 +151,12 @@ async def _run_operation(args: argparse.Namespace) -> int:
     journal = _open_journal(args)
     try:
         client = _make_client(args, journal, on_prompt=answer)
-        async with client:
+        try:  # the client opens the line itself, after it has journaled the operation
             if client.unresolved():  # operations whose outcome an earlier run lost: resolve them first
                 _print_recovery(await client.recover())
             result = await (client.reverse_last() if request is None else client.execute(request))
+        finally:
+            await client.close()
     finally:
         journal.close()
     print(json.dumps(result_to_json(result), ensure_ascii=False, indent=2) if args.json else format_result(result))
@@ -204,14 +206,24 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 
 
 async def _run_emulate(args: argparse.Namespace) -> int:
+    from .cards import Card, load_cards
+    from .pump import WireLogger
     from .scenario import load_scenario
     from .terminal import VirtualTerminal
 
     scenario = load_scenario(args.scenario) if args.scenario else None
+    options: dict[str, Any] = {}
+    if args.verbose >= 2:  # -vv: every frame on the line, in hex and decoded (card numbers masked)
+        options["trace"] = WireLogger(protocols.get(args.protocol).describe)
     terminal = VirtualTerminal.from_scenario(scenario, protocol=args.protocol, journal_path=args.journal,
-                                             seed=args.seed)
+                                             seed=args.seed, **options)
+    if args.idle_timeout is not None:
+        terminal.config.idle_timeout = args.idle_timeout
+    if args.cards:
+        terminal.cards.present(*load_cards(args.cards))
     if args.card:
-        from .cards import Card
+        print("posbridge: warning: a full card number on the command line is visible to every user in "
+              "the process list; prefer --cards FILE or a scenario's [[cards]]", file=sys.stderr, flush=True)
         terminal.cards.present(*(Card(pan) for pan in args.card))
 
     def ready(device: Any) -> None:
@@ -254,7 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
     emulate.add_argument("--port", required=True, help="device URL, e.g. pty:///tmp/ttyPOS or tcp-listen://127.0.0.1:0")
     emulate.add_argument("--scenario", help="scenario TOML file (cards, outcomes, delays, faults)")
     emulate.add_argument("--journal", help="terminal batch journal (SQLite file; default in memory)")
-    emulate.add_argument("--card", action="append", help="card the next operation reads (repeatable)")
+    emulate.add_argument("--cards", metavar="FILE", help="cards the next operations read, in order: one "
+                         "PAN[,YYMM] a line (# comments); kept out of the process list")
+    emulate.add_argument("--card", action="append", help="card the next operation reads (repeatable; visible "
+                         "in the process list: prefer --cards)")
+    emulate.add_argument("--idle-timeout", type=float, metavar="SECONDS", default=None,
+                         help="tcp-listen: hang up on a connection with no request for this long when another "
+                              "ECR waits (default 2; 0 = never)")
     emulate.add_argument("--seed", type=int, default=None, help="seed for RRNs and authorization codes")
     emulate.add_argument("--fault", metavar="SPEC", help="line faults, e.g. 'rx:drop@12,split=3,seed=7'"
                          " (grammar: devices/faults.py); rx = what the terminal receives")
@@ -342,8 +360,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return arcus2_cli_main(argv[1:])
     args = build_parser().parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level if args.command != "emulate" else min(level, logging.INFO),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.command == "emulate":
+        # One INFO line per operation; -v adds the link's events (DEBUG), -vv every frame as well.
+        level = logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("transitions").setLevel(logging.WARNING)  # a line per state change otherwise
+    if args.command == "emulate" and args.verbose < 2:
+        logging.getLogger("posbridge.wire").setLevel(logging.INFO)
     try:
         if args.command == "demo":
             return _cmd_demo(args)

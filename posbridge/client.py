@@ -216,7 +216,6 @@ class EcrClient:
         """
         request.validated()  # before anything is journaled or numbered
         async with self._lock:
-            await self.open()  # takes the terminal: the lock is held from here until close()
             async with self.owner.held(request.operation.value):
                 return await self._execute_owned(request)
 
@@ -231,11 +230,17 @@ class EcrClient:
             filled["terminal_id"] = self.terminal_id
         if filled:
             request = request.with_changes(**filled)
-        if self._pump is not None and not self._pump.reading and self._owns_device:
-            await self.close()  # the terminal hung up (TCP): connect again, as ECRs do
-        await self.open()
+        # Journaled before the device is even opened: a journal that cannot record the operation
+        # stops it before posbridge touches the line.
         entry = self.journal.ecr_begin(request, self.journal_key, port=self.port_key, owner=self._me)
         self.journal.ecr_sent(entry)  # durable before the first byte: a failure here sends nothing
+        try:
+            if self._pump is not None and not self._pump.reading and self._owns_device:
+                await self.close()  # the terminal hung up (TCP): connect again, as ECRs do
+            await self.open()  # the lock is held from here until close()
+        except BaseException:
+            self.journal.ecr_resolve(entry, None, how="not_sent")  # nothing reached the line
+            raise
         try:
             result = await asyncio.wait_for(self._exchange(request), self.deadline)
             problems = answer_problems(request, result)
