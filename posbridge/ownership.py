@@ -259,7 +259,8 @@ class TerminalLock:
         """Take the lock (bounded wait) and say who holds it and for what."""
         if self._depth:
             self._depth += 1
-            self._write_owner(activity)
+            if activity != "connected":  # opening the line inside an operation keeps its name
+                self._write_owner(activity)
             return
         if self._lock is None:
             await self._acquire_in_process()
