@@ -705,10 +705,11 @@ class VirtualTerminal:
         operation = result.operation
 
         def render() -> Slips:
-            details: list[str] = []
+            head: list[str] = []
+            listed: list[OperationRecord] = []
             if operation in REPORT_OPERATIONS and result.approved:
-                details = self._report_details(operation, decision.batch_number)
-            return self._fitting(result, details, decision.auto_reversed)
+                head, listed = self._report_details(operation, decision.batch_number)
+            return self._fitting(result, head, listed, decision.auto_reversed)
 
         try:
             return await self._off_loop(operation, render)
@@ -717,13 +718,24 @@ class VirtualTerminal:
                       _short(error))
             return self._safe_render(result, (), minimal=True)
 
-    def _fitting(self, result: Result, details: list[str], auto_reversed: bool) -> Slips:
-        """Render with ``details``, halving an operation list until all copies fit SLIP_BUDGET."""
-        slips = self.printer.render(result, auto_reversed=auto_reversed, details=details)
-        while _slip_bytes(slips) > SLIP_BUDGET and details:
-            details = _shorter(details)
+    def _fitting(self, result: Result, head: list[str], listed: list[OperationRecord],
+                 auto_reversed: bool) -> Slips:
+        """Render ``head`` lines and the latest of ``listed`` (at most ``report_max_lines``, the
+        rest counted on the slip), halving the list until all copies fit :data:`SLIP_BUDGET`."""
+        limit = min(len(listed), max(0, self.config.report_max_lines))
+        while True:
+            shown = listed[len(listed) - limit:] if limit else []
+            details = list(head)
+            if listed:
+                details.append(self.printer._center("ОПЕРАЦИИ"))
+                if len(listed) > limit:
+                    details.append(f"... ЕЩЕ {len(listed) - limit} ОПЕРАЦИЙ РАНЕЕ")
+                details += [self.printer.operation_line(op.host_datetime, TITLES[op.operation], op.masked_pan,
+                                                        op.amount, op.currency) for op in shown]
             slips = self.printer.render(result, auto_reversed=auto_reversed, details=details)
-        return slips
+            if limit == 0 or _slip_bytes(slips) <= SLIP_BUDGET:
+                return slips  # still too big without a list: the sender falls back to a smaller answer
+            limit //= 2
 
     def _safe_render(self, result: Result, details: Any, minimal: bool = False) -> Slips:
         try:
@@ -735,23 +747,15 @@ class VirtualTerminal:
             log.error("the slip could not be laid out: %s", _short(error))
             return Slips()
 
-    def _report_details(self, operation: Operation, batch: int) -> list[str]:
-        """Lines after the totals: by card scheme (settlement and full report), then, for a full
-        report, its operation list — the latest ``report_max_lines``, the rest counted."""
+    def _report_details(self, operation: Operation, batch: int) -> tuple[list[str], list[OperationRecord]]:
+        """What follows the totals: lines by card scheme (settlement and full report) and, for a
+        full report, the operations to list (approved money operations, oldest first)."""
         records = self.journal.operations(self.host_config.terminal_id, batch)
         lines = self._scheme_lines(records)
         if operation is not Operation.FULL_REPORT:
-            return lines
-        listed = [op for op in records if op.status is Status.APPROVED and op.operation.moves_money and op.amount]
-        limit = max(0, self.config.report_max_lines)
-        shown = listed[-limit:] if limit else []
-        more = len(listed) - len(shown)
-        lines.append(self.printer._center("ОПЕРАЦИИ"))
-        if more:
-            lines.append(f"... ЕЩЕ {more} ОПЕРАЦИЙ РАНЕЕ")
-        lines += [self.printer.operation_line(op.host_datetime, TITLES[op.operation], op.masked_pan, op.amount,
-                                              op.currency) for op in shown]
-        return lines
+            return lines, []
+        return lines, [op for op in records if op.status is Status.APPROVED and op.operation.moves_money
+                       and op.amount]
 
     def _scheme_lines(self, records: list[OperationRecord]) -> list[str]:
         """Totals by card scheme (the batch totals' rules: live, not cancelled sales and completions;
@@ -840,13 +844,6 @@ def _slip_bytes(slips: Slips) -> int:
     """What the copies take on the wire: one byte a character (CP1251) and two per line end."""
     text = slips.customer + slips.cashier
     return len(text) + text.count("\n") + 64
-
-
-def _shorter(details: list[str]) -> list[str]:
-    """Halve an operation list (keeping its newest lines and saying how many were left out)."""
-    keep = len(details) // 2
-    dropped = len(details) - keep
-    return [f"... ЕЩЕ {dropped} СТРОК ОТЧЕТА"] + details[len(details) - keep:] if keep else []
 
 
 def _clip(text: str, limit: int = 24) -> str:
