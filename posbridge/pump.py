@@ -344,4 +344,15 @@ class WireLogger:
         self._pending[direction] = buffer[cut:]
         if cut:
             self.log.debug("%s %s %s", direction, buffer[:cut].hex(),
-                           json.dumps(entries, ensure_ascii=False, default=str))
+                           json.dumps(_clip_values(entries), ensure_ascii=False, default=str))
+
+
+def _clip_values(value: Any, limit: int = 256) -> Any:
+    """Decoded frames for a log line: a hostile 5,000-character value is shown by its head."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:64]}…({len(value)} characters)"
+    if isinstance(value, dict):
+        return {key: _clip_values(item, limit) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_clip_values(item, limit) for item in value]
+    return value

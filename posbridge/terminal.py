@@ -55,6 +55,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ from transitions import Machine
 
 import protocols
 from devices import Device, open_device
+from protocols.common.errors import Disconnected
 from protocols.common.session import (
     AbortRequested,
     Failed,
@@ -78,7 +80,7 @@ from protocols.common.session import (
 from .cards import Card, CardReader
 from .host import BankHost, HostConfig, HostDecision
 from .journal import Journal, OperationRecord
-from .model import Operation, Request, Result, Slips, Status, format_amount
+from .model import Operation, Request, Result, Slips, Status, format_amount, mask_pan
 from .pump import LinkClosed, ReaderStopped, SessionPump, Trace
 from .slips import TITLES, Merchant, SlipPrinter
 
@@ -336,7 +338,7 @@ class VirtualTerminal:
                 log.debug("request (exchange %s): %s", event.exchange, _describe_request(event.request))
             else:
                 new = _Job(event.exchange, None, rejection=event)
-                log.debug("unreadable request (exchange %s): %s", event.exchange, _clip(event.reason, 160))
+                log.debug("unreadable request (exchange %s): %s", event.exchange, _clip(event.reason, 160, tame=True))
             if job is None and self._waiting is None:
                 self._start(new)
                 return False
@@ -373,11 +375,13 @@ class VirtualTerminal:
                 self._waiting = None
         elif isinstance(event, Failed):
             log.debug("the link failed (exchange %s): %s", exchange, event.error)
+            why = "the ECR disconnected" if isinstance(event.error, Disconnected) else \
+                f"the link failed: {_clip(str(event.error), 120, tame=True)}"
             if mine:
-                job.delivered(False, f"the link failed: {event.error}")  # type: ignore[union-attr]
-                job.abort(f"the link failed: {event.error}")  # type: ignore[union-attr]
+                job.delivered(False, why)  # type: ignore[union-attr]
+                job.abort(why)  # type: ignore[union-attr]
             elif self._waiting is not None and self._waiting.exchange == exchange:
-                self._drop(self._waiting, f"the link failed before it was served: {event.error}")
+                self._drop(self._waiting, f"{why} before it was served")
                 self._waiting = None
         elif isinstance(event, (LinkClosed, ReaderStopped)):
             if isinstance(event, ReaderStopped):
@@ -846,13 +850,26 @@ def _slip_bytes(slips: Slips) -> int:
     return len(text) + text.count("\n") + 64
 
 
-def _clip(text: str, limit: int = 24) -> str:
-    text = str(text)
+_DIGIT_RUN = re.compile(r"[0-9]{12,}")
+
+
+def _tame(text: str) -> str:
+    """Text from the line, fit for a log: digit runs that could be a card number are masked,
+    longer ones (a hostile 5,000-digit field) shown by their length."""
+    def one(match: re.Match[str]) -> str:
+        digits = match.group(0)
+        return mask_pan(digits) if len(digits) <= 19 else f"{digits[:4]}…({len(digits)} digits)"
+
+    return _DIGIT_RUN.sub(one, text)
+
+
+def _clip(text: str, limit: int = 24, tame: bool = False) -> str:
+    text = _tame(str(text)) if tame else str(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _short(error: BaseException, limit: int = 200) -> str:
-    return _clip(f"{type(error).__name__}: {error}", limit)
+    return _clip(f"{type(error).__name__}: {error}", limit, tame=True)
 
 
 def _describe_request(request: Request) -> str:
@@ -875,7 +892,7 @@ def _describe_job(job: _Job) -> str:
     if job.request is not None:
         return _describe_request(job.request)
     reason = job.rejection.reason if job.rejection is not None else ""
-    return f"unreadable request ({_clip(reason, 120)})"
+    return f"unreadable request ({_clip(reason, 120, tame=True)})"
 
 
 def _describe_result(result: Result) -> str:

@@ -1,0 +1,152 @@
+"""The emulator's log (issue 9): exactly one INFO line per operation — request, outcome, delivered
+or not —, no ``transitions`` chatter, link events with ``-v``, every frame in hex and decoded with
+``-vv``; cards from a file; a full card number never in a log line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from posbridge.model import Operation
+
+from .terminal_support import Register, legitimate_sale, request
+
+ROOT = Path(__file__).resolve().parents[2]
+CARD = "5100000000000008"
+
+
+@pytest.fixture(autouse=True)
+def private_lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "locks"
+    folder.mkdir()
+    monkeypatch.setenv("POSBRIDGE_LOCK_DIR", str(folder))
+    return folder
+
+
+class Emulator:
+    def __init__(self, tmp_path: Path, protocol: str, *extra: str) -> None:
+        self.log_path = tmp_path / f"emulator-{protocol}.log"
+        scenario = tmp_path / "slow.toml"
+        scenario.write_text("[terminal]\nprogress_interval = 0.1\nidle_timeout = 0.3\n[host]\nlatency = 0.4\n",
+                            encoding="utf-8")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "posbridge", *extra[:1], "emulate", "--protocol", protocol,
+             "--port", "tcp-listen://127.0.0.1:0", "--scenario", str(scenario), "--seed", "1", *extra[1:]],
+            stdout=subprocess.PIPE, stderr=open(self.log_path, "w", encoding="utf-8"), text=True,
+            encoding="utf-8", cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + 20
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            found = re.search(r"listening on tcp-listen://127\.0\.0\.1:(\d+)", line)
+            if found:
+                self.port = int(found.group(1))
+                return
+            if self.proc.poll() is not None:
+                break
+        self.proc.kill()
+        raise AssertionError(f"the emulator did not start: {self.log_path.read_text()}")
+
+    def stop(self) -> str:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        return self.log_path.read_text(encoding="utf-8")
+
+
+async def four_operations(port: int, protocol: str) -> None:
+    """A sale, a sale whose register dies at the host (undelivered), a refused message, a sale."""
+    await legitimate_sale(port, protocol)
+    dying = await Register(protocol, port, {"ack_timeout": 3.0, "packet_timeout": 5.0}).open()
+    dying.send(request(Operation.SALE, 777_00, "900"))
+    await dying.wait_progress()
+    await dying.close()
+    await asyncio.sleep(0.6)  # the host answers; nobody is there to take it
+    from .terminal_support import RawLink, sale_body
+
+    async with RawLink(protocol, port) as raw:
+        raw.send(sale_body(protocol, amount="9" * 5000))
+        await raw.final_answer()
+    await legitimate_sale(port, protocol)
+
+
+def outcome_lines(log: str) -> list[str]:
+    return [line for line in log.splitlines() if " posbridge.terminal INFO " in line]
+
+
+@pytest.mark.parametrize("protocol", ["inpas", "arcus2"])
+async def test_one_outcome_line_per_operation_no_chatter_and_hex_frames_with_vv(protocol: str, tmp_path: Path) -> None:
+    cards = tmp_path / "cards.txt"
+    cards.write_text(f"# test cards\n{CARD},3012\n\n", encoding="utf-8")
+    emulator = Emulator(tmp_path, protocol, "-vv", "--cards", str(cards))
+    try:
+        await four_operations(emulator.port, protocol)
+    finally:
+        log = emulator.stop()
+    outcomes = outcome_lines(log)
+    assert len(outcomes) == 4, "\n".join(outcomes)
+    assert [("NOT delivered" in line) for line in outcomes] == [False, True, False, False]
+    assert all("result delivered" in line or "result NOT delivered" in line for line in outcomes)
+    assert "777.00 RUB" in outcomes[1] and "the ECR disconnected" in outcomes[1]
+    assert "510000******0008" in outcomes[0]  # the card from the file, masked
+    assert "unreadable request" in outcomes[2] and "code=913" in outcomes[2]
+    assert "9" * 100 not in log  # a hostile value is never copied into the log whole
+    assert "transitions" not in log
+    wire = [line for line in log.splitlines() if " posbridge.wire DEBUG " in line]
+    assert any(re.search(r" rx [0-9a-f]{20,} \[\{", line) for line in wire)  # hex, then decoded
+    assert any(re.search(r" tx [0-9a-f]{20,} \[\{", line) for line in wire)
+    assert CARD not in log and "4111111111111111" not in log
+
+
+async def test_without_v_only_outcomes_with_v_link_events_but_no_frames(tmp_path: Path) -> None:
+    quiet = Emulator(tmp_path, "inpas")
+    try:
+        await legitimate_sale(quiet.port, "inpas")
+    finally:
+        log = quiet.stop()
+    assert [line.split(" INFO ")[0].split()[-1] for line in log.splitlines() if " INFO " in line] == [
+        "posbridge.terminal"]
+    assert " DEBUG " not in log and "transitions" not in log
+    verbose = Emulator(tmp_path, "inpas", "-v")
+    try:
+        await legitimate_sale(verbose.port, "inpas")
+    finally:
+        log = verbose.stop()
+    assert len(outcome_lines(log)) == 1
+    assert " posbridge.terminal DEBUG request (exchange" in log and "the ECR disconnected" in log
+    assert "posbridge.wire" not in log and "transitions" not in log
+
+
+async def test_a_card_on_the_command_line_works_but_warns_and_is_never_logged(tmp_path: Path) -> None:
+    emulator = Emulator(tmp_path, "inpas", "-v", "--card", CARD)
+    try:
+        result = await legitimate_sale(emulator.port, "inpas")
+    finally:
+        log = emulator.stop()
+    assert result.masked_pan is not None and result.masked_pan.endswith("0008")
+    assert "visible to every user in the process list" in log and "--cards" in log
+    assert CARD not in log
+
+
+def test_a_bad_cards_file_is_one_line_naming_the_line_and_masking_the_number(tmp_path: Path) -> None:
+    cards = tmp_path / "cards.txt"
+    cards.write_text("5100000000000008\n5100000000000008,12345\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "posbridge", "emulate", "--port", "tcp-listen://127.0.0.1:0",
+                           "--cards", str(cards)], capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "line 2" in done.stderr and "YYMM" in done.stderr
+    cards.write_text("51000000000000089999999\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "posbridge", "emulate", "--port", "tcp-listen://127.0.0.1:0",
+                           "--cards", str(cards)], capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert done.returncode == 2 and "line 1" in done.stderr and "51000000000000089999999" not in done.stderr
