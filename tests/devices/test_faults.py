@@ -357,3 +357,30 @@ async def test_faults_compose_with_tcp() -> None:
     finally:
         await client.close()
         await listener.close()
+
+
+async def test_a_disconnect_fault_on_a_listener_drops_that_peer_once_and_the_next_is_served() -> None:
+    """Issue 9: ``--fault disconnect@N`` on tcp-listen stopped listening for good."""
+    listener = await open_device("tcp-listen://127.0.0.1:0")
+    dev = FaultyDevice(listener, "disconnect@3")
+    try:
+        assert dev.reconnects
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+        writer.write(b"abcdef")
+        assert await asyncio.wait_for(dev.read(), 2) == b"abc"
+        with pytest.raises(DeviceClosed):
+            await asyncio.wait_for(dev.read(), 2)
+        assert await asyncio.wait_for(reader.read(10), 2) == b""  # the peer saw the line drop
+        _, second = await asyncio.open_connection("127.0.0.1", listener.port)
+        second.write(b"0123456789")  # past position 3 of both directions: no second disconnect
+        got = b""
+        while len(got) < 10:
+            got += await asyncio.wait_for(dev.read(), 2)
+        assert got == b"0123456789"
+        await dev.write(b"ok")  # the other direction reaches position 3 later: still connected
+        await dev.write(b"still")
+        assert dev.injected_kinds() == ["rx:disconnect@3"]
+        writer.close()
+        second.close()
+    finally:
+        await dev.close()

@@ -158,3 +158,41 @@ async def test_unread_input_is_bounded_and_reading_resumes(monkeypatch) -> None:
         assert writer.transport.get_write_buffer_size() > 0  # the sender feels the backpressure
         assert await read_exactly(dev, len(payload)) == payload
         writer.close()
+
+
+async def test_listener_reports_each_empty_peer_once_and_serves_the_next() -> None:
+    """Issue 9: connections that close without a byte (probes, churn) are each reported once."""
+    async with await open_device("tcp-listen://127.0.0.1:0") as dev:
+        assert dev.reconnects
+        for _ in range(5):
+            _, writer = await asyncio.open_connection("127.0.0.1", dev.port)
+            writer.close()
+        for _ in range(5):
+            with pytest.raises(DeviceClosed):
+                await asyncio.wait_for(dev.read(), 2)
+        reader, writer = await asyncio.open_connection("127.0.0.1", dev.port)
+        writer.write(b"real")
+        assert await asyncio.wait_for(read_exactly(dev, 4), 2) == b"real"
+        writer.close()
+
+
+async def test_listener_sees_a_waiting_peer_and_can_drop_the_current_one() -> None:
+    async with await open_device("tcp-listen://127.0.0.1:0") as dev:
+        _, holder = await asyncio.open_connection("127.0.0.1", dev.port)
+        holder.write(b"x")
+        assert await asyncio.wait_for(dev.read(), 2) == b"x"
+        assert dev.connected and dev.peer_since is not None and not dev.waiting_peers
+        waiting_reader, waiting = await asyncio.open_connection("127.0.0.1", dev.port)
+        waiting.write(b"next")
+        for _ in range(100):
+            if dev.waiting_peers:
+                break
+            await asyncio.sleep(0.01)
+        assert dev.waiting_peers
+        assert dev.drop_peer("idle") and not dev.connected
+        with pytest.raises(DeviceClosed, match="idle"):
+            await asyncio.wait_for(dev.read(), 2)
+        assert await asyncio.wait_for(read_exactly(dev, 4), 2) == b"next"
+        assert dev.drop_peer("done") and not dev.drop_peer("again")  # nobody left to drop
+        holder.close()
+        waiting.close()

@@ -1,0 +1,61 @@
+"""``posbridge emulate`` (issue 9): a second emulator on a live one's pty path is refused in one
+line and leaves the link alone; ``--fault disconnect@N`` on tcp-listen is a pulled cable, after
+which the emulator serves on."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from posbridge.client import EcrClient
+from posbridge.journal import Journal
+
+from .test_terminal_logs import ROOT, Emulator
+from .terminal_support import legitimate_sale
+
+
+@pytest.fixture(autouse=True)
+def private_lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "locks"
+    folder.mkdir()
+    monkeypatch.setenv("POSBRIDGE_LOCK_DIR", str(folder))
+    return folder
+
+
+def test_a_second_emulator_on_a_live_emulators_pty_is_refused_in_one_line(tmp_path: Path) -> None:
+    link = tmp_path / "ttyPOS"
+    first = subprocess.Popen([sys.executable, "-m", "posbridge", "emulate", "--port", f"pty://{link}"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert first.stdout is not None and "listening on" in first.stdout.readline()
+        target = os.readlink(link)
+        second = subprocess.run([sys.executable, "-m", "posbridge", "emulate", "--port", f"pty://{link}"],
+                                capture_output=True, text=True, cwd=ROOT, timeout=30)
+        assert second.returncode == 2
+        assert second.stderr.count("\n") == 1 and "in use by another running emulator" in second.stderr
+        assert f"pid {first.pid}" in second.stderr and "Traceback" not in second.stderr
+        assert os.readlink(link) == target  # neither taken over nor deleted
+    finally:
+        first.terminate()
+        first.wait(10)
+    assert not link.is_symlink()  # the owner removed its own link on the way out
+
+
+async def test_a_disconnect_fault_on_tcp_listen_is_a_pulled_cable_and_serving_resumes(tmp_path: Path) -> None:
+    emulator = Emulator(tmp_path, "inpas", "-v", "--fault", "rx:disconnect@10")
+    try:
+        client = EcrClient(f"tcp://127.0.0.1:{emulator.port}", "inpas", journal=Journal(), lock_wait=1.0)
+        async with client:
+            with pytest.raises(Exception):
+                await asyncio.wait_for(client.sale(5_00), 8)
+        await legitimate_sale(emulator.port, "inpas")
+        await legitimate_sale(emulator.port, "inpas")
+        assert emulator.proc.poll() is None
+    finally:
+        log = emulator.stop()
+    assert log.count("result delivered") == 2

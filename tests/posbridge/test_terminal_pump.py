@@ -1,0 +1,143 @@
+"""The pump under the virtual terminal never goes deaf (issue 9): a session that raises costs one
+exchange, a device that fails to read is retried, a dead reader is reported and restarted, and the
+session's output (the link's ACK) is handed to the writer before the application hears the event."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from devices import DeviceError, open_device
+from posbridge.pump import PumpError, ReaderStopped, SessionPump
+from protocols.common.session import Failed
+
+
+class EchoSession:
+    """A toy session: ACKs every chunk; raises on b"boom"; reports chunks as events."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.resets = 0
+        self.current_exchange: int | None = 7
+
+    busy = True
+
+    def receive(self, data: bytes, now: float) -> list:
+        if b"boom" in data:
+            raise ValueError("Exceeds the limit (4300 digits) for integer string conversion: " + "9" * 5000)
+        self.out += b"\x06"
+        return [data]
+
+    def poll(self, now: float) -> list:
+        return []
+
+    def next_deadline(self) -> float | None:
+        return None
+
+    def data_to_send(self) -> bytes:
+        out, self.out = bytes(self.out), bytearray()
+        return out
+
+    def reset(self) -> None:
+        self.resets += 1
+        self.current_exchange = None
+
+
+async def pair():  # type: ignore[no-untyped-def]
+    name = f"virtual://pump-{uuid.uuid4().hex}"
+    return await open_device(name), await open_device(name)
+
+
+async def test_a_session_that_raises_is_one_typed_failure_and_reading_goes_on() -> None:
+    end, peer = await pair()
+    session = EchoSession()
+    pump = SessionPump(end, session, keep_open=True)
+    pump.start()
+    try:
+        await peer.write(b"boom")
+        event = await asyncio.wait_for(pump.next_event(), 2)
+        assert isinstance(event, Failed) and isinstance(event.error, PumpError) and event.exchange == 7
+        assert session.resets == 1 and len(str(event.error)) < 300  # a hostile value is not copied whole
+        await peer.write(b"hello")
+        assert await asyncio.wait_for(pump.next_event(), 2) == b"hello"
+        assert pump.reading
+    finally:
+        await pump.stop()
+        await end.close()
+        await peer.close()
+
+
+async def test_the_ack_is_on_the_line_before_the_application_hears_the_request() -> None:
+    end, peer = await pair()
+    pump = SessionPump(end, EchoSession())
+    pump.start()
+    try:
+        await peer.write(b"request")
+        await asyncio.wait_for(pump.next_event(), 2)
+        assert len(peer._inbox) == 1  # type: ignore[attr-defined]  # the ACK already written
+    finally:
+        await pump.stop()
+        await end.close()
+        await peer.close()
+
+
+class FlakyDevice:
+    """Fails to read twice (a driver hiccup), then delivers."""
+
+    url = "flaky://1"
+    closed = False
+    reconnects = False
+
+    def __init__(self) -> None:
+        self.fails = 2
+        self.written: list[bytes] = []
+
+    async def read(self, max_bytes: int = 4096) -> bytes:
+        if self.fails:
+            self.fails -= 1
+            raise DeviceError("read failed: [Errno 5] Input/output error")
+        await asyncio.sleep(0.01)
+        return b"data"
+
+    async def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+async def test_a_device_that_fails_to_read_is_retried_not_abandoned() -> None:
+    device = FlakyDevice()
+    pump = SessionPump(device, EchoSession(), keep_open=True)  # type: ignore[arg-type]
+    pump.start()
+    try:
+        events = []
+        while b"data" not in events:
+            events.append(await asyncio.wait_for(pump.next_event(), 3))
+        assert pump.reading
+    finally:
+        await pump.stop()
+
+
+async def test_a_reader_that_dies_anyway_is_reported_and_restarted() -> None:
+    end, peer = await pair()
+    pump = SessionPump(end, EchoSession(), keep_open=True)
+    pump.start()
+    try:
+        original = pump._read_loop
+
+        async def dying() -> None:
+            raise RuntimeError("a bug nobody foresaw")
+
+        pump._read_loop = dying  # type: ignore[method-assign]
+        pump._reader.cancel()  # type: ignore[union-attr]
+        await asyncio.sleep(0)
+        pump._reader = None
+        pump._start_reader()
+        event = await asyncio.wait_for(pump.next_event(), 2)
+        assert isinstance(event, ReaderStopped) and isinstance(event.error, RuntimeError)
+        pump._read_loop = original  # type: ignore[method-assign]
+        pump.restart()
+        await peer.write(b"again")
+        assert await asyncio.wait_for(pump.next_event(), 2) == b"again"
+    finally:
+        await pump.stop()
+        await end.close()
+        await peer.close()
