@@ -33,19 +33,19 @@ sys.path.insert(0, str(ROOT))
 
 import crcmod.predefined  # noqa: E402
 
-from devices import open_device  # noqa: E402
+from posbridge.devices import open_device  # noqa: E402
 from posbridge.journal import Journal  # noqa: E402
 from posbridge.model import Operation, Result, Slips, Status, Totals  # noqa: E402
-from posbridge.terminal import TerminalConfig  # noqa: E402
+from posbridge.emulator.terminal import TerminalConfig  # noqa: E402
 from posbridge.testing import TerminalLink  # noqa: E402
-from protocols.arcus2 import fields as arcus_fields  # noqa: E402
-from protocols.arcus2 import frame as arcus_frame  # noqa: E402
-from protocols.arcus2 import mapping as arcus_mapping  # noqa: E402
-from protocols.arcus2.ops import default_ops_table  # noqa: E402
-from protocols.inpas.fields import Message  # noqa: E402
-from protocols.inpas.frame import decode_frame, encode_frame  # noqa: E402
-from protocols.inpas.mapping import RequestContext, request_to_message, result_to_message  # noqa: E402
-from protocols.common.model import Request  # noqa: E402
+from posbridge.protocols.arcus2 import fields as arcus_fields  # noqa: E402
+from posbridge.protocols.arcus2 import frame as arcus_frame  # noqa: E402
+from posbridge.protocols.arcus2 import mapping as arcus_mapping  # noqa: E402
+from posbridge.protocols.arcus2.ops import default_ops_table  # noqa: E402
+from posbridge.protocols.inpas.fields import Message  # noqa: E402
+from posbridge.protocols.inpas.frame import decode_frame, encode_frame  # noqa: E402
+from posbridge.protocols.inpas.mapping import RequestContext, request_to_message, result_to_message  # noqa: E402
+from posbridge.protocols.common.model import Request  # noqa: E402
 
 PROTOCOLS = ("inpas", "arcus2")
 TARGETS = {

@@ -8,9 +8,9 @@ Schemes: ``virtual://NAME`` (in-memory pair), ``serial://PATH?…`` and pyserial
 (``socket://``, ``loop://``, ``rfc2217://``…), ``pty:///path/link``, ``tcp://host:port``,
 ``tcp-listen://127.0.0.1:PORT``, ``usb://VID:PID[?serial=…]``. Devices know nothing of protocols.
 
-Also here: a deterministic fault layer any device can be put in (:mod:`devices.faults`), terminal
-model profiles as data (:mod:`devices.profiles`) and finding connected terminals
-(:mod:`devices.discovery`).
+Also here: a deterministic fault layer any device can be put in (:mod:`posbridge.devices.faults`), terminal
+model profiles as data (:mod:`posbridge.devices.profiles`) and finding connected terminals
+(:mod:`posbridge.devices.discovery`).
 """
 
 from .base import Device, DeviceClosed, DeviceError

@@ -22,7 +22,7 @@ class DeviceClosed(DeviceError):
 
 
 class Device(abc.ABC):
-    """An async, bidirectional byte stream opened from a URL (see :func:`devices.open_device`).
+    """An async, bidirectional byte stream opened from a URL (see :func:`posbridge.devices.open_device`).
 
     ``read`` is cancellation-safe: ``await asyncio.wait_for(device.read(), timeout)`` never loses
     bytes, because a read only waits for data to be *available* and then takes it synchronously

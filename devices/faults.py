@@ -61,7 +61,7 @@ MAX_LOG = 10_000  # injected faults remembered per device (a probabilistic fault
 
 
 class FaultSpecError(DeviceError, ValueError):
-    """A fault spec that does not follow the grammar in :mod:`devices.faults`."""
+    """A fault spec that does not follow the grammar in :mod:`posbridge.devices.faults`."""
 
 
 @dataclass(frozen=True)

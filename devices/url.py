@@ -95,10 +95,10 @@ async def open_device(
     (``socket://``, ``loop://``, ``rfc2217://``, ``spy://``, ``alt://``…). Raises DeviceError
     with a readable reason.
 
-    ``faults`` (a :class:`~devices.faults.FaultPlan` or its textual spec), or a ``faults=SPEC``
-    parameter in any URL, puts the device in a :class:`~devices.faults.FaultyDevice`.
+    ``faults`` (a :class:`~posbridge.devices.faults.FaultPlan` or its textual spec), or a ``faults=SPEC``
+    parameter in any URL, puts the device in a :class:`~posbridge.devices.faults.FaultyDevice`.
     ``usb_backend`` is handed to ``usb.core.find`` for ``usb://`` (tests pass a
-    :class:`~devices.fakeusb.FakeUsbBackend`); None means libusb.
+    :class:`~posbridge.devices.fakeusb.FakeUsbBackend`); None means libusb.
     """
     if not isinstance(url, str):
         raise DeviceError(f"a device URL must be a string, not {type(url).__name__}")

@@ -20,7 +20,7 @@ device and leaves the kernel driver alone, and is the better choice for them. ``
 terminals that offer vendor bulk endpoints only, or systems without the CDC-ACM driver.
 
 ``open_usb(url, backend=…)`` hands the backend to ``usb.core.find`` (tests pass
-:class:`devices.fakeusb.FakeUsbBackend`).
+:class:`posbridge.devices.fakeusb.FakeUsbBackend`).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """``python -m posbridge`` = the ``posbridge`` command."""
 
-from .cli import main
+from posbridge.cli import main
 
 raise SystemExit(main())

@@ -1,11 +1,11 @@
 """posbridge's domain model: operations, requests, results, money, masking.
 
-Defined in :mod:`protocols.common.model` (the bottom layer, so protocol mappings can use it) and
+Defined in :mod:`posbridge.protocols.common.model` (the bottom layer, so protocol mappings can use it) and
 re-exported here, where application code looks for it.
 """
 
-from protocols.common.errors import InvalidRequest, PosbridgeError
-from protocols.common.model import (
+from posbridge.protocols.common.errors import InvalidRequest, PosbridgeError
+from posbridge.protocols.common.model import (
     CURRENCY_LETTERS,
     ISO_4217_NUMERIC,
     MAX_AMOUNT,

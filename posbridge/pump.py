@@ -13,7 +13,7 @@ to the application: the link's ACK of a request leaves before the application st
 
 The reader never dies of what it reads: an exception raised by the session (a bug, a field no
 one foresaw) is logged, the session is reset and the exchange in hand is reported as
-:class:`~protocols.common.session.Failed` with a :class:`PumpError`; a device that fails to read
+:class:`~posbridge.protocols.common.session.Failed` with a :class:`PumpError`; a device that fails to read
 is retried with a back-off until it is closed. Should the reader task end anyway, a
 :class:`ReaderStopped` event says so and :meth:`SessionPump.restart` starts it again.
 """
@@ -27,9 +27,9 @@ import logging
 import time
 from typing import Any, Callable
 
-from devices import Device, DeviceClosed, DeviceError
-from protocols.common.errors import Disconnected, LinkError
-from protocols.common.session import Failed, Session
+from posbridge.devices import Device, DeviceClosed, DeviceError
+from posbridge.protocols.common.errors import Disconnected, LinkError
+from posbridge.protocols.common.session import Failed, Session
 
 Trace = Callable[[str, bytes], None]  # ("rx" | "tx", bytes)
 log = logging.getLogger("posbridge.pump")

@@ -1,6 +1,6 @@
 """Wire protocols, sans-IO: bytes in -> events out, messages in -> bytes out.
 
-``protocols.get("inpas")`` returns a :class:`ProtocolSpec`, the one thing code above this layer
+``posbridge.protocols.get("inpas")`` returns a :class:`ProtocolSpec`, the one thing code above this layer
 needs to speak a protocol: session factories for both sides and a frame describer for tools.
 A third protocol is one new package plus one line in ``_REGISTRY``.
 """
@@ -31,8 +31,8 @@ class ProtocolSpec:
 
 
 _REGISTRY = {
-    "inpas": "protocols.inpas.spec",
-    "arcus2": "protocols.arcus2.spec",
+    "inpas": "posbridge.protocols.inpas.spec",
+    "arcus2": "posbridge.protocols.arcus2.spec",
 }
 
 

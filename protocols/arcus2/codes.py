@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from protocols.common.model import Operation, Status
+from ..common.model import Operation, Status
 
 from .ops import IniFileError, read_text_file
 
@@ -158,7 +158,7 @@ def parse_rc_res(text: str, source: str = "rc_res.ini") -> dict[str, str]:
 
     The separator is ``=``, ``,``, ``;``, ``:``, a tab or spaces. ``#`` / ``;`` comment lines,
     ``[section]`` lines and blank lines are skipped; a later line for the same code wins.
-    Raises :class:`~protocols.arcus2.ops.IniFileError` naming the line of a malformed one.
+    Raises :class:`~posbridge.protocols.arcus2.ops.IniFileError` naming the line of a malformed one.
     """
     texts: dict[str, str] = {}
     for number, raw in enumerate(text.splitlines(), start=1):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from protocols.common.errors import DecodeError, IncompleteFrame
+from ..common.errors import DecodeError, IncompleteFrame
 
 from .constants import BYTE_NAMES, FRAME_OVERHEAD, HEADER_SIZE, VERSION_OF_START
 from .fields import NUMBER_WIDTHS, PAN_KEY, Message, mask_pan_text, number_problem

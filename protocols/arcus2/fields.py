@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from protocols.common.errors import DecodeError, InvalidRequest
+from ..common.errors import DecodeError, InvalidRequest
 
 from .constants import FS, MESSAGE_CLASSES, TEXT_ENCODING
 from .frame import BODY_PATTERN, KEY_PATTERN, decode_body, raise_body_error
@@ -223,7 +223,7 @@ class Message:
     @classmethod
     def decode_body(cls, body: bytes) -> Message:
         """Parse a body. Raises only :class:`DecodeError`: the reasons of
-        :func:`~protocols.arcus2.frame.decode_body`, plus ``"encoding"`` for a value with a byte
+        :func:`~posbridge.protocols.arcus2.frame.decode_body`, plus ``"encoding"`` for a value with a byte
         CP1251 leaves undefined (0x98), at that byte's offset in ``body``."""
         body = bytes(body)
         if BODY_PATTERN.fullmatch(body) is None:

@@ -9,8 +9,8 @@ hand-written ``struct`` / slice codec instead; ``tests/protocols/arcus2/test_fra
 hypothesis that the two agree on every input (same result, or both reject it).
 
 Everything here is sans-IO: bytes in, values or typed errors out. Decoding raises only
-:class:`~protocols.common.errors.DecodeError` and its subclasses; encoding rejects values that
-cannot be sent with :class:`~protocols.common.errors.InvalidRequest` (a ``ValueError``).
+:class:`~posbridge.protocols.common.errors.DecodeError` and its subclasses; encoding rejects values that
+cannot be sent with :class:`~posbridge.protocols.common.errors.InvalidRequest` (a ``ValueError``).
 """
 
 from __future__ import annotations
@@ -48,14 +48,14 @@ from construct import (
     this,
 )
 
-from protocols.common.errors import (
+from ..common.errors import (
     ChecksumError,
     DecodeError,
     IncompleteFrame,
     InvalidRequest,
 )
-from protocols.common.link import BadFrame, Control, Noise
-from protocols.common.scanner import LengthPrefixedScanner
+from ..common.link import BadFrame, Control, Noise
+from ..common.scanner import LengthPrefixedScanner
 
 from .constants import (
     CONTROL_BYTES,

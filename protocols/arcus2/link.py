@@ -32,8 +32,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal, Union
 
-from protocols.common.errors import DecodeError, NakLimit, NoAck
-from protocols.common.link import (
+from ..common.errors import DecodeError, NakLimit, NoAck
+from ..common.link import (
     BadFrame,
     Control,
     FrameRejected,
@@ -60,7 +60,7 @@ class LinkTimers:
     ``link_version`` (2 by default) is the frame format this side sends: 2 accepts only version 2
     frames (a version 1 frame is answered NAK), 1 accepts both -- for a peer that speaks only the
     legacy version 1. It travels with the timers so that the ``timers`` option of
-    ``protocols.get("arcus2").ecr_session(...)`` / ``terminal_session(...)`` can set it.
+    ``posbridge.protocols.get("arcus2").ecr_session(...)`` / ``terminal_session(...)`` can set it.
     """
 
     ack_timeout: float = 2.0  # T1

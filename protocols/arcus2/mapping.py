@@ -2,8 +2,8 @@
 
 The ECR encodes a :class:`Request` as ``Q`` and decodes the ``R`` into a :class:`Result`; the
 terminal decodes the ``Q`` and encodes the ``R``. Operation codes come from an
-:class:`~protocols.arcus2.ops.OpsTable`; response codes follow :mod:`protocols.arcus2.codes`.
-Fields are written in the order of the key table (:data:`~protocols.arcus2.fields.FIELDS`).
+:class:`~posbridge.protocols.arcus2.ops.OpsTable`; response codes follow :mod:`posbridge.protocols.arcus2.codes`.
+Fields are written in the order of the key table (:data:`~posbridge.protocols.arcus2.fields.FIELDS`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from protocols.common.errors import UnsupportedMessage
-from protocols.common.model import Operation, Request, Result, Slips, Status, Totals
+from ..common.errors import UnsupportedMessage
+from ..common.model import Operation, Request, Result, Slips, Status, Totals
 
 from .codes import DEFAULT_TEXTS, response_code_for, status_for
 from .constants import ABORT, FS, INTERMEDIATE, REQUEST, RESULT, TEXT_ENCODING
@@ -97,7 +97,7 @@ def message_to_result(message: Message, request: Request, texts: Mapping[str, st
     result (a settlement's totals as a whole when one of them is bad), never guessed: the caller
     compares the answer with its request. An ``R`` whose ``response_code`` cannot be classified
     (:func:`unreadable_result`) gives status UNDEFINED here; the ECR session reports it as an
-    :class:`~protocols.common.errors.AnswerMismatch` carrying this result.
+    :class:`~posbridge.protocols.common.errors.AnswerMismatch` carrying this result.
     """
     code = message.get("response_code") or ""
     pan = message.get("pan")

@@ -6,7 +6,7 @@ An ops.ini line is ``CODE = CLASS, ID, NAME`` (arcus2.md, "Public contract"):
 * CLASS -- the operation's class: 1 financial (moves money), 2 batch and reports, 3 service;
   posbridge keeps it but does not act on it;
 * ID -- which operation it is (posbridge's ids: the codes of the default table below); this is
-  what posbridge maps to the domain :class:`~protocols.common.model.Operation`;
+  what posbridge maps to the domain :class:`~posbridge.protocols.common.model.Operation`;
 * NAME -- a label for people.
 
 ``#`` (or ``;``) at the start of a line disables it; ``[section]`` lines and blank lines are skipped.
@@ -19,8 +19,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from protocols.common.errors import InvalidRequest, PosbridgeError
-from protocols.common.model import Operation
+from ..common.errors import InvalidRequest, PosbridgeError
+from ..common.model import Operation
 
 __all__ = [
     "OPERATION_IDS",

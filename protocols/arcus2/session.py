@@ -1,5 +1,5 @@
 """Arcus2-style exchange sessions for both sides, sans-IO, speaking the protocol-neutral events of
-:mod:`protocols.common.session` (arcus2.md, "Exchange").
+:mod:`posbridge.protocols.common.session` (arcus2.md, "Exchange").
 
 ECR turn with ``Q`` -> zero or more terminal turns with ``I`` -> terminal turn with ``R``. While the
 operation waits for the card or PIN the ECR may send ``A``; the terminal then ends it with an ``R``
@@ -11,9 +11,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 
-from protocols.common.errors import AnswerMismatch, ExchangeTimeout, LinkError
-from protocols.common.model import Request, Result
-from protocols.common.session import (
+from ..common.errors import AnswerMismatch, ExchangeTimeout, LinkError
+from ..common.model import Request, Result
+from ..common.session import (
     AbortRequested,
     Completed,
     EcrEvent,
@@ -63,7 +63,7 @@ class _Ecr(enum.Enum):
 
 
 class Arcus2EcrSession:
-    """The cash register's side. See :class:`protocols.common.session.EcrSession`.
+    """The cash register's side. See :class:`posbridge.protocols.common.session.EcrSession`.
 
     ``texts`` (rc_res) give ``Result.response_text`` when the terminal sent no ``text_message``.
     """
@@ -193,7 +193,7 @@ class _Terminal(enum.Enum):
 
 
 class Arcus2TerminalSession:
-    """The terminal's side. See :class:`protocols.common.session.TerminalSession`.
+    """The terminal's side. See :class:`posbridge.protocols.common.session.TerminalSession`.
 
     It decides nothing about money: it reports the request and sends what the application (the
     virtual terminal) tells it to. Exchanges (posbridge's rules, ``docs/protocols/arcus2.md``):

@@ -7,7 +7,7 @@ import functools
 from collections.abc import Mapping
 from pathlib import Path
 
-from protocols import ProtocolSpec
+from .. import ProtocolSpec
 
 from .describe import describe
 from .link import LinkTimers

@@ -110,7 +110,7 @@ class AnswerMismatch(LinkError):
     result must carry (a status or response code, a settlement's totals). The outcome is unknown
     and must be resolved by recovery, never reported as approved.
 
-    ``answer`` is the answer as decoded (a :class:`~protocols.common.model.Result`, or None when it
+    ``answer`` is the answer as decoded (a :class:`~posbridge.protocols.common.model.Result`, or None when it
     could not be decoded at all); ``problems`` lists what did not match, in words.
     """
 

@@ -1,6 +1,6 @@
 """The domain vocabulary every protocol maps to and every posbridge component speaks.
 
-It lives at the bottom layer (``protocols.common``) because DESIGN.md lets imports point down only:
+It lives at the bottom layer (``posbridge.protocols.common``) because DESIGN.md lets imports point down only:
 each protocol package maps its wire messages to these types, so they cannot live above it.
 ``posbridge.model`` re-exports everything here; application code should import from there.
 

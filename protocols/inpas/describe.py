@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from protocols.common.errors import DecodeError, IncompleteFrame
+from ..common.errors import DecodeError, IncompleteFrame
 
 from .constants import BYTE_NAMES, FRAME_OVERHEAD, SOH, STX
 from .fields import NUMBER_WIDTHS, PAN_TAG, Message, mask_pan, name_for, number_problem

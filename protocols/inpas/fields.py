@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 from typing import Iterator, Mapping, Union
 
-from protocols.common.errors import InvalidRequest
+from ..common.errors import InvalidRequest
 
 from .constants import MAX_BODY, TEXT_ENCODING
 from .frame import decode_records

@@ -7,8 +7,8 @@ slice codec instead; ``tests/protocols/inpas/test_frame.py`` proves with hypothe
 agree on every input (same result, or both reject it).
 
 Everything here is sans-IO: bytes in, values or typed errors out. Decoding raises only
-:class:`~protocols.common.errors.DecodeError` and its subclasses; encoding rejects values that
-cannot be sent with :class:`~protocols.common.errors.InvalidRequest` (a ``ValueError``).
+:class:`~posbridge.protocols.common.errors.DecodeError` and its subclasses; encoding rejects values that
+cannot be sent with :class:`~posbridge.protocols.common.errors.InvalidRequest` (a ``ValueError``).
 """
 
 from __future__ import annotations
@@ -38,14 +38,14 @@ from construct import (
     this,
 )
 
-from protocols.common.errors import (
+from ..common.errors import (
     ChecksumError,
     DecodeError,
     IncompleteFrame,
     InvalidRequest,
 )
-from protocols.common.link import BadFrame, Control, Noise
-from protocols.common.scanner import LengthPrefixedScanner
+from ..common.link import BadFrame, Control, Noise
+from ..common.scanner import LengthPrefixedScanner
 
 from .constants import (
     CONTROL_BYTES,

@@ -19,8 +19,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal, Union
 
-from protocols.common.errors import DecodeError, NakLimit, NoAck
-from protocols.common.link import (
+from ..common.errors import DecodeError, NakLimit, NoAck
+from ..common.link import (
     BadFrame,
     Control,
     FrameRejected,

@@ -11,8 +11,8 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
-from protocols.common.errors import UnsupportedMessage
-from protocols.common.model import Operation, Request, Result, Slips, Status, Totals
+from ..common.errors import UnsupportedMessage
+from ..common.model import Operation, Request, Result, Slips, Status, Totals
 
 from .fields import NUMBER_WIDTHS, Message, brief, mask_pan, name_for, number_problem, read_number
 
@@ -176,7 +176,7 @@ def message_to_result(message: Message, request: Request | None = None) -> Resul
     the result (the settlement totals as a whole when one of them is bad), never guessed: the caller
     compares the answer with its request. An answer whose status (tag 39) is missing or unknown
     (:func:`unreadable_result`) has status UNDEFINED here; the ECR session reports it as an
-    :class:`~protocols.common.errors.AnswerMismatch` carrying this result.
+    :class:`~posbridge.protocols.common.errors.AnswerMismatch` carrying this result.
     """
     status_code = _int(message.get(Tag.STATUS), Tag.STATUS)
     status = STATUS_BY_CODE.get(status_code, Status.UNDEFINED) if status_code is not None else Status.UNDEFINED

@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from protocols.common.errors import DecodeError, InvalidRequest
+from ..common.errors import DecodeError, InvalidRequest
 
 from .constants import SOH, STX
 from .frame import decode_records, encode_frame, encode_records

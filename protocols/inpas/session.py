@@ -1,5 +1,5 @@
 """INPAS SA exchange sessions for both sides, sans-IO, speaking the protocol-neutral events of
-:mod:`protocols.common.session` (inpas-sa.md, "Exchange").
+:mod:`posbridge.protocols.common.session` (inpas-sa.md, "Exchange").
 
 ECR: request -> ACK -> [WAIT | cashier dialog | gateway command]* -> final response -> ACK, EOT.
 Terminal: the mirror image; it decides nothing about money: it reports the request and sends what
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import enum
 
-from protocols.common.errors import AnswerMismatch, ExchangeAborted, ExchangeTimeout, LinkError
-from protocols.common.model import Request, Result
-from protocols.common.session import (
+from ..common.errors import AnswerMismatch, ExchangeAborted, ExchangeTimeout, LinkError
+from ..common.model import Request, Result
+from ..common.session import (
     AbortRequested,
     CashierPrompt,
     Completed,
@@ -90,7 +90,7 @@ class _Ecr(enum.Enum):
 
 
 class InpasEcrSession(_SessionBase):
-    """The cash register's side of SA. See :class:`protocols.common.session.EcrSession`."""
+    """The cash register's side of SA. See :class:`posbridge.protocols.common.session.EcrSession`."""
 
     def __init__(
         self,
@@ -234,7 +234,7 @@ def _small_code(message: Message) -> int | None:
 
 
 class InpasTerminalSession(_SessionBase):
-    """The terminal's side of SA. See :class:`protocols.common.session.TerminalSession`.
+    """The terminal's side of SA. See :class:`posbridge.protocols.common.session.TerminalSession`.
 
     Exchanges (posbridge's rules, ``docs/protocols/inpas-sa.md``):
 

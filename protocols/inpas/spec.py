@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from protocols import ProtocolSpec
+from .. import ProtocolSpec
 
 from .describe import describe
 from .link import LinkTimers

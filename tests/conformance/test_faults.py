@@ -28,10 +28,10 @@ from datetime import datetime
 
 import pytest
 
-import protocols
-from posbridge.terminal import TerminalConfig
+from posbridge import protocols
+from posbridge.emulator.terminal import TerminalConfig
 from posbridge.testing import TerminalLink
-from protocols.common.errors import LinkError
+from posbridge.protocols.common.errors import LinkError
 
 TIMERS = {"ack_timeout": 0.2, "packet_timeout": 1.0}
 AMOUNT = 100_00

@@ -8,13 +8,13 @@ from datetime import datetime
 
 import pytest
 
-import protocols
-from posbridge.cards import TEST_CARDS, Card
-from posbridge.host import HostConfig
+from posbridge import protocols
+from posbridge.emulator.cards import TEST_CARDS, Card
+from posbridge.emulator.host import HostConfig
 from posbridge.model import InvalidRequest, Operation, Request, Status
 from posbridge.testing import TerminalLink
-from posbridge.terminal import TerminalConfig
-from protocols.common.errors import ExchangeTimeout
+from posbridge.emulator.terminal import TerminalConfig
+from posbridge.protocols.common.errors import ExchangeTimeout
 
 FIXED_NOW = datetime(2026, 11, 22, 12, 30, 0)
 PARAMS = [(p, t) for p in protocols.names() for t in ("virtual", "pty", "tcp", "usb")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from devices import Device
+from posbridge.devices import Device
 
 ALL_BYTES = bytes(range(256))
 

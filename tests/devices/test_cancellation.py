@@ -14,7 +14,7 @@ from contextlib import AsyncExitStack
 
 import pytest
 
-from devices import Device, open_device, open_pair
+from posbridge.devices import Device, open_device, open_pair
 
 from ._util import echo_server
 

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import usb.core
 
-from devices import (
+from posbridge.devices import (
     DeviceError,
     choose_auto,
     discover,
@@ -17,8 +17,8 @@ from devices import (
     format_report,
     load_profiles,
 )
-from devices.fakeusb import FakeUsbBackend, FakeUsbTerminal
-from devices.profiles import parse_profiles
+from posbridge.devices.fakeusb import FakeUsbBackend, FakeUsbTerminal
+from posbridge.devices.profiles import parse_profiles
 
 PROFILES = load_profiles(user=False)
 

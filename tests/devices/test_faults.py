@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices import (
+from posbridge.devices import (
     Device,
     DeviceClosed,
     DeviceError,
@@ -20,7 +20,7 @@ from devices import (
     open_device,
     open_pair,
 )
-from devices.faults import DirectionFaults, InjectedFault
+from posbridge.devices.faults import DirectionFaults, InjectedFault
 
 from ._util import read_exactly
 

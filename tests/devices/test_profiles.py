@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-import protocols
-from devices import ProfileError, TerminalProfile, load_profiles
-from devices.profiles import (
+from posbridge import protocols
+from posbridge.devices import ProfileError, TerminalProfile, load_profiles
+from posbridge.devices.profiles import (
     ENV_VAR,
     built_in_text,
     find_profile,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import serial
 
-from devices import DeviceClosed, DeviceError, open_device
-from devices.pty import PtyDevice
+from posbridge.devices import DeviceClosed, DeviceError, open_device
+from posbridge.devices.pty import PtyDevice
 
 from ._util import ALL_BYTES, read_exactly
 
@@ -185,7 +185,7 @@ def test_a_link_held_by_another_live_process_is_refused(tmp_path: Path) -> None:
     link = tmp_path / "ttyX"
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import asyncio, sys
-        from devices import open_device
+        from posbridge.devices import open_device
         async def main():
             dev = await open_device("pty://{link}")
             print("ready", flush=True)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from devices import DeviceClosed, DeviceError, open_device
-from devices.serialport import SerialDevice, ThreadedSerialDevice
+from posbridge.devices import DeviceClosed, DeviceError, open_device
+from posbridge.devices.serialport import SerialDevice, ThreadedSerialDevice
 
 from ._util import ALL_BYTES, echo_server, read_exactly
 

@@ -8,8 +8,8 @@ import socket
 
 import pytest
 
-from devices import DeviceClosed, DeviceError, open_device
-from devices.tcp import TcpDevice, TcpListenDevice
+from posbridge.devices import DeviceClosed, DeviceError, open_device
+from posbridge.devices.tcp import TcpDevice, TcpListenDevice
 
 from ._util import ALL_BYTES, echo_server, read_exactly
 
@@ -146,7 +146,7 @@ async def test_listen_on_a_busy_port_is_readable() -> None:
 
 
 async def test_unread_input_is_bounded_and_reading_resumes(monkeypatch) -> None:
-    import devices._fd as fd_module
+    import posbridge.devices._fd as fd_module
 
     monkeypatch.setattr(fd_module, "HIGH_WATER", 64 * 1024)
     async with await open_device("tcp-listen://127.0.0.1:0") as dev:

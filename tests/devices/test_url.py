@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-import devices
-from devices import Device, DeviceClosed, DeviceError, open_device, supported_schemes
+from posbridge import devices
+from posbridge.devices import Device, DeviceClosed, DeviceError, open_device, supported_schemes
 
 
 def test_public_api() -> None:

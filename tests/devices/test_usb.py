@@ -11,9 +11,9 @@ import pytest
 import usb.core
 import usb.util
 
-from devices import DeviceClosed, DeviceError, open_device
-from devices.fakeusb import EP_IN, FakeUsbBackend, FakeUsbTerminal
-from devices.usb import UsbDevice, UsbTarget
+from posbridge.devices import DeviceClosed, DeviceError, open_device
+from posbridge.devices.fakeusb import EP_IN, FakeUsbBackend, FakeUsbTerminal
+from posbridge.devices.usb import UsbDevice, UsbTarget
 
 from ._util import ALL_BYTES, read_exactly
 
@@ -85,7 +85,7 @@ async def test_no_libusb_says_so_and_points_to_the_serial_port(monkeypatch) -> N
 
 async def test_an_absent_device_lists_what_is_connected_and_a_matching_tty(monkeypatch) -> None:
     backend, _ = fake(vendor_id=0x1234, product_id=0x0001)
-    monkeypatch.setattr("devices.usb.matching_serial_ports", lambda vid, pid: ["/dev/ttyACM3"])
+    monkeypatch.setattr("posbridge.devices.usb.matching_serial_ports", lambda vid, pid: ["/dev/ttyACM3"])
     with pytest.raises(DeviceError) as info:
         await open_device("usb://0b00:0060?serial=X1", usb_backend=backend)
     text = str(info.value)

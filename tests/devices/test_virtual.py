@@ -9,8 +9,8 @@ import uuid
 
 import pytest
 
-from devices import DeviceClosed, DeviceError, open_device, open_pair
-from devices.virtual import VirtualDevice
+from posbridge.devices import DeviceClosed, DeviceError, open_device, open_pair
+from posbridge.devices.virtual import VirtualDevice
 
 from ._util import ALL_BYTES, read_exactly
 

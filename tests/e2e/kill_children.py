@@ -16,7 +16,7 @@ How each step is reached, deterministically:
   protocol's own describer (``ProtocolSpec.describe``, what ``posbridge decode`` prints), gathered
   per direction so a frame split over several reads is seen once, whole.
 * the terminal (:func:`emulator_child`) is ``posbridge emulate`` (``cli._run_emulate``) with a
-  ``trace`` hook on its :class:`~posbridge.terminal.VirtualTerminal`.
+  ``trace`` hook on its :class:`~posbridge.emulator.terminal.VirtualTerminal`.
 
 Before dying a child sends one message on its pipe saying where it is (and, for the ECR, what its
 journal holds at that moment): the harness checks that the step it asked for was the one reached.
@@ -32,8 +32,8 @@ import sys
 import time
 from typing import Any
 
-import protocols
-from posbridge.client import EcrClient
+from posbridge import protocols
+from posbridge.ecr.client import EcrClient
 from posbridge.journal import Journal
 
 # Steps at which the ECR kills itself (kill_matrix.ECR_STEPS has the words for people).
@@ -404,8 +404,8 @@ def emulator_child(conn: Any, params: dict[str, Any]) -> None:
 
 
 async def _emulator_main(conn: Any, p: dict[str, Any]) -> None:
-    from posbridge.scenario import load_scenario
-    from posbridge.terminal import VirtualTerminal
+    from posbridge.emulator.scenario import load_scenario
+    from posbridge.emulator.terminal import VirtualTerminal
 
     killer = EmulatorKiller(conn, p["protocol"], p["step"], p["nth"])
     scenario = load_scenario(p["scenario"])

@@ -422,9 +422,10 @@ def context() -> Any:
     with _CONTEXT_LOCK:
         if _CONTEXT is None:
             ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["tests.e2e.kill_children", "posbridge.client", "posbridge.terminal",
-                                        "posbridge.scenario", "posbridge.journal", "protocols.inpas",
-                                        "protocols.arcus2", "devices"])
+            ctx.set_forkserver_preload(["tests.e2e.kill_children", "posbridge.ecr.client",
+                                        "posbridge.emulator.terminal", "posbridge.emulator.scenario",
+                                        "posbridge.journal", "posbridge.protocols.inpas",
+                                        "posbridge.protocols.arcus2", "posbridge.devices"])
             _CONTEXT = ctx
         return _CONTEXT
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from posbridge.terminal import VirtualTerminal
-from protocols.inpas.constants import ACK, EOT
-from protocols.inpas.fields import Message
-from protocols.inpas.frame import FrameScanner, FrameToken, encode_frame
+from posbridge.emulator.terminal import VirtualTerminal
+from posbridge.protocols.inpas.constants import ACK, EOT
+from posbridge.protocols.inpas.fields import Message
+from posbridge.protocols.inpas.frame import FrameScanner, FrameToken, encode_frame
 
 
 async def exchange(port: int, fields: dict, triple_ack: bool) -> Message:
@@ -67,7 +67,7 @@ async def test_one_connection_per_exchange_with_tripleack():
 
 
 async def test_an_ecr_that_hangs_up_mid_operation_does_not_stop_the_terminal():
-    from posbridge.terminal import TerminalConfig
+    from posbridge.emulator.terminal import TerminalConfig
 
     terminal = VirtualTerminal("inpas", config=TerminalConfig(card_delay=0.3, progress_interval=0.1))
     ready: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -93,8 +93,8 @@ async def test_an_ecr_that_hangs_up_mid_operation_does_not_stop_the_terminal():
 
 
 async def test_the_client_reconnects_after_the_terminal_hung_up():
-    from devices import open_device
-    from posbridge.client import EcrClient
+    from posbridge.devices import open_device
+    from posbridge.ecr.client import EcrClient
 
     terminal = VirtualTerminal("inpas")
     listener = await open_device("tcp-listen://127.0.0.1:0")

@@ -188,7 +188,7 @@ def test_cell_ids_round_trip() -> None:
 def test_the_killing_children_find_their_frames() -> None:
     """The step detector reads frames the way the protocols write them (whole and byte by byte)."""
     from posbridge.model import Operation, Request, Result, Status
-    import protocols
+    from posbridge import protocols
     from tests.e2e.kill_children import Frames, Wire
 
     for name in km.PROTOCOLS:

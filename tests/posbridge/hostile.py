@@ -27,15 +27,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Union
 
-import protocols
-from devices import open_device
+from posbridge import protocols
+from posbridge.devices import open_device
 from posbridge.model import Operation, Request, Result, Status, Totals
 from posbridge.pump import LinkClosed, SessionPump
-from protocols.arcus2 import fields as arcus_fields
-from protocols.arcus2.constants import FS
-from protocols.common.session import RequestReceived
-from protocols.inpas import fields as inpas_fields
-from protocols.inpas.frame import encode_records
+from posbridge.protocols.arcus2 import fields as arcus_fields
+from posbridge.protocols.arcus2.constants import FS
+from posbridge.protocols.common.session import RequestReceived
+from posbridge.protocols.inpas import fields as inpas_fields
+from posbridge.protocols.inpas.frame import encode_records
 
 FAST = {"ack_timeout": 0.2, "packet_timeout": 1.0}
 NOW = datetime(2026, 11, 22, 12, 30, 0)
@@ -243,7 +243,7 @@ class HostileTerminal:
                 pump.act(lambda now: self.session.send_progress(action.text, now))
                 await asyncio.sleep(action.interval)
         if isinstance(action, DialogThen):
-            from protocols.inpas.mapping import OpCode, Tag
+            from posbridge.protocols.inpas.mapping import OpCode, Tag
 
             dialog = inpas_fields.Message({Tag.OPERATION: int(OpCode.CASHIER_DIALOG),
                                            Tag.CASHIER_PROMPT: action.prompt, Tag.COMMAND_MODE_1: 0})

@@ -11,17 +11,17 @@ import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
-import protocols
-from devices import Device, open_device
-from devices.faults import with_faults
-from posbridge.client import EcrClient
+from posbridge import protocols
+from posbridge.devices import Device, open_device
+from posbridge.devices.faults import with_faults
+from posbridge.ecr.client import EcrClient
 from posbridge.journal import Journal
 from posbridge.model import Operation, Request, Result
 from posbridge.pump import LinkClosed, SessionPump
-from posbridge.terminal import VirtualTerminal
-from protocols.common.errors import Disconnected, LinkError
-from protocols.common.link import MessageReceived
-from protocols.common.session import Completed, Failed, Progress
+from posbridge.emulator.terminal import VirtualTerminal
+from posbridge.protocols.common.errors import Disconnected, LinkError
+from posbridge.protocols.common.link import MessageReceived
+from posbridge.protocols.common.session import Completed, Failed, Progress
 
 TERMINAL_ID = "00344224"
 BOUND = 8.0  # seconds within which the next legitimate sale must succeed after any hostile case
@@ -144,11 +144,11 @@ class RawLink:
 
     async def __aenter__(self) -> RawLink:
         if self.protocol == "inpas":
-            from protocols.inpas.link import InpasLink, LinkTimers as InpasTimers
+            from posbridge.protocols.inpas.link import InpasLink, LinkTimers as InpasTimers
 
             link: Any = InpasLink("ecr", InpasTimers(ack_timeout=2.0))
         else:
-            from protocols.arcus2.link import Arcus2Link, LinkTimers as ArcusTimers
+            from posbridge.protocols.arcus2.link import Arcus2Link, LinkTimers as ArcusTimers
 
             link = Arcus2Link("ecr", ArcusTimers(ack_timeout=1.0))
         self.device = await open_device(f"tcp://127.0.0.1:{self.port}")
@@ -186,7 +186,7 @@ class RawLink:
 
 
 def inpas_body(fields: dict[int, str]) -> bytes:
-    from protocols.inpas.frame import encode_records
+    from posbridge.protocols.inpas.frame import encode_records
 
     return encode_records([(tag, value.encode("cp1251")) for tag, value in sorted(fields.items())])
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from posbridge.arcus2_cli import main
-from posbridge.cards import Card
-from posbridge.host import HostConfig
-from posbridge.ownership import clock_number
-from posbridge.terminal import VirtualTerminal
+from posbridge.cli.arcus2_cli import main
+from posbridge.emulator.cards import Card
+from posbridge.emulator.host import HostConfig
+from posbridge.ecr.ownership import clock_number
+from posbridge.emulator.terminal import VirtualTerminal
 
 NOW = datetime(2026, 11, 22, 12, 30, 0)
 # The ECR's first transaction number under the fixed clock: tenths of a second since 2025 (ownership.py).

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from posbridge.cards import DEFAULT_CARD, TEST_CARDS, Card, CardReader, TestCardRule, card_scheme, luhn_valid
+from posbridge.emulator.cards import DEFAULT_CARD, TEST_CARDS, Card, CardReader, TestCardRule, card_scheme, luhn_valid
 
 
 def with_check_digit(body: str) -> str:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from posbridge.cards import TEST_CARDS, Card
+from posbridge.emulator.cards import TEST_CARDS, Card
 from posbridge.cli import main
 from tests.e2e.test_outside_program import start_emulator, stop
 

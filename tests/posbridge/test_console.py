@@ -6,8 +6,8 @@ import pytest
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
-from posbridge.cards import Card
-from posbridge.console import Console, ConsoleQuit, run_console
+from posbridge.emulator.cards import Card
+from posbridge.cli.console import Console, ConsoleQuit, run_console
 from posbridge.testing import TerminalLink
 
 

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from posbridge.cards import DEFAULT_CARD, TEST_CARDS, Card
-from posbridge.host import TEXTS, BankHost, HostConfig, HostDecision, Limits
+from posbridge.emulator.cards import DEFAULT_CARD, TEST_CARDS, Card
+from posbridge.emulator.host import TEXTS, BankHost, HostConfig, HostDecision, Limits
 from posbridge.journal import Journal, OperationRecord
 from posbridge.model import Operation, Request, Status, Totals
 

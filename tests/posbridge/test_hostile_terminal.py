@@ -1,9 +1,9 @@
 """A terminal that lies, both protocols: the ECR client must never take a wrong answer for its own.
 
-Every test runs posbridge's real :class:`~posbridge.client.EcrClient` against
+Every test runs posbridge's real :class:`~posbridge.ecr.client.EcrClient` against
 :class:`tests.posbridge.hostile.HostileTerminal` (the protocol's own terminal session over a
 ``virtual://`` pair, answering by a plan; see that module). For each lie the client must give the
-right outcome or a typed :class:`~protocols.common.errors.LinkError` within its ``deadline``, and the
+right outcome or a typed :class:`~posbridge.protocols.common.errors.LinkError` within its ``deadline``, and the
 journal must hold the operation as ``unknown`` (a mismatched answer kept beside it, masked PAN only).
 Recovery must not resolve what the terminal's answer did not prove.
 """
@@ -21,15 +21,15 @@ from typing import Any, Callable
 
 import pytest
 
-from devices import open_device
-from posbridge.answers import answer_problems
-from posbridge.client import BlockingEcrClient, EcrClient
+from posbridge.devices import open_device
+from posbridge.ecr.answers import answer_problems
+from posbridge.ecr.client import BlockingEcrClient, EcrClient
 from posbridge.journal import EcrEntry, Journal
 from posbridge.model import Operation, Request, Result, Status, Totals
-from posbridge.terminal import TerminalConfig, VirtualTerminal
-import protocols
-from protocols.common.errors import AnswerMismatch, ExchangeTimeout, LinkError
-from protocols.common.session import Completed, Failed, RequestReceived
+from posbridge.emulator.terminal import TerminalConfig, VirtualTerminal
+from posbridge import protocols
+from posbridge.protocols.common.errors import AnswerMismatch, ExchangeTimeout, LinkError
+from posbridge.protocols.common.session import Completed, Failed, RequestReceived
 
 from .hostile import (
     FAST,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from posbridge.cards import DEFAULT_CARD, TEST_CARDS, Card
-from posbridge.host import BankHost, HostConfig, Limits
+from posbridge.emulator.cards import DEFAULT_CARD, TEST_CARDS, Card
+from posbridge.emulator.host import BankHost, HostConfig, Limits
 from posbridge.journal import (
     EXPORT_COLUMNS,
     SCHEMA_VERSION,

@@ -319,7 +319,8 @@ def test_a_journal_locked_by_another_process(pristine: Path, tmp_path: Path, por
 AS_NOBODY = r"""
 import os, sys
 import asyncio, csv, json, logging, socket, sqlite3, encodings.idna, encodings.cp1251, xml.etree.ElementTree
-import devices, devices.tcp, protocols, posbridge.cli, posbridge.client, posbridge.journal, posbridge.formatting
+import posbridge.devices, posbridge.devices.tcp, posbridge.cli, posbridge.ecr.client, posbridge.journal, posbridge.cli.formatting
+from posbridge import protocols
 for name in protocols.names():
     protocols.get(name)
 if sys.argv[1] == "drop":
@@ -415,7 +416,7 @@ def _limited(limit: int):  # type: ignore[no-untyped-def]
 
 def run_limited(journal: Path, port: Port, limit: int, lock_dir: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "POSBRIDGE_LOCK_DIR": str(lock_dir), "PYTHONDONTWRITEBYTECODE": "1"}
-    return subprocess.run([sys.executable, "-m", "posbridge.cli", *sale_args(journal, port)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "posbridge", *sale_args(journal, port)], capture_output=True,
                           text=True, preexec_fn=_limited(limit), env=env, timeout=60)
 
 

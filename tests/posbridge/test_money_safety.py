@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from posbridge.client import EcrClient, RECOVERY_TABLE
-from posbridge.host import HostConfig
+from posbridge.ecr.client import EcrClient, RECOVERY_TABLE
+from posbridge.emulator.host import HostConfig
 from posbridge.journal import Journal, JournalError
 from posbridge.model import Operation, Request, Status
-from posbridge.ownership import (
+from posbridge.ecr.ownership import (
     Owner,
     TerminalBusy,
     TerminalLock,
@@ -34,8 +34,8 @@ from posbridge.ownership import (
     owner_alive,
     this_process,
 )
-from posbridge.terminal import TerminalConfig, VirtualTerminal
-from protocols.common.errors import LinkError
+from posbridge.emulator.terminal import TerminalConfig, VirtualTerminal
+from posbridge.protocols.common.errors import LinkError
 
 PROTOCOLS = ("inpas", "arcus2")
 FAST = {"ack_timeout": 0.2, "packet_timeout": 1.0}
@@ -52,7 +52,7 @@ def private_lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 # --- real processes ---------------------------------------------------------------------------------
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "posbridge.cli", *args]
+    return [sys.executable, "-m", "posbridge", *args]
 
 
 class Emulator:
@@ -213,7 +213,7 @@ def test_recovery_finds_a_lost_sale_under_another_spelling_of_the_port(
 def test_the_terminal_lock_dies_with_its_process(tmp_path: Path) -> None:
     holder = subprocess.Popen([sys.executable, "-c", (
         "import asyncio, sys\n"
-        "from posbridge.ownership import TerminalLock\n"
+        "from posbridge.ecr.ownership import TerminalLock\n"
         "async def main():\n"
         "    lock = TerminalLock('tcp://127.0.0.1:9', wait=1)\n"
         "    await lock.acquire('sale')\n"
@@ -312,7 +312,7 @@ class FailingJournal(Journal):
 async def _pair(protocol: str, name: str, journal: Journal, **terminal: object) -> tuple[VirtualTerminal,
                                                                                          asyncio.Task[None],
                                                                                          EcrClient]:
-    from devices import open_device
+    from posbridge.devices import open_device
 
     vt = VirtualTerminal(protocol, clock=lambda: NOW, config=TerminalConfig(timers=FAST), **terminal)  # type: ignore[arg-type]
     device = await open_device(f"virtual://{name}")
@@ -431,8 +431,8 @@ async def test_export_shows_a_lost_and_reversed_sale_as_reversed(protocol: str) 
 
 
 async def test_blocking_client_calls_are_bounded() -> None:
-    from posbridge.client import BlockingEcrClient
-    from protocols.common.errors import ExchangeTimeout
+    from posbridge.ecr.client import BlockingEcrClient
+    from posbridge.protocols.common.errors import ExchangeTimeout
 
     def run() -> float:
         # Nobody answers on this virtual line: the operation ends at its deadline as unknown.

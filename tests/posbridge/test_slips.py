@@ -5,7 +5,7 @@ from datetime import datetime
 import pytest
 
 from posbridge.model import Operation, Result, Status, Totals
-from posbridge.slips import Merchant, SlipPrinter
+from posbridge.emulator.slips import Merchant, SlipPrinter
 
 WHEN = datetime(2026, 11, 22, 12, 30, 5)
 SALE = Result(Operation.SALE, Status.APPROVED, "00", "ОДОБРЕНО", amount=15000, currency=643,

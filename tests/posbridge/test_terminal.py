@@ -9,13 +9,13 @@ from datetime import datetime
 
 import pytest
 
-from devices import open_device
-from posbridge.cards import Card
-from posbridge.client import BlockingEcrClient
-from posbridge.host import HostConfig
+from posbridge.devices import open_device
+from posbridge.emulator.cards import Card
+from posbridge.ecr.client import BlockingEcrClient
+from posbridge.emulator.host import HostConfig
 from posbridge.journal import Journal
-from posbridge.scenario import ScenarioError, scenario_from_dict
-from posbridge.terminal import TerminalConfig, VirtualTerminal
+from posbridge.emulator.scenario import ScenarioError, scenario_from_dict
+from posbridge.emulator.terminal import TerminalConfig, VirtualTerminal
 from posbridge.testing import TerminalLink
 
 NOW = datetime(2026, 11, 22, 9, 15, 0)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from posbridge.client import EcrClient
+from posbridge.ecr.client import EcrClient
 from posbridge.journal import Journal
 
 from .test_terminal_logs import ROOT, Emulator

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 import serial
 
-from devices import open_device
-from posbridge.client import EcrClient
+from posbridge.devices import open_device
+from posbridge.ecr.client import EcrClient
 from posbridge.journal import Journal
 from posbridge.model import Status
-from posbridge.terminal import TerminalConfig, VirtualTerminal
+from posbridge.emulator.terminal import TerminalConfig, VirtualTerminal
 
 from .terminal_support import (
     BOUND,

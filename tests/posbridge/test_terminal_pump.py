@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from devices import DeviceError, open_device
+from posbridge.devices import DeviceError, open_device
 from posbridge.pump import PumpError, ReaderStopped, SessionPump
-from protocols.common.session import Failed
+from posbridge.protocols.common.session import Failed
 
 
 class EchoSession:

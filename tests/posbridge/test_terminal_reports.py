@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from posbridge.client import EcrClient
-from posbridge.host import HostConfig
+from posbridge.ecr.client import EcrClient
+from posbridge.emulator.host import HostConfig
 from posbridge.journal import Journal
 from posbridge.model import Operation, Result, Slips, Status
-from posbridge.terminal import SLIP_BUDGET, TerminalConfig, VirtualTerminal
+from posbridge.emulator.terminal import SLIP_BUDGET, TerminalConfig, VirtualTerminal
 
 from .terminal_support import PROTOCOLS, TERMINAL_ID, legitimate_sale, serving
 

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from devices import open_device
-from posbridge.host import HostConfig
+from posbridge.devices import open_device
+from posbridge.emulator.host import HostConfig
 from posbridge.journal import Journal
 from posbridge.model import Operation, Result, Status
-from posbridge.terminal import TerminalConfig, VirtualTerminal
-from protocols.common.errors import LinkError
-from protocols.inpas.fields import Message
-from protocols.inpas.frame import FrameScanner, FrameToken, encode_frame
+from posbridge.emulator.terminal import TerminalConfig, VirtualTerminal
+from posbridge.protocols.common.errors import LinkError
+from posbridge.protocols.inpas.fields import Message
+from posbridge.protocols.inpas.frame import FrameScanner, FrameToken, encode_frame
 
 from .terminal_support import PROTOCOLS, TERMINAL_ID, Register, legitimate_sale, request, serving
 

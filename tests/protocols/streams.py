@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from protocols.common.link import Control, Noise
+from posbridge.protocols.common.link import Control, Noise
 
 
 def load_vectors(path: Path) -> list[tuple[str, bytes, dict]]:

@@ -7,10 +7,10 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-import protocols
-from protocols.arcus2.describe import describe
-from protocols.arcus2.fields import Message
-from protocols.arcus2.frame import encode_frame
+from posbridge import protocols
+from posbridge.protocols.arcus2.describe import describe
+from posbridge.protocols.arcus2.fields import Message
+from posbridge.protocols.arcus2.frame import encode_frame
 
 SALE = encode_frame(Message("Q", {"operation": "1", "amount": "100"}).encode_body(), 1)  # link version 1
 RESULT = encode_frame(Message("R", {"response_code": "000", "pan": "4111111111111111"}).encode_body(), 1)

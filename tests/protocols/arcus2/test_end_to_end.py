@@ -6,16 +6,16 @@ import asyncio
 import contextlib
 import uuid
 
-import protocols
-from devices import open_device
-from posbridge.client import EcrClient
+from posbridge import protocols
+from posbridge.devices import open_device
+from posbridge.ecr.client import EcrClient
 from posbridge.journal import Journal
 from posbridge.pump import SessionPump
-from posbridge.terminal import TerminalConfig, VirtualTerminal
-from protocols.arcus2.ops import parse_ops_ini
-from protocols.arcus2.spec import spec_for_installation
-from protocols.common.model import Operation, Request, Status
-from protocols.common.session import Completed, Progress
+from posbridge.emulator.terminal import TerminalConfig, VirtualTerminal
+from posbridge.protocols.arcus2.ops import parse_ops_ini
+from posbridge.protocols.arcus2.spec import spec_for_installation
+from posbridge.protocols.common.model import Operation, Request, Status
+from posbridge.protocols.common.session import Completed, Progress
 
 FAST = {"ack_timeout": 1.0, "packet_timeout": 2.0}
 

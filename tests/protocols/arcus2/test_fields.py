@@ -6,9 +6,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from protocols.arcus2.fields import FIELDS, Message, mask_pan_text
-from protocols.arcus2.frame import decode_body, encode_body
-from protocols.common.errors import DecodeError, InvalidRequest
+from posbridge.protocols.arcus2.fields import FIELDS, Message, mask_pan_text
+from posbridge.protocols.arcus2.frame import decode_body, encode_body
+from posbridge.protocols.common.errors import DecodeError, InvalidRequest
 
 LIBRARY_KEYS = {
     "amount", "currency", "rrn", "transaction_id", "auth_code", "original_amount", "original_date_time",

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocols.arcus2.constants import (
+from posbridge.protocols.arcus2.constants import (
     ACK,
     CHECK_SIZE,
     CONTROL_BYTES,
@@ -22,7 +22,7 @@ from protocols.arcus2.constants import (
     SOH,
     STX,
 )
-from protocols.arcus2.frame import (
+from posbridge.protocols.arcus2.frame import (
     BODY,
     FRAME,
     FRAME_V1,
@@ -41,7 +41,7 @@ from protocols.arcus2.frame import (
     encode_frame,
     lrc,
 )
-from protocols.common.errors import (
+from posbridge.protocols.common.errors import (
     ChecksumError,
     DecodeError,
     IncompleteFrame,

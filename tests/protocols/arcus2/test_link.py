@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from protocols.arcus2.constants import ACK, ENQ, EOT, NAK
-from protocols.arcus2.fields import Message
-from protocols.arcus2.frame import encode_frame
-from protocols.arcus2.link import (
+from posbridge.protocols.arcus2.constants import ACK, ENQ, EOT, NAK
+from posbridge.protocols.arcus2.fields import Message
+from posbridge.protocols.arcus2.frame import encode_frame
+from posbridge.protocols.arcus2.link import (
     Arcus2Link,
     FrameRejected,
     LinkTimers,
@@ -17,7 +17,7 @@ from protocols.arcus2.link import (
     PacketTimeout,
     Phase,
 )
-from protocols.common.errors import NakLimit, NoAck
+from posbridge.protocols.common.errors import NakLimit, NoAck
 
 TIMERS = LinkTimers()  # T1 2.0 s, ENQ tries 500 ms apart, 3 tries
 Q = Message("Q", {"operation": "1", "amount": "100", "currency": "643", "transaction_id": "7"})

@@ -6,14 +6,14 @@ from datetime import datetime
 
 import pytest
 
-from protocols.arcus2.codes import (
+from posbridge.protocols.arcus2.codes import (
     DEFAULT_TEXTS,
     HOST_CODE_MAP,
     response_code_for,
     status_for,
 )
-from protocols.arcus2.fields import Message
-from protocols.arcus2.mapping import (
+from posbridge.protocols.arcus2.fields import Message
+from posbridge.protocols.arcus2.mapping import (
     SLIP_SEPARATOR,
     RequestContext,
     UnsupportedMessage,
@@ -26,9 +26,9 @@ from protocols.arcus2.mapping import (
     request_to_message,
     result_to_message,
 )
-from protocols.arcus2.ops import default_ops_table
-from protocols.common.errors import InvalidRequest
-from protocols.common.model import Operation, Request, Result, Slips, Status, Totals
+from posbridge.protocols.arcus2.ops import default_ops_table
+from posbridge.protocols.common.errors import InvalidRequest
+from posbridge.protocols.common.model import Operation, Request, Result, Slips, Status, Totals
 
 OPS = default_ops_table()
 NOW = datetime(2026, 11, 22, 12, 30, 5)
@@ -79,7 +79,7 @@ def test_cancel_without_original_is_a_cancel_by_rrn():
 
 
 def test_operation_missing_from_the_table_cannot_be_sent():
-    from protocols.arcus2.ops import parse_ops_ini
+    from posbridge.protocols.arcus2.ops import parse_ops_ini
 
     with pytest.raises(InvalidRequest, match="sale"):
         request_to_message(Request(Operation.SALE, 100), parse_ops_ini("96 = 3, 96, TEST"))
@@ -314,7 +314,7 @@ def test_results_with_numbers_wider_than_their_key_read_them_as_missing():
     ],
 )
 def test_a_result_whose_response_code_cannot_be_read_is_unreadable_never_declined(fields, problem):
-    from protocols.arcus2.mapping import unreadable_result
+    from posbridge.protocols.arcus2.mapping import unreadable_result
 
     message = Message("R", {"operation": "1", "result_amount": "15000", "transaction_id": "7", **fields})
     [said] = unreadable_result(message)
@@ -324,7 +324,7 @@ def test_a_result_whose_response_code_cannot_be_read_is_unreadable_never_decline
 
 
 def test_readable_results_have_no_problems():
-    from protocols.arcus2.mapping import unreadable_result
+    from posbridge.protocols.arcus2.mapping import unreadable_result
 
     for code in ("000", "116", "998", "956", "990", "900"):
         assert unreadable_result(Message("R", {"operation": "1", "response_code": code})) == []
@@ -336,7 +336,7 @@ def test_readable_results_have_no_problems():
 @pytest.mark.parametrize("key", ["result_amount", "currency", "transaction_id", "sale_count", "sale_amount",
                                  "refund_count", "refund_amount", "cancel_count", "cancel_amount"])
 def test_a_number_the_result_carries_that_cannot_be_read_makes_the_result_unreadable(key):
-    from protocols.arcus2.mapping import unreadable_result
+    from posbridge.protocols.arcus2.mapping import unreadable_result
 
     for bad in (HUGE, "12a", ""):
         problems = unreadable_result(Message("R", {"operation": "1", "response_code": "000", key: bad}))

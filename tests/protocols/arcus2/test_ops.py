@@ -6,24 +6,24 @@ from pathlib import Path
 
 import pytest
 
-import protocols.arcus2
-from protocols.arcus2.codes import (
+import posbridge.protocols.arcus2
+from posbridge.protocols.arcus2.codes import (
     DEFAULT_RC_RES_INI,
     DEFAULT_TEXTS,
     load_rc_res,
     parse_rc_res,
 )
-from protocols.arcus2.ops import (
+from posbridge.protocols.arcus2.ops import (
     DEFAULT_OPS_INI,
     IniFileError,
     default_ops_table,
     load_ops_ini,
     parse_ops_ini,
 )
-from protocols.common.errors import InvalidRequest
-from protocols.common.model import Operation
+from posbridge.protocols.common.errors import InvalidRequest
+from posbridge.protocols.common.model import Operation
 
-PACKAGE = Path(protocols.arcus2.__file__).parent
+PACKAGE = Path(posbridge.protocols.arcus2.__file__).parent
 
 
 def test_default_table_is_arcus2_md():

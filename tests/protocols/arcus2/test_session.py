@@ -8,15 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocols.arcus2.constants import ACK, ENQ, EOT, NAK
-from protocols.arcus2.fields import Message
-from protocols.arcus2.frame import FrameScanner, FrameToken, encode_frame
-from protocols.arcus2.link import LinkTimers
-from protocols.arcus2.ops import parse_ops_ini
-from protocols.arcus2.session import Arcus2EcrSession, Arcus2TerminalSession
-from protocols.common.errors import AnswerMismatch, ExchangeTimeout, LinkError, NakLimit, NoAck
-from protocols.common.model import Operation, Request, Result, Slips, Status, Totals
-from protocols.common.session import (
+from posbridge.protocols.arcus2.constants import ACK, ENQ, EOT, NAK
+from posbridge.protocols.arcus2.fields import Message
+from posbridge.protocols.arcus2.frame import FrameScanner, FrameToken, encode_frame
+from posbridge.protocols.arcus2.link import LinkTimers
+from posbridge.protocols.arcus2.ops import parse_ops_ini
+from posbridge.protocols.arcus2.session import Arcus2EcrSession, Arcus2TerminalSession
+from posbridge.protocols.common.errors import AnswerMismatch, ExchangeTimeout, LinkError, NakLimit, NoAck
+from posbridge.protocols.common.model import Operation, Request, Result, Slips, Status, Totals
+from posbridge.protocols.common.session import (
     AbortRequested,
     Completed,
     Failed,
@@ -428,8 +428,7 @@ def test_a_new_request_while_the_result_is_in_flight_is_served_after_it():
 
 # --- link versions through the sessions ---------------------------------------------------------------
 def test_the_registry_passes_link_version_through_the_timers_option():
-    import protocols
-
+    from posbridge import protocols
     spec = protocols.get("arcus2")
     assert spec.ecr_session().link.version == 2 and spec.terminal_session().link.version == 2
     assert spec.ecr_session(timers={"link_version": 1}).link.version == 1

@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from protocols.arcus2.constants import ACK, NAK, TEXT_ENCODING
-from protocols.arcus2.fields import Message
-from protocols.arcus2.frame import (
+from posbridge.protocols.arcus2.constants import ACK, NAK, TEXT_ENCODING
+from posbridge.protocols.arcus2.fields import Message
+from posbridge.protocols.arcus2.frame import (
     BadFrame,
     FrameScanner,
     FrameToken,
     decode_frame,
     encode_frame,
 )
-from protocols.arcus2.link import Arcus2Link, FrameRejected, LinkTimers, MessageReceived
-from protocols.common.errors import ChecksumError, DecodeError, IncompleteFrame
+from posbridge.protocols.arcus2.link import Arcus2Link, FrameRejected, LinkTimers, MessageReceived
+from posbridge.protocols.common.errors import ChecksumError, DecodeError, IncompleteFrame
 from tests.protocols.streams import load_vectors
 
 VECTORS_FILE = Path(__file__).with_name("vectors.txt")

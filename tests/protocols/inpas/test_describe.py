@@ -7,10 +7,10 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocols.inpas.describe import describe
-from protocols.inpas.fields import Message
-from protocols.inpas.frame import encode_frame, encode_records
-from protocols.inpas.multipart import split_message
+from posbridge.protocols.inpas.describe import describe
+from posbridge.protocols.inpas.fields import Message
+from posbridge.protocols.inpas.frame import encode_frame, encode_records
+from posbridge.protocols.inpas.multipart import split_message
 
 SALE = bytes.fromhex("021b00000300313530040300363433190100311b0800303033343432323432dd")
 SALE_FIELDS = {

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocols.common.errors import DecodeError, InvalidRequest
-from protocols.inpas.fields import (
+from posbridge.protocols.common.errors import DecodeError, InvalidRequest
+from posbridge.protocols.inpas.fields import (
     BINARY_TAGS,
     FIELDS,
     FieldSpec,
@@ -16,7 +16,7 @@ from protocols.inpas.fields import (
     name_for,
     tag_for,
 )
-from protocols.inpas.frame import encode_records
+from posbridge.protocols.inpas.frame import encode_records
 
 SPEC_TAGS = {0, 1, 4, 6, 8, 10, 11, 13, 14, 15, 19, 21, 23, 25, 26, 27, 28, 29, 30, 31, 32, 34, 39,
              49, 50, 57, 64, 65, 66, 67, 70, 71, 76, 77, 89, 90}

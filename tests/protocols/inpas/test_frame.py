@@ -7,13 +7,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocols.common.errors import (
+from posbridge.protocols.common.errors import (
     ChecksumError,
     DecodeError,
     IncompleteFrame,
     InvalidRequest,
 )
-from protocols.inpas.constants import (
+from posbridge.protocols.inpas.constants import (
     ACK,
     CONTROL_BYTES,
     ENQ,
@@ -24,8 +24,8 @@ from protocols.inpas.constants import (
     SOH,
     STX,
 )
-from protocols.inpas.crc import CHECK_VALUE, crc16_buypass
-from protocols.inpas.frame import (
+from posbridge.protocols.inpas.crc import CHECK_VALUE, crc16_buypass
+from posbridge.protocols.inpas.frame import (
     FRAME,
     RECORDS,
     BadFrame,

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocols.common.errors import ExchangeAborted, ExchangeTimeout, NakLimit, NoAck
-from protocols.common.model import Operation, Request, Result, Slips, Status, Totals
-from protocols.common.session import (
+from posbridge.protocols.common.errors import ExchangeAborted, ExchangeTimeout, NakLimit, NoAck
+from posbridge.protocols.common.model import Operation, Request, Result, Slips, Status, Totals
+from posbridge.protocols.common.session import (
     CashierPrompt,
     Completed,
     Failed,
@@ -19,11 +19,11 @@ from protocols.common.session import (
     ResultDelivered,
     ResultUndelivered,
 )
-from protocols.inpas.constants import ACK, ENQ, EOT, NAK, SOH, STX
-from protocols.inpas.fields import Message
-from protocols.inpas.frame import encode_frame, encode_records
-from protocols.inpas.link import InpasLink, LinkTimers, MessageReceived
-from protocols.inpas.session import InpasEcrSession, InpasTerminalSession
+from posbridge.protocols.inpas.constants import ACK, ENQ, EOT, NAK, SOH, STX
+from posbridge.protocols.inpas.fields import Message
+from posbridge.protocols.inpas.frame import encode_frame, encode_records
+from posbridge.protocols.inpas.link import InpasLink, LinkTimers, MessageReceived
+from posbridge.protocols.inpas.session import InpasEcrSession, InpasTerminalSession
 from tests.protocols.wire import Wire
 
 TIMERS = LinkTimers(ack_timeout=5.0, packet_timeout=45.0)

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocols.common.errors import DecodeError, InvalidRequest
-from protocols.inpas.constants import ACK, SOH, STX
-from protocols.inpas.frame import decode_frame, encode_frame, encode_records
-from protocols.inpas.multipart import (
+from posbridge.protocols.common.errors import DecodeError, InvalidRequest
+from posbridge.protocols.inpas.constants import ACK, SOH, STX
+from posbridge.protocols.inpas.frame import decode_frame, encode_frame, encode_records
+from posbridge.protocols.inpas.multipart import (
     Part,
     Reassembler,
     decode_part,

@@ -15,15 +15,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocols.common.errors import AnswerMismatch, DecodeError, ExchangeTimeout, LinkError
-from protocols.common.model import Operation, Request, Result, Status
-from protocols.common.session import CashierPrompt, Completed, Failed, RequestReceived, RequestRejected
-from protocols.inpas.constants import ACK, EOT, SOH
-from protocols.inpas.describe import describe
-from protocols.inpas.fields import NUMBER_WIDTHS, Message, read_number
-from protocols.inpas.frame import encode_frame, encode_records
-from protocols.inpas.link import LinkTimers
-from protocols.inpas.mapping import (
+from posbridge.protocols.common.errors import AnswerMismatch, DecodeError, ExchangeTimeout, LinkError
+from posbridge.protocols.common.model import Operation, Request, Result, Status
+from posbridge.protocols.common.session import CashierPrompt, Completed, Failed, RequestReceived, RequestRejected
+from posbridge.protocols.inpas.constants import ACK, EOT, SOH
+from posbridge.protocols.inpas.describe import describe
+from posbridge.protocols.inpas.fields import NUMBER_WIDTHS, Message, read_number
+from posbridge.protocols.inpas.frame import encode_frame, encode_records
+from posbridge.protocols.inpas.link import LinkTimers
+from posbridge.protocols.inpas.mapping import (
     MAX_DIALOG_TIMEOUT,
     UnsupportedMessage,
     dialog_timeout,
@@ -31,8 +31,8 @@ from protocols.inpas.mapping import (
     message_to_result,
     unreadable_result,
 )
-from protocols.inpas.multipart import decode_part
-from protocols.inpas.session import InpasEcrSession, InpasTerminalSession
+from posbridge.protocols.inpas.multipart import decode_part
+from posbridge.protocols.inpas.session import InpasEcrSession, InpasTerminalSession
 
 HUGE = "9" * 5000  # more digits than Python's int() takes from text (4,300)
 TIMERS = LinkTimers(ack_timeout=5.0, packet_timeout=45.0)

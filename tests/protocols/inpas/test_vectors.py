@@ -6,17 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from protocols.common.errors import ChecksumError, IncompleteFrame
-from protocols.inpas.constants import SOH, STX, TEXT_ENCODING
-from protocols.inpas.fields import Message
-from protocols.inpas.frame import (
+from posbridge.protocols.common.errors import ChecksumError, IncompleteFrame
+from posbridge.protocols.inpas.constants import SOH, STX, TEXT_ENCODING
+from posbridge.protocols.inpas.fields import Message
+from posbridge.protocols.inpas.frame import (
     BadFrame,
     FrameScanner,
     FrameToken,
     decode_frame,
     encode_frame,
 )
-from protocols.inpas.multipart import Reassembler, decode_part, encode_part
+from posbridge.protocols.inpas.multipart import Reassembler, decode_part, encode_part
 from tests.protocols.streams import load_vectors
 
 VECTORS_FILE = Path(__file__).resolve().parents[3] / ".." / "shared" / "vectors" / "inpas-sa.txt"

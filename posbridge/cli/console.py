@@ -2,7 +2,7 @@
 
     posbridge console --port serial:///dev/ttyACM0 [--protocol inpas] [--trace]
 
-A prompt_toolkit prompt over the public API (:class:`~posbridge.client.EcrClient`), nothing more:
+A prompt_toolkit prompt over the public API (:class:`~posbridge.ecr.client.EcrClient`), nothing more:
 each command is one client call or one codec call, so the console cannot drift from the core.
 With ``trace on`` every byte on the line is shown as it goes, with each frame decoded.
 """
@@ -13,9 +13,9 @@ import shlex
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .client import EcrClient
-from .formatting import format_result
-from .model import InvalidRequest, PosbridgeError, parse_amount
+from posbridge.ecr.client import EcrClient
+from posbridge.cli.formatting import format_result
+from posbridge.model import InvalidRequest, PosbridgeError, parse_amount
 
 HELP = """commands (amounts in roubles, e.g. 150.00):
   sale AMOUNT                      preauth AMOUNT

@@ -19,21 +19,15 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-import protocols
-from devices import DeviceError
-from .formatting import format_result, result_to_json
-from .model import Operation, PosbridgeError, Request, parse_amount
-from .client import DEFAULT_DEADLINE
-from .journal import EXPORT_OUTCOMES
-from .ownership import DEFAULT_LOCK_WAIT
+from posbridge import protocols
+from posbridge.devices import DeviceError
+from posbridge.cli.formatting import format_result, result_to_json
+from posbridge.model import Operation, PosbridgeError, Request, parse_amount
+from posbridge.ecr.client import DEFAULT_DEADLINE
+from posbridge.journal import EXPORT_OUTCOMES, default_journal_path
+from posbridge.ecr.ownership import DEFAULT_LOCK_WAIT
 
 DEFAULT_PROTOCOL = "inpas"
-
-
-def default_journal_path() -> Path:
-    """Where the ECR journal lives unless ``--journal`` says otherwise (XDG data folder)."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "posbridge" / "ecr-journal.sqlite3"
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -55,7 +49,7 @@ OPERATION_COMMANDS: dict[str, tuple[Operation, str]] = {
 def _resolve_port(args: argparse.Namespace) -> None:
     """``--port auto``: the single connected terminal and, unless --protocol was given, its protocol."""
     if args.port == "auto":
-        from devices.discovery import choose_auto
+        from posbridge.devices.discovery import choose_auto
 
         args.port, protocol = choose_auto()
         args.protocol = args.protocol or protocol
@@ -63,7 +57,7 @@ def _resolve_port(args: argparse.Namespace) -> None:
 
 
 async def _run_console(args: argparse.Namespace) -> int:
-    from .console import run_console
+    from posbridge.cli.console import run_console
 
     _resolve_port(args)
     journal = _open_journal(args)
@@ -77,7 +71,7 @@ async def _run_console(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from datetime import datetime
 
-    from .journal import Journal
+    from posbridge.journal import Journal
     if not Path(args.journal).exists():
         raise ValueError(f"no journal at {args.journal}")
     filters = {
@@ -98,7 +92,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
-    from devices.discovery import format_report
+    from posbridge.devices.discovery import format_report
 
     print(format_report())
     return 0
@@ -106,7 +100,7 @@ def _cmd_devices(args: argparse.Namespace) -> int:
 
 def _open_journal(args: argparse.Namespace) -> Any:
     """The ECR journal of ``--journal``; the default one's folder is created, a named one's is not."""
-    from .journal import Journal
+    from posbridge.journal import Journal
 
     path = Path(args.journal)
     if args.journal == str(default_journal_path()):
@@ -115,7 +109,7 @@ def _open_journal(args: argparse.Namespace) -> Any:
 
 
 def _make_client(args: argparse.Namespace, journal: Any, **options: Any) -> Any:
-    from .client import EcrClient
+    from posbridge.ecr.client import EcrClient
 
     return EcrClient(args.port, args.protocol, journal=journal, terminal_id=args.terminal_id,
                      deadline=args.timeout, lock_wait=args.lock_wait, **options)
@@ -184,7 +178,7 @@ async def _run_recover(args: argparse.Namespace) -> int:
 
 
 def _cmd_journal(args: argparse.Namespace) -> int:
-    from .journal import check_journal
+    from posbridge.journal import check_journal
 
     report = check_journal(args.file)
     print(report.text)
@@ -206,10 +200,10 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 
 
 async def _run_emulate(args: argparse.Namespace) -> int:
-    from .cards import Card, load_cards
-    from .pump import WireLogger
-    from .scenario import load_scenario
-    from .terminal import VirtualTerminal
+    from posbridge.emulator.cards import Card, load_cards
+    from posbridge.pump import WireLogger
+    from posbridge.emulator.scenario import load_scenario
+    from posbridge.emulator.terminal import VirtualTerminal
 
     scenario = load_scenario(args.scenario) if args.scenario else None
     options: dict[str, Any] = {}
@@ -243,7 +237,7 @@ async def _run_emulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from posbridge.cli.demo import run_demo
 
     return asyncio.run(run_demo(args.protocol, out=sys.stdout))
 
@@ -355,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``posbridge`` command."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["arcus2-cli"]:  # its own /o1 /a100 argument style, parsed by the tool itself
-        from .arcus2_cli import main as arcus2_cli_main
+        from posbridge.cli.arcus2_cli import main as arcus2_cli_main
 
         return arcus2_cli_main(argv[1:])
     args = build_parser().parse_args(argv)

@@ -96,7 +96,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from posbridge.cards import TEST_CARDS, Card, luhn_valid
+from posbridge.emulator.cards import TEST_CARDS, Card, luhn_valid
 from posbridge.journal import Journal, OperationRecord
 from posbridge.model import (
     ISO_4217_NUMERIC,

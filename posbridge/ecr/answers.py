@@ -3,14 +3,14 @@
 A terminal's final answer is taken as the outcome of the request sent only when it names the same
 operation, the same transaction number, the same amount (for money that moved), the same currency
 and terminal, and carries what such an answer must carry (a settlement's totals). Anything else is
-an :class:`~protocols.common.errors.AnswerMismatch`: the outcome is unknown and recovery resolves
+an :class:`~posbridge.protocols.common.errors.AnswerMismatch`: the outcome is unknown and recovery resolves
 it. A false "approved" costs a merchant the goods; a false "declined" makes the cashier charge the
 customer again: so declines are checked as strictly as approvals.
 """
 
 from __future__ import annotations
 
-from .model import Operation, Request, Result, Status
+from posbridge.model import Operation, Request, Result, Status
 
 __all__ = ["answer_problems"]
 

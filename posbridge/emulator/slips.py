@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from .model import Operation, Result, Slips, Status, Totals, format_amount, mask_pan
+from posbridge.model import Operation, Result, Slips, Status, Totals, format_amount, mask_pan
 
 TITLES = {
     Operation.SALE: "ОПЛАТА",

@@ -1,6 +1,6 @@
 """posbridge's journal: one SQLite schema for both ends of the wire.
 
-* **Terminal side** — the virtual terminal's batch, written by :class:`posbridge.host.BankHost`:
+* **Terminal side** — the virtual terminal's batch, written by :class:`posbridge.emulator.host.BankHost`:
   every operation it decided (table ``ops``), its batches (``batches``) and counters (``meta``).
   The batch lives here, not in memory, so settlement and duplicate control survive a restart.
 * **ECR side** — the ECR client's write-ahead journal (``ecr_entries``): an operation is journaled
@@ -32,6 +32,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, TextIO
 
@@ -39,7 +40,7 @@ from posbridge.model import Operation, PosbridgeError, Request, Result, Status, 
 
 __all__ = [
     "EXPORT_COLUMNS", "EXPORT_OUTCOMES", "SCHEMA_VERSION", "JournalCheck", "check_journal", "EcrEntry", "Journal", "JournalError", "JournalFault", "OperationRecord",
-    "OperationState", "safe_masked_pan",
+    "OperationState", "default_journal_path", "safe_masked_pan",
 ]
 
 SCHEMA_VERSION = 2
@@ -178,6 +179,12 @@ _MIGRATIONS = (
     ALTER TABLE ecr_entries ADD COLUMN original_transaction_id TEXT;
     """,
 )
+
+
+def default_journal_path() -> Path:
+    """Where the ECR journal lives unless ``--journal`` says otherwise (XDG data folder)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "posbridge" / "ecr-journal.sqlite3"
 
 
 class JournalError(PosbridgeError):
@@ -345,7 +352,7 @@ class EcrEntry:
     must be resolved), ``resolved`` (settled afterwards, ``how`` says how) or ``refund_needed``
     (recovery could not undo it by reversal: a person must look). ``result`` is the outcome once
     known (slips are not journaled); ``answer`` an answer that did not match the request; ``owner``
-    the process that ran it (:class:`posbridge.ownership.Owner` as text).
+    the process that ran it (:class:`posbridge.ecr.ownership.Owner` as text).
     """
 
     id: int

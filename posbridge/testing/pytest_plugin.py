@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, AsyncIterator
 
 
-from .testing import TRANSPORTS, TerminalLink
+from posbridge.testing import TRANSPORTS, TerminalLink
 
 
 def pytest_addoption(parser: Any) -> None:

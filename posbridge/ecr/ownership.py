@@ -51,7 +51,7 @@ from urllib.parse import urlsplit
 
 from filelock import AsyncFileLock, Timeout
 
-from .model import PosbridgeError
+from posbridge.model import PosbridgeError
 
 __all__ = [
     "DEFAULT_LOCK_WAIT", "Owner", "TerminalBusy", "TerminalLock", "canonical_port", "lock_dir",

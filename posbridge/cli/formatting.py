@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .model import Result, format_amount
+from posbridge.model import Result, format_amount
 
 
 def format_result(result: Result, *, slips: bool = True, cashier_slip: bool = True) -> str:

@@ -6,14 +6,14 @@ cash-register code. Both own a write-ahead :class:`~posbridge.journal.Journal`.
 The order of every operation, and why (``docs/recovery.md`` has the whole story):
 
 1. the request is checked (bad input never reaches the journal or the line);
-2. the terminal's cross-process lock is taken (:mod:`posbridge.ownership`: one owner per terminal,
-   a bounded wait, then :class:`~posbridge.ownership.TerminalBusy`);
+2. the terminal's cross-process lock is taken (:mod:`posbridge.ecr.ownership`: one owner per terminal,
+   a bounded wait, then :class:`~posbridge.ecr.ownership.TerminalBusy`);
 3. the request gets a transaction number unique for the terminal (under that lock);
 4. it is journaled ``pending``, then ``sent`` — durably, *before* its first byte is written: when
    journaling fails nothing is sent at all, not even when the client closes;
 5. the exchange runs under an overall deadline; the answer must match the request
-   (:func:`~posbridge.answers.answer_problems`), else it is an
-   :class:`~protocols.common.errors.AnswerMismatch`;
+   (:func:`~posbridge.ecr.answers.answer_problems`), else it is an
+   :class:`~posbridge.protocols.common.errors.AnswerMismatch`;
 6. the outcome is journaled ``done``; a link failure, a timeout, a mismatch or an interruption
    leaves the entry ``unknown`` for :meth:`EcrClient.recover`, which resolves it by emergency
    reversal and believes only answers that prove something (:data:`RECOVERY_TABLE`).
@@ -30,16 +30,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 
-import protocols
-from devices import Device, open_device
-from protocols.common.errors import AnswerMismatch, Disconnected, ExchangeTimeout, LinkError
-from protocols.common.session import CashierPrompt, Completed, Failed, Progress
+from posbridge import protocols
+from posbridge.devices import Device, open_device
+from posbridge.protocols.common.errors import AnswerMismatch, Disconnected, ExchangeTimeout, LinkError
+from posbridge.protocols.common.session import CashierPrompt, Completed, Failed, Progress
 
-from .answers import answer_problems
-from .journal import EcrEntry, Journal
-from .model import RUB, Operation, Request, Result, Status
-from .ownership import DEFAULT_LOCK_WAIT, TerminalLock, canonical_port, owner_alive, this_process
-from .pump import LinkClosed, SessionPump, Trace
+from posbridge.ecr.answers import answer_problems
+from posbridge.journal import EcrEntry, Journal
+from posbridge.model import RUB, Operation, Request, Result, Status
+from posbridge.ecr.ownership import DEFAULT_LOCK_WAIT, TerminalLock, canonical_port, owner_alive, this_process
+from posbridge.pump import LinkClosed, SessionPump, Trace
 
 PromptHandler = Callable[[CashierPrompt], "tuple[str, bool] | Awaitable[tuple[str, bool]]"]
 ProgressHandler = Callable[[Progress], None]
@@ -109,10 +109,10 @@ class EcrClient:
     """Runs operations on one terminal over one device (see the module docstring).
 
     ``port`` is a device URL (``serial:///dev/ttyACM0``, ``tcp://…``, ``virtual://NAME``…) or an
-    open :class:`~devices.Device`. ``on_prompt`` answers the terminal's cashier dialog: it gets the
+    open :class:`~posbridge.devices.Device`. ``on_prompt`` answers the terminal's cashier dialog: it gets the
     :class:`CashierPrompt` and returns ``(answer, ok)``; without it a dialog is declined.
     ``deadline`` bounds each operation (:data:`DEFAULT_DEADLINE`); ``lock_wait`` bounds the wait
-    for a terminal another process is using (:data:`~posbridge.ownership.DEFAULT_LOCK_WAIT`).
+    for a terminal another process is using (:data:`~posbridge.ecr.ownership.DEFAULT_LOCK_WAIT`).
     """
 
     def __init__(

@@ -10,11 +10,11 @@ import io
 import uuid
 from typing import TextIO
 
-from .cards import Card
-from .client import EcrClient
-from .formatting import format_result
-from .model import Result
-from .terminal import TerminalConfig, VirtualTerminal, running_terminal
+from posbridge.emulator.cards import Card
+from posbridge.ecr.client import EcrClient
+from posbridge.cli.formatting import format_result
+from posbridge.model import Result
+from posbridge.emulator.terminal import TerminalConfig, VirtualTerminal, running_terminal
 
 DECLINED_CARD = "5432543254325430"  # host-rules: insufficient funds, code 116
 

@@ -36,29 +36,29 @@ from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
 
-from devices import Device, DeviceError, open_device
-from protocols import ProtocolSpec
-from protocols.arcus2.codes import DEFAULT_TEXTS, NO_ANSWER, load_rc_res
-from protocols.arcus2.mapping import (
+from posbridge.devices import Device, DeviceError, open_device
+from posbridge.protocols import ProtocolSpec
+from posbridge.protocols.arcus2.codes import DEFAULT_TEXTS, NO_ANSWER, load_rc_res
+from posbridge.protocols.arcus2.mapping import (
     SLIP_SEPARATOR,
     RequestContext,
     parse_original_date_time,
     request_to_message,
     result_to_message,
 )
-from protocols.arcus2.ops import (
+from posbridge.protocols.arcus2.ops import (
     IniFileError,
     OpsTable,
     default_ops_table,
     load_ops_ini,
 )
-from protocols.arcus2.spec import spec_for_installation
-from protocols.common.errors import LinkError, PosbridgeError
+from posbridge.protocols.arcus2.spec import spec_for_installation
+from posbridge.protocols.common.errors import LinkError, PosbridgeError
 
-from .client import EcrClient
-from .journal import Journal
-from .model import Operation, Request, Result
-from .terminal import VirtualTerminal
+from posbridge.ecr.client import EcrClient
+from posbridge.journal import Journal, default_journal_path
+from posbridge.model import Operation, Request, Result
+from posbridge.emulator.terminal import VirtualTerminal
 
 __all__ = ["main", "BAD_ARGUMENTS", "BUILTIN_TERMINAL_URL", "RC_FILE", "SLIP_FILE", "OUTPUT_FILE"]
 
@@ -206,8 +206,6 @@ async def _run_builtin(request: Request, spec: ProtocolSpec, journal: Journal,
 def _open_journal(path: str | None, default_on_disk: bool) -> Journal:
     if path is None and not default_on_disk:
         return Journal()
-    from .cli import default_journal_path
-
     journal_path = Path(path) if path else default_journal_path()
     journal_path.parent.mkdir(parents=True, exist_ok=True)
     return Journal(journal_path)
@@ -262,7 +260,7 @@ def main(
     ``terminal_factory`` makes the built-in virtual terminal (tests pass one with a fixed clock and
     seed); it is not used with ``--port``. ``clock`` is the ECR's (it dates requests and starts
     transaction numbers; tests fix it). ``timers`` override the ECR's link timers (seconds, as
-    ``protocols.arcus2.spec.ecr_session`` takes them). Returns the exit status (module docstring).
+    ``posbridge.protocols.arcus2.spec.ecr_session`` takes them). Returns the exit status (module docstring).
     """
     if any(arg in ("-h", "--help") for arg in argv):
         _parser().print_help()

@@ -27,12 +27,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from devices import Device, FaultPlan, open_device
-from devices.faults import with_faults
+from posbridge.devices import Device, FaultPlan, open_device
+from posbridge.devices.faults import with_faults
 
-from .client import EcrClient
-from .journal import Journal
-from .terminal import VirtualTerminal
+from posbridge.ecr.client import EcrClient
+from posbridge.journal import Journal
+from posbridge.emulator.terminal import VirtualTerminal
 
 TRANSPORTS = ("virtual", "pty", "tcp", "usb")
 # pid.codes' test ids (VID 0x1209, PID 0x0001 is reserved for testing): no real terminal has them.
@@ -50,11 +50,11 @@ class TerminalLink:
     - ``"tcp"``: the terminal listens on ``tcp-listen://127.0.0.1:0``, the client connects to
       ``tcp://127.0.0.1:PORT``;
     - ``"usb"``: the client opens ``usb://1209:0001`` through a fake pyusb backend
-      (:class:`devices.fakeusb.FakeUsbBackend`, ``usb_backend``) whose bulk endpoints lead to the
+      (:class:`posbridge.devices.fakeusb.FakeUsbBackend`, ``usb_backend``) whose bulk endpoints lead to the
       terminal's ``virtual://`` end.
 
-    ``terminal_faults`` / ``client_faults`` (a :class:`devices.FaultPlan` or its textual spec) put
-    that side's device in a :class:`devices.FaultyDevice` (``terminal_device`` / ``client_device``
+    ``terminal_faults`` / ``client_faults`` (a :class:`posbridge.devices.FaultPlan` or its textual spec) put
+    that side's device in a :class:`posbridge.devices.FaultyDevice` (``terminal_device`` / ``client_device``
     then expose its ``injected`` faults). Keyword arguments go to :class:`VirtualTerminal`;
     ``client_options`` to :class:`EcrClient`.
     """
@@ -103,7 +103,7 @@ class TerminalLink:
             if self.transport == "virtual":
                 self.client_url = f"virtual://{name}"
             else:
-                from devices.fakeusb import FakeUsbBackend, FakeUsbTerminal
+                from posbridge.devices.fakeusb import FakeUsbBackend, FakeUsbTerminal
 
                 serial = name[-12:].upper()
                 self.usb_backend = FakeUsbBackend([FakeUsbTerminal(

@@ -2,8 +2,8 @@
 
 A ``transitions`` state machine (idle -> request received -> waiting for card -> PIN -> cashier
 dialog -> authorizing -> printing -> sending result -> idle) driven by the protocol session's
-events. Money decisions belong to its :class:`~posbridge.host.BankHost`; slips to its
-:class:`~posbridge.slips.SlipPrinter`; the card holder is its :class:`~posbridge.cards.CardReader`.
+events. Money decisions belong to its :class:`~posbridge.emulator.host.BankHost`; slips to its
+:class:`~posbridge.emulator.slips.SlipPrinter`; the card holder is its :class:`~posbridge.emulator.cards.CardReader`.
 Nothing here knows a protocol's bytes: the same machine serves every protocol.
 
 How it stays truthful and alive (issue 9, "a virtual terminal that never lies and never dies"):
@@ -58,16 +58,16 @@ import logging
 import re
 import time
 from collections import defaultdict, deque
-from dataclasses import dataclass, field
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Awaitable, Callable, TypeVar
 
 from transitions import Machine
 
-import protocols
-from devices import Device, open_device
-from protocols.common.errors import Disconnected
-from protocols.common.session import (
+from posbridge import protocols
+from posbridge.devices import Device, open_device
+from posbridge.protocols.common.errors import Disconnected
+from posbridge.protocols.common.session import (
     AbortRequested,
     Failed,
     PromptAnswered,
@@ -77,12 +77,14 @@ from protocols.common.session import (
     ResultUndelivered,
 )
 
-from .cards import Card, CardReader
-from .host import BankHost, HostConfig, HostDecision
-from .journal import Journal, OperationRecord
-from .model import Operation, Request, Result, Slips, Status, format_amount, mask_pan
-from .pump import LinkClosed, ReaderStopped, SessionPump, Trace
-from .slips import TITLES, Merchant, SlipPrinter
+from posbridge.emulator.cards import Card, CardReader
+from posbridge.emulator.config import TerminalConfig
+from posbridge.emulator.host import BankHost, HostConfig, HostDecision
+from posbridge.journal import Journal, OperationRecord
+from posbridge.model import Operation, Request, Result, Slips, Status, format_amount, mask_pan
+from posbridge.pump import LinkClosed, ReaderStopped, SessionPump, Trace
+from posbridge.emulator.scenario import Scenario
+from posbridge.emulator.slips import TITLES, Merchant, SlipPrinter
 
 log = logging.getLogger("posbridge.terminal")
 
@@ -129,27 +131,6 @@ SLIP_BUDGET = 48_000
 """Bytes all copies of one slip may take together: an Arcus frame holds 65,535 bytes in all, an
 INPAS tag-90 value 65,535 (with a CR per line); the rest of the answer needs far less than the
 margin left."""
-
-
-@dataclass
-class TerminalConfig:
-    """How the virtual terminal behaves (a scenario file fills this in)."""
-
-    merchant: Merchant = field(default_factory=Merchant)
-    copies: int = 2  # slips printed: the card holder's, then the cashier's
-    slip_width: int = 32
-    part_size: int = 1024  # bodies larger than this go out as multi-part SOH frames
-    progress_interval: float = 5.0  # seconds between WAIT packets while busy
-    card_delay: float = 0.0  # the card holder takes this long to present the card
-    pin_delay: float = 0.0
-    ask_last_digits: bool = False  # cashier dialog: "enter the last 4 digits of the card"
-    dialog_timeout: float = 60.0
-    timers: dict[str, float] = field(default_factory=dict)  # protocol timer overrides, seconds
-    # A connection with no request for this long is hung up on when another ECR waits (listening
-    # devices only; 0 = never). See the module docstring for the reasoning behind 2 s.
-    idle_timeout: float = 2.0
-    report_max_lines: int = 300  # operations listed on a full report (the latest; the rest counted)
-    delivery_timeout: float = 600.0  # safety net: a result's delivery outcome never takes longer
 
 
 class _Job:
@@ -247,11 +228,7 @@ class VirtualTerminal:
         seed: int | None = None,
         **kwargs: Any,
     ) -> VirtualTerminal:
-        """A terminal set up by a :class:`~posbridge.scenario.Scenario` (or the defaults)."""
-        from dataclasses import replace
-
-        from .scenario import Scenario
-
+        """A terminal set up by a :class:`~posbridge.emulator.scenario.Scenario` (or the defaults)."""
         scenario = scenario or Scenario()
         host = scenario.host if seed is None else replace(scenario.host, seed=seed)
         journal = Journal(journal_path) if journal_path else None
@@ -267,7 +244,7 @@ class VirtualTerminal:
     async def run(self, url: str, *, ready: Callable[[Device], None] | None = None,
                   faults: str | None = None) -> None:
         """Open ``url`` and serve ECRs on it until cancelled; ``faults`` puts the line in a
-        :class:`~devices.faults.FaultyDevice` (its spec; ``rx`` is what the terminal receives)."""
+        :class:`~posbridge.devices.faults.FaultyDevice` (its spec; ``rx`` is what the terminal receives)."""
         device = await open_device(url, faults=faults)
         try:
             if ready:

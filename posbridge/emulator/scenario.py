@@ -41,10 +41,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from .cards import Card
-from .host import HostConfig, Limits
-from .slips import Merchant
-from .terminal import TerminalConfig
+from posbridge.emulator.cards import Card
+from posbridge.emulator.host import HostConfig, Limits
+from posbridge.emulator.slips import Merchant
+from posbridge.emulator.config import TerminalConfig
 
 FAULTS = ("no_connection", "answer_lost", "request_not_sent")
 
@@ -55,7 +55,7 @@ class ScenarioError(ValueError):
 
 @dataclass
 class Scenario:
-    """What a scenario file says, ready for :class:`~posbridge.terminal.VirtualTerminal`."""
+    """What a scenario file says, ready for :class:`~posbridge.emulator.terminal.VirtualTerminal`."""
 
     terminal: TerminalConfig = field(default_factory=TerminalConfig)
     host: HostConfig = field(default_factory=HostConfig)
