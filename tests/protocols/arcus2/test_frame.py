@@ -54,10 +54,10 @@ ABORT = bytes.fromhex("0200014103" "43")  # version 1
 # The same in version 2: CRC-32 of 00 01 41 03 = 50ED9AD5 (the docs' worked example)
 ABORT_V2 = bytes.fromhex("0100014103" "50ed9ad5")
 SALE_BODY = b"Qoperation=1\x1camount=15000\x1ccurrency=643\x1ctransaction_id=7\x1cterminal_id=00344224"
-SALE = bytes.fromhex(  # vectors.txt "v1-sale-request"
+SALE = bytes.fromhex(  # tests/vectors/arcus2.txt "v1-sale-request"
     "02004c516f7065726174696f6e3d311c616d6f756e743d31353030301c63757272656e63793d3634331c7472616e73"
     "616374696f6e5f69643d371c7465726d696e616c5f69643d30303334343232340339")
-SALE_V2 = bytes.fromhex(  # vectors.txt "v2-sale-request"
+SALE_V2 = bytes.fromhex(  # tests/vectors/arcus2.txt "v2-sale-request"
     "01004c516f7065726174696f6e3d311c616d6f756e743d31353030301c63757272656e63793d3634331c7472616e73"
     "616374696f6e5f69643d371c7465726d696e616c5f69643d3030333434323234032e53e5e5")
 VERSIONS = [1, 2]

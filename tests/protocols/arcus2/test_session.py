@@ -30,10 +30,10 @@ from tests.protocols.wire import Wire
 
 TIMERS = LinkTimers(ack_timeout=2.0, packet_timeout=120.0)
 SALE = Request(Operation.SALE, 15000, 643, transaction_id="7", terminal_id="00344224")
-SALE_FRAME = bytes.fromhex(  # vectors.txt "v2-sale-request": link version 2, the default
+SALE_FRAME = bytes.fromhex(  # tests/vectors/arcus2.txt "v2-sale-request": link version 2, the default
     "01004c516f7065726174696f6e3d311c616d6f756e743d31353030301c63757272656e63793d3634331c7472616e73"
     "616374696f6e5f69643d371c7465726d696e616c5f69643d3030333434323234032e53e5e5")
-SALE_FRAME_V1 = bytes.fromhex(  # vectors.txt "v1-sale-request"
+SALE_FRAME_V1 = bytes.fromhex(  # tests/vectors/arcus2.txt "v1-sale-request"
     "02004c516f7065726174696f6e3d311c616d6f756e743d31353030301c63757272656e63793d3634331c7472616e73"
     "616374696f6e5f69643d371c7465726d696e616c5f69643d30303334343232340339")
 NOW = datetime(2026, 11, 22, 12, 30, 0)

@@ -1,4 +1,4 @@
-"""The golden Arcus2-style vectors (vectors.txt, built by hand): every line checked as its JSON says.
+"""The golden Arcus2-style vectors (tests/vectors/arcus2.txt, built by hand): every line checked as its JSON says.
 
 Each vector names its link version. Version 1 frames are checked with an XOR loop and version 2
 frames with a bit-by-bit CRC-32, both written out here, so the test does not trust the codec's own
@@ -7,8 +7,6 @@ version 2 side (the default) answers a version 1 frame with NAK.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
@@ -24,8 +22,9 @@ from posbridge.protocols.arcus2.frame import (
 from posbridge.protocols.arcus2.link import Arcus2Link, FrameRejected, LinkTimers, MessageReceived
 from posbridge.protocols.common.errors import ChecksumError, DecodeError, IncompleteFrame
 from tests.protocols.streams import load_vectors
+from tests.vectors import vector_file
 
-VECTORS_FILE = Path(__file__).with_name("vectors.txt")
+VECTORS_FILE = vector_file("arcus2.txt")
 # Every expectation key this file knows; an unknown key fails the test instead of being ignored.
 KNOWN_KEYS = {"version", "class", "fields", "encoding", "skip", "error", "body_error", "body_offset", "link", "note"}
 CHECK_SIZE = {1: 1, 2: 4}

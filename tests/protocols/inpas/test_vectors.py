@@ -1,8 +1,7 @@
-"""The golden INPAS SA vectors (../shared/vectors/inpas-sa.txt): every line checked as its JSON says."""
+"""The golden INPAS SA vectors (tests/vectors/inpas-sa.txt, a copy of ../shared/vectors/inpas-sa.txt):
+every line checked as its JSON says."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
@@ -18,8 +17,9 @@ from posbridge.protocols.inpas.frame import (
 )
 from posbridge.protocols.inpas.multipart import Reassembler, decode_part, encode_part
 from tests.protocols.streams import load_vectors
+from tests.vectors import vector_file
 
-VECTORS_FILE = Path(__file__).resolve().parents[3] / ".." / "shared" / "vectors" / "inpas-sa.txt"
+VECTORS_FILE = vector_file("inpas-sa.txt")
 START_NAMES = {"STX": STX, "SOH": SOH}
 # Every expectation key this file knows; an unknown key fails the test instead of being ignored.
 KNOWN_KEYS = {"start", "fields", "encoding", "skip", "part", "chunk", "reassembled_fields", "error", "link"}
