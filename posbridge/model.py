@@ -17,6 +17,7 @@ from posbridge.protocols.common.model import (
     Status,
     Totals,
     format_amount,
+    mask_card_numbers,
     mask_pan,
     parse_amount,
     validate_amount,
@@ -25,6 +26,6 @@ from posbridge.protocols.common.model import (
 
 __all__ = [
     "CURRENCY_LETTERS", "ISO_4217_NUMERIC", "MAX_AMOUNT", "RUB", "InvalidRequest", "Operation",
-    "PosbridgeError", "Request", "Result", "Slips", "Status", "Totals", "format_amount", "mask_pan",
-    "parse_amount", "validate_amount", "validate_currency",
+    "PosbridgeError", "Request", "Result", "Slips", "Status", "Totals", "format_amount", "mask_card_numbers",
+    "mask_pan", "parse_amount", "validate_amount", "validate_currency",
 ]

@@ -103,9 +103,8 @@ class SlipPrinter:
             lines.append(self._pair("СУММА:", format_amount(result.amount, result.currency or 643)))
         lines += [line[: self.width] for line in details]
         if result.masked_pan:
-            # Defence in depth: whatever arrives here is masked again to 6 + 4 digits.
-            lines.append(self._pair(result.card_scheme or "КАРТА", mask_pan(result.masked_pan)
-                                    if result.masked_pan.isdigit() else result.masked_pan))
+            # Defence in depth: whatever arrives here is masked again (a masked PAN stays as it is).
+            lines.append(self._pair(result.card_scheme or "КАРТА", mask_pan(result.masked_pan)))
         for label, value in (("RRN:", result.rrn), ("КОД АВТОРИЗАЦИИ:", result.auth_code),
                              ("КОД ОТВЕТА:", result.host_code or result.response_code)):
             if value:

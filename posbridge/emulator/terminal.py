@@ -55,7 +55,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections import defaultdict, deque
 from dataclasses import replace
@@ -81,7 +80,7 @@ from posbridge.emulator.cards import Card, CardReader
 from posbridge.emulator.config import TerminalConfig
 from posbridge.emulator.host import BankHost, HostConfig, HostDecision
 from posbridge.journal import Journal, OperationRecord
-from posbridge.model import Operation, Request, Result, Slips, Status, format_amount, mask_pan
+from posbridge.model import Operation, Request, Result, Slips, Status, format_amount, mask_card_numbers
 from posbridge.pump import LinkClosed, ReaderStopped, SessionPump, Trace
 from posbridge.emulator.scenario import Scenario
 from posbridge.emulator.slips import TITLES, Merchant, SlipPrinter
@@ -827,21 +826,8 @@ def _slip_bytes(slips: Slips) -> int:
     return len(text) + text.count("\n") + 64
 
 
-_DIGIT_RUN = re.compile(r"[0-9]{12,}")
-
-
-def _tame(text: str) -> str:
-    """Text from the line, fit for a log: digit runs that could be a card number are masked,
-    longer ones (a hostile 5,000-digit field) shown by their length."""
-    def one(match: re.Match[str]) -> str:
-        digits = match.group(0)
-        return mask_pan(digits) if len(digits) <= 19 else f"{digits[:4]}…({len(digits)} digits)"
-
-    return _DIGIT_RUN.sub(one, text)
-
-
 def _clip(text: str, limit: int = 24, tame: bool = False) -> str:
-    text = _tame(str(text)) if tame else str(text)
+    text = mask_card_numbers(str(text)) if tame else str(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

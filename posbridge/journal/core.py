@@ -275,15 +275,11 @@ def _int_or_none(value: object) -> int | None:
 
 
 def safe_masked_pan(pan: str | None) -> str | None:
-    """``pan`` if it already shows at most 10 digits (a masked PAN), else masked by ``mask_pan``.
+    """``pan`` masked by ``mask_pan`` (which keeps an already masked PAN as it is); None and "" as given.
 
     Lets callers hand in whatever they hold: a full number never reaches the database.
     """
-    if pan is None or pan == "":
-        return pan
-    if sum(ch.isdigit() for ch in pan) > 10:
-        return mask_pan(pan)
-    return pan
+    return mask_pan(pan) if pan else pan
 
 
 def _totals_json(totals: Totals | None) -> str | None:

@@ -14,7 +14,7 @@ from typing import Any
 from ..common.errors import DecodeError, IncompleteFrame
 
 from .constants import BYTE_NAMES, FRAME_OVERHEAD, HEADER_SIZE, VERSION_OF_START
-from .fields import NUMBER_WIDTHS, PAN_KEY, Message, mask_pan_text, number_problem
+from .fields import NUMBER_WIDTHS, PAN_KEY, Message, mask_pan, number_problem
 from .frame import decode_frame
 
 __all__ = ["describe", "describe_fields", "invalid_numbers"]
@@ -28,7 +28,7 @@ _CHECK_NAMES = {1: "lrc", 2: "crc"}
 
 def describe_fields(message: Message) -> dict[str, str]:
     """Fields in wire order, the PAN masked."""
-    return {key: mask_pan_text(value) if key == PAN_KEY else value for key, value in message.fields.items()}
+    return {key: mask_pan(value) if key == PAN_KEY else value for key, value in message.fields.items()}
 
 
 def invalid_numbers(message: Message) -> dict[str, str]:

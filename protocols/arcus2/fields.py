@@ -14,11 +14,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from ..common.errors import DecodeError, InvalidRequest
+from ..common.model import mask_pan
 
 from .constants import FS, MESSAGE_CLASSES, TEXT_ENCODING
 from .frame import BODY_PATTERN, KEY_PATTERN, decode_body, raise_body_error
 
-__all__ = ["FieldSpec", "FIELDS", "NUMBER_WIDTHS", "PAN_KEY", "Message", "mask_pan_text", "read_number",
+__all__ = ["FieldSpec", "FIELDS", "NUMBER_WIDTHS", "PAN_KEY", "Message", "mask_pan", "read_number",
            "number_problem", "brief"]
 
 
@@ -99,19 +100,6 @@ _KEYS_PATTERN = re.compile(r"[a-z][a-z0-9_]*(?:\x1c[a-z][a-z0-9_]*)*")
 # CP1251 through the codec object: str.encode("cp1251") pays a registry lookup per call; the C
 # ascii codec is faster still for the many values that are plain ASCII (and gives the same bytes).
 _CP1251 = codecs.lookup(TEXT_ENCODING)
-
-
-def mask_pan_text(value: str) -> str:
-    """Mask a card number as received: at most the first 6 and last 4 characters stay (DESIGN.md).
-
-    Idempotent, so already-masked values (``411111******1111``) pass unchanged.
-    """
-    n = len(value)
-    if n > 10:
-        return value[:6] + "*" * (n - 10) + value[-4:]
-    if n > 4:
-        return "*" * (n - 4) + value[-4:]
-    return "*" * n
 
 
 def number_problem(key: str, value: str) -> str | None:
@@ -252,5 +240,5 @@ class Message:
     __hash__ = None  # type: ignore[assignment]  # mutable
 
     def __repr__(self) -> str:
-        parts = [f"{key}={mask_pan_text(value) if key == PAN_KEY else value!r}" for key, value in self.fields.items()]
+        parts = [f"{key}={mask_pan(value) if key == PAN_KEY else value!r}" for key, value in self.fields.items()]
         return f"Message({self.message_class!r}, {', '.join(parts)})"

@@ -17,7 +17,7 @@ from ..common.model import Operation, Request, Result, Slips, Status, Totals
 
 from .codes import DEFAULT_TEXTS, response_code_for, status_for
 from .constants import ABORT, FS, INTERMEDIATE, REQUEST, RESULT, TEXT_ENCODING
-from .fields import FIELDS, Message, brief, mask_pan_text, number_problem, read_number
+from .fields import FIELDS, Message, brief, mask_pan, number_problem, read_number
 from .ops import OpsTable
 
 __all__ = [
@@ -117,7 +117,7 @@ def message_to_result(message: Message, request: Request, texts: Mapping[str, st
         currency=currency,
         rrn=message.get("rrn"),
         auth_code=message.get("auth_code"),
-        masked_pan=mask_pan_text(pan) if pan else None,  # defence in depth: mask whatever arrives
+        masked_pan=mask_pan(pan) if pan else None,  # defence in depth: mask whatever arrives
         card_scheme=message.get("card_type"),
         expiry=message.get("expiry"),
         terminal_id=message.get("terminal_id"),
@@ -231,7 +231,7 @@ def result_to_message(result: Result, context: RequestContext) -> Message:
         "auth_code": result.auth_code,
         "original_operation": context.original_operation,
         "terminal_id": result.terminal_id,
-        "pan": mask_pan_text(result.masked_pan) if result.masked_pan else None,
+        "pan": mask_pan(result.masked_pan) if result.masked_pan else None,
         "expiry": result.expiry,
         "card_type": result.card_scheme,
         "date": when.strftime(_DATE_FORMAT) if when else None,

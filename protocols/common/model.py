@@ -139,12 +139,38 @@ CURRENCY_LETTERS = {643: "RUB", 840: "USD", 978: "EUR", 933: "BYN", 398: "KZT", 
 def mask_pan(pan: str) -> str:
     """Mask a card number to at most its first 6 and last 4 digits: ``411111******1111``.
 
-    Anything shorter than 11 digits is masked but for its last 4, so nothing reveals a full number.
+    The one masking rule of posbridge (DESIGN.md: a full card number never leaves the card reader),
+    for whatever a caller holds: a full number (spaces and dashes between groups are dropped), a
+    number already masked (kept as it is: masking is idempotent), or junk from the line. A value
+    with more than 10 digits is reduced to its digits, masked but for the first 6 and last 4; a
+    shorter one keeps its characters, masked but for the first 6 and last 4 when it has more than
+    10 of them, but for the last 4 when it has 5 to 10, entirely when it has 4 or fewer.
     """
-    digits = "".join(ch for ch in pan if ch.isdigit())
-    if len(digits) <= 10:
-        return "*" * max(len(digits) - 4, 0) + digits[-4:]
-    return digits[:6] + "*" * (len(digits) - 10) + digits[-4:]
+    text = pan.replace(" ", "").replace("-", "")
+    digits = "".join(ch for ch in text if ch.isdigit())
+    if len(digits) > 10:
+        text = digits
+    n = len(text)
+    if n > 10:
+        return text[:6] + "*" * (n - 10) + text[-4:]
+    if n > 4:
+        return "*" * (n - 4) + text[-4:]
+    return "*" * n
+
+
+_DIGIT_RUN = re.compile(r"[0-9]{12,}")
+_LONGEST_PAN = 19
+
+
+def mask_card_numbers(text: str) -> str:
+    """Free text (an error, a field from the line) fit for a log: every run of 12 or more digits,
+    which could be a card number, is masked by :func:`mask_pan`; a run longer than any card number
+    (a hostile 5,000-digit field) is shown by its first 4 digits and its length."""
+    def one(match: re.Match[str]) -> str:
+        digits = match.group(0)
+        return mask_pan(digits) if len(digits) <= _LONGEST_PAN else f"{digits[:4]}…({len(digits)} digits)"
+
+    return _DIGIT_RUN.sub(one, text)
 
 
 @dataclass(frozen=True)

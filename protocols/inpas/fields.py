@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Iterator, Mapping, Union
 
 from ..common.errors import InvalidRequest
+from ..common.model import mask_pan
 
 from .constants import MAX_BODY, TEXT_ENCODING
 from .frame import decode_records
@@ -176,19 +177,6 @@ def name_for(tag: int) -> str:
     """Return the field name of a tag, ``"tag_NN"`` for tags not in :data:`FIELDS`."""
     spec = FIELDS.get(tag)
     return spec.name if spec else f"tag_{tag}"
-
-
-def mask_pan(value: str) -> str:
-    """Mask a card number: at most the first 6 and last 4 characters stay (DESIGN.md).
-
-    Idempotent, so already-masked values (``************1111``) pass unchanged.
-    """
-    n = len(value)
-    if n > 10:
-        return value[:6] + "*" * (n - 10) + value[-4:]
-    if n > 4:
-        return "*" * (n - 4) + value[-4:]
-    return "*" * n
 
 
 def _normalize(tag: int, value: object) -> FieldValue:

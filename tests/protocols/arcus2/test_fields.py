@@ -6,7 +6,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from posbridge.protocols.arcus2.fields import FIELDS, Message, mask_pan_text
+from posbridge.protocols.arcus2.fields import FIELDS, Message, mask_pan
 from posbridge.protocols.arcus2.frame import decode_body, encode_body
 from posbridge.protocols.common.errors import DecodeError, InvalidRequest
 
@@ -77,8 +77,8 @@ def test_repr_masks_the_card_number():
     message = Message("R", {"pan": "4111111111111111", "rrn": "1"})
     assert "4111111111111111" not in repr(message)
     assert "411111******1111" in repr(message)
-    assert mask_pan_text("411111******1111") == "411111******1111"
-    assert mask_pan_text("1234567") == "***4567" and mask_pan_text("12") == "**"
+    assert mask_pan("411111******1111") == "411111******1111"
+    assert mask_pan("1234567") == "***4567" and mask_pan("12") == "**"
 
 
 @given(st.dictionaries(st.from_regex(r"[a-z][a-z_]{0,8}", fullmatch=True),

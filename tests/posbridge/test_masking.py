@@ -1,0 +1,68 @@
+"""One masking rule for card numbers (DESIGN.md), used by every layer: protocols/common's ``mask_pan``."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import posbridge.model
+from posbridge.journal import safe_masked_pan
+from posbridge.protocols.arcus2 import fields as arcus2_fields
+from posbridge.protocols.common import model as common_model
+from posbridge.protocols.common.model import mask_card_numbers, mask_pan
+from posbridge.protocols.inpas import fields as inpas_fields
+
+
+@pytest.mark.parametrize(
+    ("given", "masked"),
+    [
+        ("4111111111111111", "411111******1111"),
+        ("4111 1111 1111 1111", "411111******1111"),
+        ("4111-1111-1111-1111", "411111******1111"),
+        ("4111111111111111111", "411111*********1111"),
+        ("411111******1111", "411111******1111"),
+        ("************1111", "************1111"),
+        ("41111111111111**", "411111****1111"),
+        ("1234567890", "******7890"),
+        ("1234567", "***4567"),
+        ("1234", "****"),
+        ("12", "**"),
+        ("", ""),
+    ],
+)
+def test_mask_pan(given: str, masked: str) -> None:
+    assert mask_pan(given) == masked
+    assert mask_pan(masked) == masked  # idempotent: a masked PAN passes any layer unchanged
+
+
+def _digits(text: str) -> str:
+    return "".join(ch for ch in text if ch.isdigit())
+
+
+@given(st.text(alphabet="0123456789 -*ab", max_size=40))
+def test_mask_pan_never_shows_more_than_6_plus_4_digits(value: str) -> None:
+    masked = mask_pan(value)
+    assert len(_digits(masked)) <= 10
+    assert mask_pan(masked) == masked
+
+
+@given(st.text(alphabet="0123456789", min_size=12, max_size=19))
+def test_a_full_number_keeps_its_first_6_and_last_4_digits(pan: str) -> None:
+    assert mask_pan(pan) == pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
+
+
+def test_mask_card_numbers_in_free_text() -> None:
+    assert mask_card_numbers("pan 4111111111111111 rrn 123456789012") == "pan 411111******1111 rrn 123456**9012"
+    assert mask_card_numbers("stan 12345678901 ok") == "stan 12345678901 ok"  # 11 digits: no card number
+    assert mask_card_numbers("x" + "7" * 5000) == "x7777…(5000 digits)"
+
+
+def test_every_layer_uses_the_one_implementation() -> None:
+    """The protocols, the model, the journal and the slips share protocols/common's function."""
+    assert posbridge.model.mask_pan is common_model.mask_pan
+    assert inpas_fields.mask_pan is common_model.mask_pan
+    assert arcus2_fields.mask_pan is common_model.mask_pan
+    assert not hasattr(arcus2_fields, "mask_pan_text")
+    assert safe_masked_pan(None) is None and safe_masked_pan("") == ""
+    assert safe_masked_pan("4111 1111 1111 1111") == mask_pan("4111 1111 1111 1111")
