@@ -226,6 +226,7 @@ async def _run_emulate(args: argparse.Namespace) -> int:
 
     # SIGTERM and Ctrl-C end the emulator cleanly (a pty's symlink is removed on the way out).
     task = asyncio.current_task()
+    assert task is not None  # this coroutine runs in the task asyncio.run made for it
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, task.cancel)

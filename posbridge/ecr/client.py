@@ -257,9 +257,9 @@ class EcrClient:
             raise
         except asyncio.TimeoutError:
             self._exchange_failed()
-            error = ExchangeTimeout(f"no outcome within the operation's deadline of {self.deadline:g} s")
-            self.journal.ecr_unknown(entry, str(error))
-            raise error from None
+            overdue = ExchangeTimeout(f"no outcome within the operation's deadline of {self.deadline:g} s")
+            self.journal.ecr_unknown(entry, str(overdue))
+            raise overdue from None
         except BaseException as error:  # cancelled mid-exchange: the outcome is unknown too
             self._exchange_failed()
             self.journal.ecr_unknown(entry, f"interrupted: {error!r}")

@@ -140,7 +140,9 @@ def _canonical_host(host: str, port: int | None) -> str:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError):
         return host
-    addresses = sorted({info[4][0] for info in infos})
+    # A sockaddr starts with the address text for IPv4 and IPv6; typeshed also allows an int
+    # (families a TCP lookup never returns).
+    addresses = sorted({info[4][0] for info in infos if isinstance(info[4][0], str)})
     if any(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
         return "127.0.0.1"  # localhost, 127.0.0.1 and ::1 are one machine
     return addresses[0] if addresses else host
