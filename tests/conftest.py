@@ -11,7 +11,9 @@ running fails at teardown with a message naming what leaked:
   unreachable, not closed) is not counted, only one something still holds.
 
 Each check waits a short grace period first (:data:`GRACE`), polling, so a task finishing its
-cancellation, a thread being joined or a socket being closed by a callback is not a leak.
+cancellation, a thread being joined or a socket being closed by a callback is not a leak. What
+the process keeps on purpose once started is started before the first test
+(:func:`process_wide_resources`).
 """
 
 from __future__ import annotations
@@ -89,6 +91,16 @@ def no_leaked_threads_or_descriptors() -> Iterator[None]:
                             + ", ".join(f"{fd} -> {target}" for fd, target in sorted(leaked.items())))
     if problems:
         pytest.fail("the test leaked " + "; ".join(problems), pytrace=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def process_wide_resources() -> None:
+    """Start, before the first test, what posbridge keeps for the whole process once started, so
+    the leak check does not blame the first test that happens to start it: the fake USB backend's
+    event-loop thread (``devices/fakeusb.py`` runs every fake terminal on one daemon loop)."""
+    from posbridge.devices import fakeusb
+
+    fakeusb._fake_loop()
 
 
 def _test_loop(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoop | None:
