@@ -180,10 +180,8 @@ async def _reverse_last(client: EcrClient) -> Result:
 
 def _client(port: str | Device, spec: ProtocolSpec, journal: Journal,
             timers: Mapping[str, float] | None = None, clock: Callable[[], datetime] | None = None) -> EcrClient:
-    client = EcrClient(port, "arcus2", journal=journal, timers=dict(timers or {}),
-                       **({"clock": clock} if clock else {}))
-    client.protocol = spec  # the installation's ops.ini and texts: EcrClient takes a protocol by name only
-    return client
+    # ``spec``: the Arcus protocol bound to the installation's ops.ini and texts.
+    return EcrClient(port, spec, journal=journal, timers=dict(timers or {}), clock=clock or datetime.now)
 
 
 async def _run_builtin(request: Request, spec: ProtocolSpec, journal: Journal,

@@ -37,7 +37,7 @@ from posbridge.protocols.common.session import CashierPrompt, Completed, Failed,
 
 from posbridge.ecr.answers import answer_problems
 from posbridge.journal import EcrEntry, Journal
-from posbridge.model import RUB, Operation, Request, Result, Status
+from posbridge.model import RUB, Operation, Request, Result
 from posbridge.ecr.ownership import DEFAULT_LOCK_WAIT, TerminalLock, canonical_port, owner_alive, this_process
 from posbridge.pump import LinkClosed, SessionPump, Trace
 
@@ -319,10 +319,8 @@ class EcrClient:
     async def _answer(self, prompt: CashierPrompt) -> tuple[str, bool]:
         if self.on_prompt is None:
             return "", False
-        answer = self.on_prompt(prompt)
-        if inspect.isawaitable(answer):
-            answer = await answer
-        text, ok = answer  # type: ignore[misc]
+        reply = self.on_prompt(prompt)
+        text, ok = (await reply) if inspect.isawaitable(reply) else reply
         return str(text), bool(ok)
 
     # --- recovery -------------------------------------------------------------------------------
@@ -484,17 +482,33 @@ class BlockingEcrClient:
 
     MARGIN = 30.0  # seconds beyond the deadline: journal writes, a quiet-line wait, closing
 
-    def __init__(self, port: str | Device, protocol: str | protocols.ProtocolSpec = "inpas",
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        port: str | Device,
+        protocol: str | protocols.ProtocolSpec = "inpas",
+        *,
+        journal: Journal | None = None,
+        terminal_id: str | None = None,
+        timers: dict[str, float] | None = None,
+        on_prompt: PromptHandler | None = None,
+        on_progress: ProgressHandler | None = None,
+        clock: Callable[[], datetime] = datetime.now,
+        monotonic: Callable[[], float] = time.monotonic,
+        trace: Trace | None = None,
+        deadline: float = DEFAULT_DEADLINE,
+        lock_wait: float = DEFAULT_LOCK_WAIT,
+    ) -> None:
+        """See :class:`EcrClient` (the same parameters; callbacks run in the client's loop thread)."""
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="posbridge-ecr", daemon=True)
         self._thread.start()
-        self._client: EcrClient = self._call(self._make(port, protocol, kwargs), 10.0)
 
-    @staticmethod
-    async def _make(port: str | Device, protocol: str | protocols.ProtocolSpec,
-                    kwargs: dict[str, Any]) -> EcrClient:
-        return EcrClient(port, protocol, **kwargs)
+        async def make() -> EcrClient:  # in the loop: the client's asyncio.Lock belongs to it
+            return EcrClient(port, protocol, journal=journal, terminal_id=terminal_id, timers=timers,
+                             on_prompt=on_prompt, on_progress=on_progress, clock=clock, monotonic=monotonic,
+                             trace=trace, deadline=deadline, lock_wait=lock_wait)
+
+        self._client: EcrClient = self._call(make(), 10.0)
 
     @property
     def client(self) -> EcrClient:
@@ -520,19 +534,26 @@ class BlockingEcrClient:
             raise ExchangeTimeout(f"no answer within {limit:g} s (the operation is journaled for recovery)") \
                 from None
 
+    def open(self) -> None:
+        """See :meth:`EcrClient.open` (operations open the line themselves when it is not open)."""
+        self._call(self._client.open(), self._client.owner.wait + self.MARGIN)
+
     def close(self) -> None:
-        """Close the link and stop the background loop."""
+        """Close the link and stop the background loop and its worker threads."""
         if self._loop.is_closed():
             return
         try:
             self._call(self._client.close(), 10.0)
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
-            self._loop.close()
+            try:  # the terminal lock waits in the loop's worker threads: end them with the loop
+                self._call(self._loop.shutdown_default_executor(), 10.0)
+            finally:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join(5)
+                self._loop.close()
 
     def __enter__(self) -> BlockingEcrClient:
-        self._call(self._client.open(), 30.0)
+        self.open()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -542,9 +563,13 @@ class BlockingEcrClient:
         """See :meth:`EcrClient.execute`."""
         return self._call(self._client.execute(request))
 
+    def unresolved(self) -> list[EcrEntry]:
+        """See :meth:`EcrClient.unresolved` (the journal is safe to read from any thread)."""
+        return self._client.unresolved()
+
     def recover(self) -> list[Recovery]:
         """See :meth:`EcrClient.recover` (bounded per operation it may send)."""
-        count = max(1, len(self._client.unresolved()))
+        count = max(1, len(self.unresolved()))
         return self._call(self._client.recover(), self._bound() * count)
 
     def abort(self) -> None:

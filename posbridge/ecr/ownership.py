@@ -46,7 +46,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 from filelock import AsyncFileLock, Timeout
@@ -249,7 +249,7 @@ class TerminalLock:
         return self._depth > 0
 
     @contextlib.asynccontextmanager
-    async def held(self, activity: str):  # type: ignore[no-untyped-def]
+    async def held(self, activity: str) -> AsyncIterator[TerminalLock]:
         """Hold the lock for the block (see the class docstring)."""
         await self.acquire(activity)
         try:

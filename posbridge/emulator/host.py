@@ -163,7 +163,6 @@ class HostConfig:
 
     terminal_id: str = "00344224"
     merchant_id: str = "000000000123456"
-    merchant_name: str = "ТЕСТ БАНК"
     seed: int = 0
     hold_ttl: timedelta = timedelta(days=7)
     terminal_limits: Limits = field(default_factory=Limits)

@@ -96,7 +96,7 @@ def scenario_from_dict(data: dict[str, Any]) -> Scenario:
         raise ScenarioError(f"host.fault must be one of {', '.join(FAULTS)}, not {fault!r}")
     limits = Limits(single_max=host.get("single_max") or None, daily_max=host.get("daily_max") or None)
     host_config = HostConfig(
-        terminal_id=merchant.terminal_id, merchant_id=merchant.merchant_id, merchant_name=merchant.name,
+        terminal_id=merchant.terminal_id, merchant_id=merchant.merchant_id,
         seed=int(data.get("seed", 0)), fault=fault, latency=float(host.get("latency", 0.0)),
         hold_ttl=timedelta(hours=float(host.get("hold_ttl_hours", 168))), terminal_limits=limits)
     cards = []

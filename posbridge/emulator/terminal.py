@@ -59,7 +59,7 @@ import time
 from collections import defaultdict, deque
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, TypeVar
 
 from transitions import Machine
 
@@ -83,7 +83,10 @@ from posbridge.journal import Journal, OperationRecord
 from posbridge.model import Operation, Request, Result, Slips, Status, format_amount, mask_card_numbers
 from posbridge.pump import LinkClosed, ReaderStopped, SessionPump, Trace
 from posbridge.emulator.scenario import Scenario
-from posbridge.emulator.slips import TITLES, Merchant, SlipPrinter
+from posbridge.emulator.slips import TITLES, SlipPrinter
+
+if TYPE_CHECKING:
+    from transitions.core import TransitionConfigDict  # in transitions' stubs only
 
 log = logging.getLogger("posbridge.terminal")
 
@@ -104,7 +107,7 @@ STATES = [
     "printing",
     "sending_result",
 ]
-TRANSITIONS = [
+TRANSITIONS: list[TransitionConfigDict] = [
     {"trigger": "receive_request", "source": "idle", "dest": "request_received"},
     {"trigger": "wait_for_card", "source": "request_received", "dest": "waiting_for_card"},
     {"trigger": "enter_pin", "source": "waiting_for_card", "dest": "pin_entry"},
@@ -171,6 +174,17 @@ class VirtualTerminal:
     ``on_operation(request, result)`` is called once per operation, delivered or not.
     """
 
+    # The triggers ``transitions`` adds to each terminal (TRANSITIONS), declared for type checkers:
+    # annotations only, so the machine still finds the names free and binds them.
+    receive_request: Callable[[], bool]
+    wait_for_card: Callable[[], bool]
+    enter_pin: Callable[[], bool]
+    ask_cashier: Callable[[], bool]
+    authorize: Callable[[], bool]
+    print_slips: Callable[[], bool]
+    send_result: Callable[[], bool]
+    finish: Callable[[], bool]
+
     def __init__(
         self,
         protocol: str | protocols.ProtocolSpec = "inpas",
@@ -189,7 +203,7 @@ class VirtualTerminal:
         self.config = config or TerminalConfig()
         merchant = self.config.merchant
         self.host_config = host_config or HostConfig(
-            terminal_id=merchant.terminal_id, merchant_id=merchant.merchant_id, merchant_name=merchant.name)
+            terminal_id=merchant.terminal_id, merchant_id=merchant.merchant_id)
         self.journal = journal or Journal()
         self.host = BankHost(self.journal, self.host_config, clock=clock)
         self.cards = card_reader or CardReader()
@@ -297,8 +311,8 @@ class VirtualTerminal:
         if tasks:
             await asyncio.wait(tasks, timeout=self.config.delivery_timeout)
 
-    def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -331,21 +345,22 @@ class VirtualTerminal:
         if isinstance(event, (PromptAnswered, AbortRequested, ResultDelivered, ResultUndelivered)):
             self._last_activity = time.monotonic()
         exchange = getattr(event, "exchange", None)
-        mine = job is not None and exchange is not None and job.exchange == exchange
+        # The operation in hand, if the event belongs to its exchange.
+        mine = job if job is not None and exchange is not None and job.exchange == exchange else None
         if isinstance(event, ResultDelivered):
-            if mine:
-                job.delivered(True)  # type: ignore[union-attr]
+            if mine is not None:
+                mine.delivered(True)
         elif isinstance(event, ResultUndelivered):
-            if mine:
-                job.delivered(False, f"no acknowledgement: {event.error}")  # type: ignore[union-attr]
+            if mine is not None:
+                mine.delivered(False, f"no acknowledgement: {event.error}")
         elif isinstance(event, PromptAnswered):
-            if mine and job.prompt is not None and not job.prompt.done():  # type: ignore[union-attr]
-                job.prompt.set_result(event.answer if event.ok else None)  # type: ignore[union-attr]
+            if mine is not None and mine.prompt is not None and not mine.prompt.done():
+                mine.prompt.set_result(event.answer if event.ok else None)
         elif isinstance(event, AbortRequested):
             log.debug("the ECR aborted (exchange %s)", exchange)
-            if mine:
+            if mine is not None:
                 silent = pump.session.current_exchange != exchange
-                job.abort("the ECR ended the exchange (EOT)" if silent else "the ECR aborted")  # type: ignore[union-attr]
+                mine.abort("the ECR ended the exchange (EOT)" if silent else "the ECR aborted")
             elif self._waiting is not None and self._waiting.exchange == exchange:
                 self._drop(self._waiting, "aborted by the ECR before it was served")
                 self._waiting = None
@@ -353,9 +368,9 @@ class VirtualTerminal:
             log.debug("the link failed (exchange %s): %s", exchange, event.error)
             why = "the ECR disconnected" if isinstance(event.error, Disconnected) else \
                 f"the link failed: {_clip(str(event.error), 120, tame=True)}"
-            if mine:
-                job.delivered(False, why)  # type: ignore[union-attr]
-                job.abort(why)  # type: ignore[union-attr]
+            if mine is not None:
+                mine.delivered(False, why)
+                mine.abort(why)
             elif self._waiting is not None and self._waiting.exchange == exchange:
                 self._drop(self._waiting, f"{why} before it was served")
                 self._waiting = None

@@ -92,6 +92,8 @@ def test_blocking_client_runs_operations_from_plain_code():
             ecr.no_such_operation  # noqa: B018
     loop.call_soon_threadsafe(lambda: [t.cancel() for t in asyncio.all_tasks(loop)])
     thread.join(5)
+    loop.run_until_complete(loop.shutdown_default_executor())  # the terminal's report threads
+    loop.close()
 
 
 async def test_client_journal_on_a_real_file_records_every_operation(tmp_path):
