@@ -38,7 +38,7 @@ from typing import NoReturn
 
 from posbridge.devices import Device, DeviceError, open_device
 from posbridge.protocols import ProtocolSpec
-from posbridge.protocols.arcus2.codes import DEFAULT_TEXTS, NO_ANSWER, load_rc_res
+from posbridge.protocols.arcus2.codes import DEFAULT_TEXTS, NO_ANSWER, parse_rc_res
 from posbridge.protocols.arcus2.mapping import (
     SLIP_SEPARATOR,
     RequestContext,
@@ -50,7 +50,7 @@ from posbridge.protocols.arcus2.ops import (
     IniFileError,
     OpsTable,
     default_ops_table,
-    load_ops_ini,
+    parse_ops_ini,
 )
 from posbridge.protocols.arcus2.spec import spec_for_installation
 from posbridge.protocols.common.errors import LinkError, PosbridgeError
@@ -131,6 +131,16 @@ def _number(slash: Mapping[str, str], name: str) -> int | None:
     if not (value.isascii() and value.isdigit()):
         raise _UsageError(f"{name} must be digits, got {value!r}")
     return int(value)
+
+
+def _load_ops(path: str) -> OpsTable:
+    """The installation's ops.ini (``--ops``); IniFileError naming the line of a bad one, OSError."""
+    return parse_ops_ini(Path(path).read_bytes(), source=path)
+
+
+def _load_texts(path: str) -> Mapping[str, str]:
+    """The installation's rc_res.ini texts (``--rc-res``) over posbridge's defaults."""
+    return {**DEFAULT_TEXTS, **parse_rc_res(Path(path).read_bytes(), source=path)}
 
 
 def _build_request(slash: Mapping[str, str], ops: OpsTable) -> Request:
@@ -270,8 +280,8 @@ def main(
         args = _parser().parse_args(rest)
         if args.copies < 1:
             raise _UsageError("--copies must be at least 1")
-        ops = load_ops_ini(args.ops) if args.ops else default_ops_table()
-        texts = load_rc_res(args.rc_res) if args.rc_res else DEFAULT_TEXTS
+        ops = _load_ops(args.ops) if args.ops else default_ops_table()
+        texts = _load_texts(args.rc_res) if args.rc_res else DEFAULT_TEXTS
         request = _build_request(slash, ops)
         spec = spec_for_installation(ops, texts)
         journal = _open_journal(args.journal, default_on_disk=bool(args.port))

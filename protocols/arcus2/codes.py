@@ -24,11 +24,10 @@ connection, 956 reversed (for operations that move money), 999 undefined, anythi
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from ..common.model import Operation, Status
 
-from .ops import IniFileError, read_text_file
+from .ops import IniFileError, decode_config
 
 __all__ = [
     "APPROVED",
@@ -43,7 +42,6 @@ __all__ = [
     "response_code_for",
     "status_for",
     "parse_rc_res",
-    "load_rc_res",
 ]
 
 APPROVED = "000"
@@ -153,15 +151,16 @@ def status_for(response_code: str, operation: Operation) -> Status:
 _RC_LINE = re.compile(r"(?P<code>-?\d{1,6})\s*(?:[=,;:\t]|\s)\s*(?P<text>.*)")
 
 
-def parse_rc_res(text: str, source: str = "rc_res.ini") -> dict[str, str]:
-    """Parse rc_res.ini-format ``text``: a line per code, ``CODE<separator>TEXT``.
+def parse_rc_res(text: str | bytes, source: str = "rc_res.ini") -> dict[str, str]:
+    """Parse an rc_res.ini-format file's text or bytes (UTF-8 or CP1251): a line per code,
+    ``CODE<separator>TEXT``.
 
     The separator is ``=``, ``,``, ``;``, ``:``, a tab or spaces. ``#`` / ``;`` comment lines,
     ``[section]`` lines and blank lines are skipped; a later line for the same code wins.
     Raises :class:`~posbridge.protocols.arcus2.ops.IniFileError` naming the line of a malformed one.
     """
     texts: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(decode_config(text).splitlines(), start=1):
         line = raw.strip()
         if not line or line[0] in "#;" or (line[0] == "[" and line.endswith("]")):
             continue
@@ -170,8 +169,3 @@ def parse_rc_res(text: str, source: str = "rc_res.ini") -> dict[str, str]:
             raise IniFileError(source, number, f"expected 'CODE=TEXT', got {line[:60]!r}")
         texts[match.group("code")] = match.group("text").strip()
     return texts
-
-
-def load_rc_res(path: str | Path) -> dict[str, str]:
-    """Load an rc_res.ini-format file (UTF-8 or CP1251) over posbridge's default texts."""
-    return {**DEFAULT_TEXTS, **parse_rc_res(read_text_file(path), source=str(path))}

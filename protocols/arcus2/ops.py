@@ -11,6 +11,9 @@ An ops.ini line is ``CODE = CLASS, ID, NAME`` (arcus2.md, "Public contract"):
 
 ``#`` (or ``;``) at the start of a line disables it; ``[section]`` lines and blank lines are skipped.
 Both ends of a link must use the same table: the wire carries the CODE.
+
+The parsers take the file's text or its bytes (:func:`decode_config`: UTF-8 or CP1251); reading
+the file is the application's business (``posbridge arcus2-cli --ops``), not this sans-IO layer's.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ __all__ = [
     "OpsEntry",
     "OpsTable",
     "IniFileError",
+    "decode_config",
     "parse_ops_ini",
     "load_ops_ini",
     "default_ops_table",
@@ -152,8 +156,21 @@ class OpsTable:
 _LINE = re.compile(r"(?P<code>\d{1,6})\s*=\s*(?P<cls>[^,]*),(?P<id>[^,]*),(?P<name>.*)")
 
 
-def parse_ops_ini(text: str, source: str = "ops.ini") -> OpsTable:
-    """Parse ops.ini-format ``text``; raises :class:`IniFileError` naming the line of a bad one."""
+def decode_config(data: str | bytes) -> str:
+    """An Arcus configuration file's text from its bytes: UTF-8 (with or without BOM), else CP1251
+    as Windows tools write it. Text is returned as it is."""
+    if isinstance(data, str):
+        return data
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("cp1251", "replace")
+
+
+def parse_ops_ini(text: str | bytes, source: str = "ops.ini") -> OpsTable:
+    """Parse an ops.ini-format file's text or bytes (:func:`decode_config`); raises
+    :class:`IniFileError` naming the line of a bad one."""
+    text = decode_config(text)
     entries = []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -178,11 +195,7 @@ def parse_ops_ini(text: str, source: str = "ops.ini") -> OpsTable:
 
 def read_text_file(path: str | Path) -> str:
     """A configuration file's text: UTF-8 (with or without BOM), else CP1251 as Windows tools write it."""
-    raw = Path(path).read_bytes()
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return raw.decode("cp1251", "replace")
+    return decode_config(Path(path).read_bytes())
 
 
 def load_ops_ini(path: str | Path) -> OpsTable:

@@ -10,14 +10,13 @@ import posbridge.protocols.arcus2
 from posbridge.protocols.arcus2.codes import (
     DEFAULT_RC_RES_INI,
     DEFAULT_TEXTS,
-    load_rc_res,
     parse_rc_res,
 )
 from posbridge.protocols.arcus2.ops import (
     DEFAULT_OPS_INI,
     IniFileError,
+    decode_config,
     default_ops_table,
-    load_ops_ini,
     parse_ops_ini,
 )
 from posbridge.protocols.common.errors import InvalidRequest
@@ -51,18 +50,23 @@ def test_shipped_files_are_the_defaults():
     assert parse_rc_res(DEFAULT_RC_RES_INI) == DEFAULT_TEXTS
 
 
-def test_remapped_and_disabled_codes(tmp_path):
-    path = tmp_path / "ops.ini"
+def test_remapped_and_disabled_codes():
     text = "[OPS]\n; an installation's table\n101 = 1, 1, ОПЛАТА\n# 3 = 1, 3, REFUND\n  \n 7=2,7,СВЕРКА, ИТОГОВ \n"
-    path.write_bytes(text.encode("cp1251"))  # Windows tools write CP1251
-    table = load_ops_ini(path)
+    table = parse_ops_ini(text.encode("cp1251"))  # a file's bytes: Windows tools write CP1251
     assert [(e.code, e.op_class, e.op_id, e.name, e.line) for e in table.entries] == [
         (101, 1, 1, "ОПЛАТА", 3), (7, 2, 7, "СВЕРКА, ИТОГОВ", 6)]
     assert table.code_for(Operation.SALE) == 101 and table.operation_for(1) is None
     with pytest.raises(InvalidRequest, match="refund has no enabled line"):
         table.code_for(Operation.REFUND)
-    path.write_text(text, encoding="utf-8")
-    assert load_ops_ini(path).code_for(Operation.SETTLEMENT) == 7
+    assert parse_ops_ini(text.encode("utf-8")).code_for(Operation.SETTLEMENT) == 7
+    assert parse_ops_ini(text.encode("utf-8-sig")).code_for(Operation.SETTLEMENT) == 7
+
+
+def test_config_bytes_are_utf8_or_cp1251():
+    assert decode_config("СВЕРКА".encode("utf-8")) == "СВЕРКА"
+    assert decode_config("СВЕРКА".encode("utf-8-sig")) == "СВЕРКА"
+    assert decode_config("СВЕРКА".encode("cp1251")) == "СВЕРКА"
+    assert decode_config("СВЕРКА") == "СВЕРКА"
 
 
 @pytest.mark.parametrize(
@@ -87,14 +91,11 @@ def test_bad_lines_are_named(text, line, detail):
     assert isinstance(caught.value, ValueError)
 
 
-def test_rc_res_separators_comments_and_defaults(tmp_path):
+def test_rc_res_separators_comments_and_defaults():
     text = "[RC]\n# comment\n000=Одобрено\n116;Недостаточно средств\n123,Лимит\n913\tФормат\n5 Сеть\n-2011: 3DS\n"
     assert parse_rc_res(text) == {"000": "Одобрено", "116": "Недостаточно средств", "123": "Лимит",
                                   "913": "Формат", "5": "Сеть", "-2011": "3DS"}
-    path = tmp_path / "rc_res.ini"
-    path.write_bytes("116=НЕТ ДЕНЕГ\n116=НЕТ СРЕДСТВ\n".encode("cp1251"))
-    texts = load_rc_res(path)
-    assert texts["116"] == "НЕТ СРЕДСТВ" and texts["999"] == DEFAULT_TEXTS["999"]
+    assert parse_rc_res("116=НЕТ ДЕНЕГ\n116=НЕТ СРЕДСТВ\n".encode("cp1251")) == {"116": "НЕТ СРЕДСТВ"}
 
 
 @pytest.mark.parametrize("text", ["Одобрено\n", "000Одобрено\n", "abc=1\n"])
