@@ -84,10 +84,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     with Journal(args.journal, readonly=True) as journal:  # an export never changes the journal
         if args.output:
             with open(args.output, "w", encoding="utf-8", newline="") as fp:
-                count = (journal.export_csv if args.format == "csv" else journal.export_xml)(fp, **filters)
+                count = (journal.export.csv if args.format == "csv" else journal.export.xml)(fp, **filters)
             print(f"{count} operation(s) written to {args.output}", file=sys.stderr)
         else:
-            (journal.export_csv if args.format == "csv" else journal.export_xml)(sys.stdout, **filters)
+            (journal.export.csv if args.format == "csv" else journal.export.xml)(sys.stdout, **filters)
     return 0
 
 

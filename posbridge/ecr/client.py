@@ -223,7 +223,7 @@ class EcrClient:
         filled: dict[str, object] = {}
         if request.transaction_id is None and request.operation is not Operation.EMERGENCY_REVERSAL:
             filled["transaction_id"] = self.owner.next_transaction_id(
-                self.journal.ecr_last_transaction_id(self.journal_key))
+                self.journal.ecr.last_transaction_id(self.journal_key))
         if request.ecr_datetime is None:
             filled["ecr_datetime"] = self.clock().replace(microsecond=0)
         if request.terminal_id is None and self.terminal_id:
@@ -232,14 +232,14 @@ class EcrClient:
             request = request.with_changes(**filled)
         # Journaled before the device is even opened: a journal that cannot record the operation
         # stops it before posbridge touches the line.
-        entry = self.journal.ecr_begin(request, self.journal_key, port=self.port_key, owner=self._me)
-        self.journal.ecr_sent(entry)  # durable before the first byte: a failure here sends nothing
+        entry = self.journal.ecr.begin(request, self.journal_key, port=self.port_key, owner=self._me)
+        self.journal.ecr.sent(entry)  # durable before the first byte: a failure here sends nothing
         try:
             if self._pump is not None and not self._pump.reading and self._owns_device:
                 await self.close()  # the terminal hung up (TCP): connect again, as ECRs do
             await self.open()  # the lock is held from here until close()
         except BaseException:
-            self.journal.ecr_resolve(entry, None, how="not_sent")  # nothing reached the line
+            self.journal.ecr.resolve(entry, None, how="not_sent")  # nothing reached the line
             raise
         try:
             result = await asyncio.wait_for(self._exchange(request), self.deadline)
@@ -249,22 +249,22 @@ class EcrClient:
         except AnswerMismatch as error:
             self._exchange_failed()
             answer = error.answer if isinstance(error.answer, Result) else None
-            self.journal.ecr_unknown(entry, str(error), answer=answer)
+            self.journal.ecr.unknown(entry, str(error), answer=answer)
             raise
         except LinkError as error:
             self._exchange_failed()
-            self.journal.ecr_unknown(entry, str(error))
+            self.journal.ecr.unknown(entry, str(error))
             raise
         except asyncio.TimeoutError:
             self._exchange_failed()
             overdue = ExchangeTimeout(f"no outcome within the operation's deadline of {self.deadline:g} s")
-            self.journal.ecr_unknown(entry, str(overdue))
+            self.journal.ecr.unknown(entry, str(overdue))
             raise overdue from None
         except BaseException as error:  # cancelled mid-exchange: the outcome is unknown too
             self._exchange_failed()
-            self.journal.ecr_unknown(entry, f"interrupted: {error!r}")
+            self.journal.ecr.unknown(entry, f"interrupted: {error!r}")
             raise
-        self.journal.ecr_finish(entry, result)
+        self.journal.ecr.finish(entry, result)
         return result
 
     def _exchange_failed(self) -> None:
@@ -326,7 +326,7 @@ class EcrClient:
     # --- recovery -------------------------------------------------------------------------------
     def unresolved(self) -> list[EcrEntry]:
         """This terminal's entries whose outcome is still open, under any spelling of its port."""
-        return self.journal.ecr_unresolved_for(self.journal_key, port=self.port_key,
+        return self.journal.ecr.unresolved_for(self.journal_key, port=self.port_key,
                                                terminal_id=self.terminal_id, canonical=canonical_port)
 
     async def recover(self) -> list[Recovery]:
@@ -354,11 +354,11 @@ class EcrClient:
             request = entry.request
             operation = request.operation
             if entry.state == "pending":
-                self.journal.ecr_resolve(entry.id, None, how="not_sent")
+                self.journal.ecr.resolve(entry.id, None, how="not_sent")
                 report.append(Recovery(entry, "not_sent", "journaled but never written to the line"))
                 continue
             if not isinstance(operation, Operation) or not operation.moves_money:
-                self.journal.ecr_resolve(entry.id, None, how="no_money_moved")
+                self.journal.ecr.resolve(entry.id, None, how="no_money_moved")
                 report.append(Recovery(entry, "no_money_moved"))
                 continue
             if operation is Operation.EMERGENCY_REVERSAL and request.transaction_id in open_originals:
@@ -376,10 +376,10 @@ class EcrClient:
         try:
             result = await self._execute_owned(reversal)
         except LinkError as error:
-            self.journal.ecr_note(entry.id, f"recovery: reversal failed: {error}")
+            self.journal.ecr.note(entry.id, f"recovery: reversal failed: {error}")
             return Recovery(entry, "open", f"the reversal got no usable answer: {error}")
         code = result.host_code or ""
-        settled_since = self.journal.ecr_settled_after(entry.id, self.journal_key)
+        settled_since = self.journal.ecr.settled_after(entry.id, self.journal_key)
         if result.approved and code == HOST_REVERSED:
             outcome, how, note = "reversed", "reversed", "host 400: reversal processed"
         elif result.approved and code == HOST_NOTHING_TO_REVERSE:
@@ -395,13 +395,13 @@ class EcrClient:
                                   "its batch was settled: refund it if it was charged")
         else:
             text = f"reversal {result.status.value} (code {code or result.response_code or '-'})"
-            self.journal.ecr_note(entry.id, f"recovery: {text}")
+            self.journal.ecr.note(entry.id, f"recovery: {text}")
             return Recovery(entry, "open", text + ": the outcome stays unknown", result)
         if how == "refund_needed":
-            self.journal.ecr_flag(entry.id, result, how=how, note=note)
+            self.journal.ecr.flag(entry.id, result, how=how, note=note)
         else:
-            self.journal.ecr_resolve(entry.id, result, how=how)
-            self.journal.ecr_resolve_superseded(entry.request.transaction_id, self.journal_key, entry.id)
+            self.journal.ecr.resolve(entry.id, result, how=how)
+            self.journal.ecr.resolve_superseded(entry.request.transaction_id, self.journal_key, entry.id)
         return Recovery(entry, outcome, note, result)
 
     # --- one method per operation ----------------------------------------------------------------
@@ -444,7 +444,7 @@ class EcrClient:
     async def reverse_last(self) -> Result:
         """Аварийная отмена of this terminal's last money operation in the journal (1C's
         EmergencyReversal: called when the fiscal receipt failed to print). ValueError if none."""
-        last = self.journal.ecr_last_money_operation(self.journal_key)
+        last = self.journal.ecr.last_money_operation(self.journal_key)
         if last is None or not last.request.transaction_id:
             raise ValueError("the journal holds no money operation of this terminal to reverse")
         return await self.emergency_reversal(last.request)

@@ -247,18 +247,18 @@ class BankHost:
         self.journal = journal
         self.config = config if config is not None else HostConfig()
         self._clock = clock
-        self._salt = journal.pan_salt()
+        self._salt = journal.ledger.pan_salt()
 
     # --- public API ------------------------------------------------------------------------------
     @property
     def batch_number(self) -> int:
         """The open batch's number."""
-        return self.journal.batch_number(self.config.terminal_id)
+        return self.journal.ledger.batch_number(self.config.terminal_id)
 
     def totals(self) -> Totals:
         """Totals of the open batch, from the journal."""
         tid = self.config.terminal_id
-        return self.journal.batch_totals(tid, self.journal.batch_number(tid), self.config.currency)
+        return self.journal.ledger.batch_totals(tid, self.journal.ledger.batch_number(tid), self.config.currency)
 
     def process(self, request: Request, card: Card | None = None) -> HostDecision:
         """Decide ``request``; ``card`` is the card read for a sale, pre-authorization or refund."""
@@ -270,7 +270,7 @@ class BankHost:
         if op is Operation.SLIP_COPY:  # the terminal's business: it keeps its last slip
             return self._unjournaled(Status.APPROVED, "00", now)
         with self.journal.transaction():
-            batch = self.journal.open_batch(self.config.terminal_id, now)
+            batch = self.journal.ledger.open_batch(self.config.terminal_id, now)
             ctx = _Ctx(request, op, card if op in (*_CARD_OPERATIONS, Operation.REFUND) else None, now, batch)
             first = self._first_outcome(ctx)
             if first is not None:
@@ -302,7 +302,7 @@ class BankHost:
         except ValueError:
             op = Operation.TEST_CONNECTION
         with self.journal.transaction():
-            batch = self.journal.open_batch(self.config.terminal_id, now)
+            batch = self.journal.ledger.open_batch(self.config.terminal_id, now)
             ctx = _Ctx(request, op, card, now, batch)
             amount = request.amount if _valid_amount(request.amount) else None
             currency = request.currency if isinstance(request.currency, int) and \
@@ -317,10 +317,10 @@ class BankHost:
         if stan is None or ctx.op is Operation.EMERGENCY_REVERSAL:
             return None
         tid = self.config.terminal_id
-        first = self.journal.find_by_stan(tid, ctx.batch, stan)
+        first = self.journal.ledger.find_by_stan(tid, ctx.batch, stan)
         if first is None and ctx.op is Operation.SETTLEMENT and ctx.batch > 1:
             # a settlement resent after it closed the batch must not close the next (empty) one
-            closed = self.journal.find_by_stan(tid, ctx.batch - 1, stan)
+            closed = self.journal.ledger.find_by_stan(tid, ctx.batch - 1, stan)
             if closed is not None and closed.operation is Operation.SETTLEMENT:
                 first = closed
         return first
@@ -381,7 +381,7 @@ class BankHost:
 
     def _completion(self, ctx: _Ctx) -> HostDecision:
         hold = self._original(ctx, (Operation.PREAUTH,))
-        state = self.journal.state(hold.id)
+        state = self.journal.ledger.state(hold.id)
         if not state.live or state.voided or state.completed_by is not None:
             raise _Decline("9014")
         self._check_hold_alive(hold, ctx.now)
@@ -408,7 +408,7 @@ class BankHost:
 
     def _release(self, ctx: _Ctx, original: OperationRecord) -> HostDecision:
         """Cancel (void) an operation or release a hold: whole amount only."""
-        state = self.journal.state(original.id)
+        state = self.journal.ledger.state(original.id)
         if not state.live:
             raise _Decline("9014", "ОТКЛОНЕНО: ИСХОДНАЯ ОПЕРАЦИЯ НЕ ОДОБРЕНА ИЛИ ОТМЕНЕНА")
         if state.voided:
@@ -431,11 +431,11 @@ class BankHost:
             self._check_card(card, ctx.now)
         original = self._original(ctx, (Operation.SALE, Operation.COMPLETION, Operation.PREAUTH))
         if original.operation is Operation.PREAUTH:
-            completion = self.journal.state(original.id).completed_by
+            completion = self.journal.ledger.state(original.id).completed_by
             if completion is None:
                 raise _Decline("9015", "ОТКЛОНЕНО: АВТОРИЗАЦИЯ НЕ ЗАВЕРШЕНА")
-            original = self.journal.operation(completion) or original
-        state = self.journal.state(original.id)
+            original = self.journal.ledger.operation(completion) or original
+        state = self.journal.ledger.state(original.id)
         if not state.live or state.voided:
             raise _Decline("9014", "ОТКЛОНЕНО: ИСХОДНАЯ ОПЕРАЦИЯ НЕ ОДОБРЕНА ИЛИ ОТМЕНЕНА")
         self._check_currency(ctx, original)
@@ -452,10 +452,10 @@ class BankHost:
     def _emergency_reversal(self, ctx: _Ctx) -> HostDecision:
         tid = self.config.terminal_id
         stan = ctx.request.transaction_id
-        lost = self.journal.find_by_stan(tid, ctx.batch, stan) if stan else None
+        lost = self.journal.ledger.find_by_stan(tid, ctx.batch, stan) if stan else None
         amount = ctx.request.amount if _valid_amount(ctx.request.amount) else None
         if lost is None and stan:
-            settled = self.journal.find_settled_by_stan(tid, ctx.batch, stan)
+            settled = self.journal.ledger.find_settled_by_stan(tid, ctx.batch, stan)
             if settled is not None and (amount is None or settled.amount == amount):
                 raise _Decline("9010")  # it was charged and settled since: only a refund undoes it
         if lost is not None and amount is not None and lost.amount is not None and lost.amount != amount:
@@ -467,7 +467,7 @@ class BankHost:
             return self._journal(
                 ctx, Status.APPROVED, "9020", amount=amount, original_id=lost.id if lost else None
             )
-        state = self.journal.state(lost.id)
+        state = self.journal.ledger.state(lost.id)
         if lost.auto_reversed or state.reversed:
             return replace(self._reversal_row(ctx, lost), duplicate=True)
         if state.dependents:
@@ -483,14 +483,14 @@ class BankHost:
 
     def _settlement(self, ctx: _Ctx) -> HostDecision:
         tid, currency = self.config.terminal_id, self.config.currency
-        totals = self.journal.batch_totals(tid, ctx.batch, currency)
+        totals = self.journal.ledger.batch_totals(tid, ctx.batch, currency)
         decision = self._journal(ctx, Status.APPROVED, "00", totals=totals, currency=currency)
-        self.journal.close_batch(tid, ctx.batch, ctx.now, totals)
+        self.journal.ledger.close_batch(tid, ctx.batch, ctx.now, totals)
         return decision
 
     def _report(self, ctx: _Ctx) -> HostDecision:
         currency = self.config.currency
-        totals = self.journal.batch_totals(self.config.terminal_id, ctx.batch, currency)
+        totals = self.journal.ledger.batch_totals(self.config.terminal_id, ctx.batch, currency)
         return self._journal(ctx, Status.APPROVED, "00", totals=totals, currency=currency)
 
     def _test_connection(self, ctx: _Ctx) -> HostDecision:
@@ -531,15 +531,15 @@ class BankHost:
             if limits.single_max is not None and amount > limits.single_max:
                 raise _Decline("123")
             if limits.daily_max is not None and \
-                    self.journal.day_spend(now.date(), pan_hash=pan_hash) + amount > limits.daily_max:
+                    self.journal.ledger.day_spend(now.date(), pan_hash=pan_hash) + amount > limits.daily_max:
                 raise _Decline("123")
         if terminal.daily_max is not None:
-            spent = self.journal.day_spend(now.date(), terminal_id=self.config.terminal_id)
+            spent = self.journal.ledger.day_spend(now.date(), terminal_id=self.config.terminal_id)
             if spent + amount > terminal.daily_max:
                 raise _Decline("123")
 
     def _original(self, ctx: _Ctx, kinds: tuple[Operation, ...]) -> OperationRecord:
-        original = self.journal.find_by_rrn(self.config.terminal_id, str(ctx.request.rrn))
+        original = self.journal.ledger.find_by_rrn(self.config.terminal_id, str(ctx.request.rrn))
         if original is None:
             raise _Decline("9011")
         if original.operation not in kinds:
@@ -563,11 +563,11 @@ class BankHost:
         """A fresh RRN and auth code: reproducible from the seed and the journal's counter."""
         tid = self.config.terminal_id
         while True:
-            n = self.journal.next_counter(f"host:{tid}")
+            n = self.journal.ledger.next_counter(f"host:{tid}")
             rng = random.Random(f"{self.config.seed}:{tid}:{n}")  # str seeds hash stably (sha512)
             rrn = f"{rng.randrange(10**12):012d}"
             auth = "".join(rng.choice(_AUTH_ALPHABET) for _ in range(6))
-            if not self.journal.rrn_used(rrn):
+            if not self.journal.ledger.rrn_used(rrn):
                 return rrn, auth
 
     def _approve_on(self, ctx: _Ctx, original: OperationRecord, rrn: str, auth: str | None) -> HostDecision:
@@ -606,7 +606,7 @@ class BankHost:
             amount = req.amount if ctx.op.moves_money else None
         if currency is ...:
             currency = req.currency if ctx.op.moves_money else None
-        record = self.journal.add_operation(
+        record = self.journal.ledger.add_operation(
             terminal_id=self.config.terminal_id,
             merchant_id=self.config.merchant_id,
             batch=ctx.batch,

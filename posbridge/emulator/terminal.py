@@ -648,7 +648,7 @@ class VirtualTerminal:
         op_id = decision.operation_id if decision is not None else None
         if op_id is not None:
             try:
-                await self._off_loop(None, self.journal.set_result_delivered, op_id, delivered)
+                await self._off_loop(None, self.journal.ledger.set_result_delivered, op_id, delivered)
             except Exception as error:
                 log.error("journaling the delivery of operation %s failed: %s", op_id, _short(error))
         self._keep(result, delivered)
@@ -745,7 +745,7 @@ class VirtualTerminal:
     def _report_details(self, operation: Operation, batch: int) -> tuple[list[str], list[OperationRecord]]:
         """What follows the totals: lines by card scheme (settlement and full report) and, for a
         full report, the operations to list (approved money operations, oldest first)."""
-        records = self.journal.operations(self.host_config.terminal_id, batch)
+        records = self.journal.ledger.operations(self.host_config.terminal_id, batch)
         lines = self._scheme_lines(records)
         if operation is not Operation.FULL_REPORT:
             return lines, []

@@ -202,7 +202,7 @@ async def test_lost_outcome_is_journaled_and_recovered_by_emergency_reversal(lin
                          config=config, host=HostConfig(latency=0.6)) as link:
         with pytest.raises(ExchangeTimeout):
             await link.client.sale(80_00)
-        unresolved = link.client.journal.ecr_unresolved(link.client.journal_key)
+        unresolved = link.client.journal.ecr.unresolved(link.client.journal_key)
         assert [e.request.amount for e in unresolved] == [80_00]
         await asyncio.sleep(0.6)  # the terminal finishes: the host did charge
         assert link.terminal.host.totals().sale_amount == 80_00
@@ -211,7 +211,7 @@ async def test_lost_outcome_is_journaled_and_recovered_by_emergency_reversal(lin
         assert [r.outcome for r in recovered] == ["reversed"]
         assert recovered[0].result.approved and recovered[0].result.host_code == "400"
         assert link.terminal.host.totals().sale_amount == 0
-        assert link.client.journal.ecr_unresolved(link.client.journal_key) == []
+        assert link.client.journal.ecr.unresolved(link.client.journal_key) == []
 
 
 async def test_bad_input_is_refused_before_anything_is_sent(link_args):
@@ -223,5 +223,5 @@ async def test_bad_input_is_refused_before_anything_is_sent(link_args):
             await link.client.execute(Request(Operation.SALE, 100, currency=999_1))
         with pytest.raises(InvalidRequest):
             await link.client.execute(Request(Operation.SALE, 100, currency=1))
-        assert link.client.journal.ecr_unresolved() == []
+        assert link.client.journal.ecr.unresolved() == []
         assert link.terminal.host.totals().sale_count == 0

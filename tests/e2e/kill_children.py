@@ -11,8 +11,8 @@ How each step is reached, deterministically:
 
 * the ECR (:func:`ecr_child`) kills itself from ``EcrClient(trace=…)`` — called with ``("tx",
   bytes)`` *before* bytes are written and ``("rx", bytes)`` *before* received bytes are processed —
-  from ``on_progress`` (a WAIT / intermediate packet) or from :class:`KillingJournal`, whose
-  ``ecr_finish`` kills before the outcome is journaled. The trace's bytes are decoded with the
+  from ``on_progress`` (a WAIT / intermediate packet) or from :class:`KillingEcrLog`, whose
+  ``finish`` kills before the outcome is journaled. The trace's bytes are decoded with the
   protocol's own describer (``ProtocolSpec.describe``, what ``posbridge decode`` prints), gathered
   per direction so a frame split over several reads is seen once, whole.
 * the terminal (:func:`emulator_child`) is ``posbridge emulate`` (``cli._run_emulate``) with a
@@ -34,7 +34,7 @@ from typing import Any
 
 from posbridge import protocols
 from posbridge.ecr.client import EcrClient
-from posbridge.journal import Journal
+from posbridge.journal import EcrLog, Journal
 
 # Steps at which the ECR kills itself (kill_matrix.ECR_STEPS has the words for people).
 ECR_STEPS = ("journaled", "acked", "wait", "final", "finished")
@@ -155,18 +155,18 @@ def _redirect_output(path: str | None) -> None:
 
 
 # --- the ECR --------------------------------------------------------------------------------------
-class KillingJournal(Journal):
-    """The ECR's journal; with ``killer.step == "finished"`` its ``ecr_finish`` kills the process
+class KillingEcrLog(EcrLog):
+    """The ECR's write-ahead log; with ``killer.step == "finished"`` its ``finish`` kills the process
     before the outcome of the armed operation is journaled (step e: the ACK has been written)."""
 
     killer: EcrKiller | None = None
 
-    def ecr_finish(self, entry_id: int, result: Any) -> None:
+    def finish(self, entry_id: int, result: Any) -> None:
         killer = self.killer
         if killer is not None and killer.armed and killer.step == "finished":
             killer.kill("finished", entry_id=entry_id, result_status=getattr(result.status, "value", None),
                         result_rrn=result.rrn, ack_traced=killer.exchange.get("ack_after_final"))
-        super().ecr_finish(entry_id, result)
+        super().finish(entry_id, result)
 
 
 class EcrKiller:
@@ -196,7 +196,7 @@ class EcrKiller:
         client = self.client
         if client is None:
             return {}
-        entry = self.journal.ecr_last(client.journal_key)
+        entry = self.journal.ecr.last(client.journal_key)
         if entry is None:
             return {"entry": None}
         return {"entry": entry.id, "entry_operation": getattr(entry.request.operation, "value",
@@ -281,9 +281,10 @@ def ecr_child(conn: Any, params: dict[str, Any]) -> None:
 
 
 async def _ecr_main(conn: Any, p: dict[str, Any]) -> int:
-    journal = KillingJournal(p["ecr_journal"])
+    journal = Journal(p["ecr_journal"])
     killer = EcrKiller(conn, p["protocol"], p.get("step"), journal)
-    journal.killer = killer
+    journal.ecr = killing = KillingEcrLog(journal.storage)
+    killing.killer = killer
     options = {"deadline": p.get("deadline", 20.0), "lock_wait": p.get("lock_wait", 10.0)}
     accepted = inspect.signature(EcrClient).parameters  # older clients lack some (checking old commits)
     client = EcrClient(p["port"], p["protocol"], journal=journal, trace=killer.trace,
@@ -355,7 +356,7 @@ class EmulatorKiller:
         terminal, target = self.terminal, self.target
         if terminal is None or target is None:
             return []
-        rows = terminal.journal.operations(terminal.host_config.terminal_id)
+        rows = terminal.journal.ledger.operations(terminal.host_config.terminal_id)
         return [{"id": r.id, "operation": r.operation.value, "status": r.status.value, "code": r.code,
                  "amount": r.amount} for r in rows if r.transaction_id == target["stan"]]
 

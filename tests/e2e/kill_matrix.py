@@ -325,7 +325,7 @@ def read_ecr(path: Path) -> list[dict[str, Any]]:
     except TypeError:  # a posbridge without read-only journals (checking an old commit)
         journal = Journal(path)
     with journal:
-        open_ids = {e.id for e in journal.ecr_unresolved()}
+        open_ids = {e.id for e in journal.ecr.unresolved()}
     for row in rows:
         row["api_unresolved"] = row["id"] in open_ids
     return rows

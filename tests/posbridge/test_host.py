@@ -106,7 +106,7 @@ def recompute_totals(records: list[OperationRecord], batch: int, currency: int =
 
 def assert_totals_match_journal(host: BankHost) -> Totals:
     totals = host.totals()
-    assert totals == recompute_totals(host.journal.operations(), host.batch_number)
+    assert totals == recompute_totals(host.journal.ledger.operations(), host.batch_number)
     return totals
 
 
@@ -196,7 +196,7 @@ def test_malformed_stan_or_rrn_is_913(host: BankHost) -> None:
 def test_unknown_operation_is_913_and_not_journaled(host: BankHost) -> None:
     d = host.process(Request("bogus", 100), DEFAULT_CARD)  # type: ignore[arg-type]
     assert (d.status, d.code) == (Status.DECLINED, "913")
-    assert host.journal.operations() == []
+    assert host.journal.ledger.operations() == []
 
 
 def test_operation_given_as_its_value(host: BankHost) -> None:
@@ -480,7 +480,7 @@ def test_emergency_reversal_after_settlement_says_refund_it(host: BankHost) -> N
     totals = run(host, Op.SETTLEMENT).totals
     late = run(host, Op.EMERGENCY_REVERSAL, 1000, stan="9")
     assert (late.status, late.code) == (Status.DECLINED, "9010")
-    assert host.journal.batch_totals("00344224", 1, 643) == totals
+    assert host.journal.ledger.batch_totals("00344224", 1, 643) == totals
     # A STAN that was declined in the settled batch was never charged: nothing to reverse.
     run(host, Op.SALE, 1000, Card("5432543254325430"), stan="10")
     run(host, Op.SETTLEMENT)
@@ -531,7 +531,7 @@ def test_repeated_stan_returns_the_first_outcome_and_charges_nothing(host: BankH
     assert second.duplicate and not first.duplicate
     assert replace(second, duplicate=False) == first
     assert host.totals() == Totals(sale_count=1, sale_amount=1000)
-    assert len(host.journal.operations()) == 1
+    assert len(host.journal.ledger.operations()) == 1
 
 
 @pytest.mark.parametrize("operation, amount, currency", [
@@ -602,7 +602,7 @@ def test_settlement_totals_by_kind_equal_the_journal_and_close_the_batch(host: B
     assert (d.status, d.code, d.totals, d.batch_number) == (Status.APPROVED, "00", expected, 1)
     assert d.totals is not None and d.totals.net_amount == 1250
     assert host.batch_number == 2 and host.totals() == Totals()
-    assert recompute_totals(host.journal.operations(), 1) == expected
+    assert recompute_totals(host.journal.ledger.operations(), 1) == expected
     assert run(host, Op.SALE, 10).batch_number == 2
     assert run(host, Op.SETTLEMENT).totals == Totals(sale_count=1, sale_amount=10)
     assert run(host, Op.SETTLEMENT).totals == Totals()  # an empty batch settles too
@@ -615,7 +615,7 @@ def test_test_connection_and_slip_copy(host: BankHost) -> None:
     copy = run(host, Op.SLIP_COPY)
     assert copy.approved and copy.rrn is None and copy.totals is None
     # the last slip is the terminal's business: the host journals nothing for it
-    assert [r.operation for r in host.journal.operations()] == [Op.TEST_CONNECTION]
+    assert [r.operation for r in host.journal.ledger.operations()] == [Op.TEST_CONNECTION]
 
 
 def test_batch_survives_a_restart_on_a_real_file(tmp_path: Path, clock: Clock) -> None:
@@ -637,7 +637,7 @@ def test_batch_survives_a_restart_on_a_real_file(tmp_path: Path, clock: Clock) -
     assert run(host, Op.COMPLETION, 500, rrn=hold.rrn, stan="5").approved
     d = run(host, Op.SETTLEMENT, stan="6")
     assert d.totals == Totals(sale_count=4, sale_amount=3800)
-    assert d.totals == recompute_totals(journal.operations(), 1)
+    assert d.totals == recompute_totals(journal.ledger.operations(), 1)
     journal.close()
 
     journal = Journal(path)
@@ -678,7 +678,7 @@ def test_answer_lost_is_reversed_by_the_terminal(host: BankHost) -> None:
     assert not d.approved and d.rrn is None
     assert run(host, Op.REFUND, 1000, rrn=sale.rrn).status is Status.REVERSED
     assert assert_totals_match_journal(host) == Totals(sale_count=1, sale_amount=1000)
-    reversal = host.journal.operations()[-1]
+    reversal = host.journal.ledger.operations()[-1]
     assert (reversal.operation, reversal.status, reversal.code, reversal.auto_reversed) == (
         Op.EMERGENCY_REVERSAL, Status.APPROVED, "400", True
     )
@@ -771,7 +771,7 @@ def test_limits_do_not_apply_to_refunds_and_completions(journal: Journal, clock:
 def test_pan_hash_is_salted_and_no_pan_is_stored(journal: Journal, clock: Clock) -> None:
     host = BankHost(journal, HostConfig(), clock)
     run(host, Op.SALE, 100, OTHER_CARD)
-    record = journal.operations()[-1]
+    record = journal.ledger.operations()[-1]
     assert record.pan_hash is not None and len(record.pan_hash) == 64
     assert record.pan_hash != hashlib.sha256(OTHER_CARD.pan.encode()).hexdigest()
     assert OTHER_CARD.pan not in repr(record)
@@ -833,7 +833,7 @@ def test_hosts_on_one_journal_are_thread_safe(journal: Journal) -> None:
         t.join()
     assert not errors
     assert host.totals() == Totals(sale_count=100, sale_amount=10_000)
-    rrns = [r.rrn for r in journal.operations()]
+    rrns = [r.rrn for r in journal.ledger.operations()]
     assert len(set(rrns)) == 100
 
 
@@ -908,7 +908,7 @@ def test_random_operations_keep_the_money_rules(steps: list[tuple]) -> None:
         elif kind == "resend":
             target = earlier(step[1])
             if target and target[0].operation is not Op.EMERGENCY_REVERSAL:
-                rows_before = len(journal.operations())
+                rows_before = len(journal.ledger.operations())
                 totals_before = host.totals()
                 batch = host.batch_number
                 again = send(*target[:2])
@@ -918,12 +918,12 @@ def test_random_operations_keep_the_money_rules(steps: list[tuple]) -> None:
                              and not _never_reached_the_host(s[2]))
                 if first.batch_number == batch and again.duplicate:
                     assert replace(again, duplicate=False) == replace(first, duplicate=False)
-                    assert len(journal.operations()) == rows_before
+                    assert len(journal.ledger.operations()) == rows_before
                     assert host.totals() == totals_before
         elif kind == "settle":
             d = send(Request(Op.SETTLEMENT, transaction_id=str(next(stan))))
             if d.approved:
-                assert d.totals == recompute_totals(journal.operations(), d.batch_number)
+                assert d.totals == recompute_totals(journal.ledger.operations(), d.batch_number)
         elif kind == "fault":
             host.config.fault = step[1]
         elif kind == "wait":
@@ -933,7 +933,7 @@ def test_random_operations_keep_the_money_rules(steps: list[tuple]) -> None:
 
 
 def check_invariants(host: BankHost) -> None:
-    records = host.journal.operations()
+    records = host.journal.ledger.operations()
     assert_totals_match_journal(host)
     by_id = {r.id: r for r in records}
     reversed_ids = {

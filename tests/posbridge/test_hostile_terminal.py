@@ -174,7 +174,7 @@ async def test_a_lying_terminal_gives_a_typed_error_within_the_deadline_and_an_u
                 pytest.fail(f"{mode.name}: the lie was taken as an answer: {result.status.value}, "
                             f"amount {result.amount}, transaction {result.transaction_id}")
             elapsed = time.monotonic() - started
-            entry = journal.ecr_last(client.journal_key)
+            entry = journal.ecr.last(client.journal_key)
             sent = list(terminal.requests)
             if mode.line_survives:
                 again = time.monotonic()
@@ -271,7 +271,7 @@ async def test_a_cashier_dialog_with_an_absurd_timeout_and_no_answer_ends_by_the
             elapsed = time.monotonic() - started
     assert not isinstance(caught.value, ValueError)
     assert elapsed < SHORT_DEADLINE + SLACK
-    assert [e.state for e in journal.ecr_unresolved()] == ["unknown"]
+    assert [e.state for e in journal.ecr.unresolved()] == ["unknown"]
 
 
 # --- a full card number from the terminal ---------------------------------------------------------------------
@@ -283,7 +283,7 @@ async def test_a_full_card_number_from_the_terminal_reaches_neither_the_caller_n
     async with HostileTerminal(protocol, _name(protocol, "pan"), plan) as terminal:
         async with _client(terminal.url, protocol, journal) as client:
             result = await client.sale(10_00)
-    entry = journal.ecr_last(client.journal_key)
+    entry = journal.ecr.last(client.journal_key)
     assert entry is not None and entry.result is not None
     assert _digits(entry.result.masked_pan) <= 10
     assert _digits(result.masked_pan) <= 10, f"the client handed the caller {result.masked_pan!r}"
@@ -314,7 +314,7 @@ async def test_the_blocking_client_returns_or_raises_within_its_bound(protocol: 
     assert elapsed < bound
     assert elapsed < mode.deadline + SLACK
     assert isinstance(outcome, EXPECTED_ERROR[mode.expect]), repr(outcome)
-    [entry] = journal.ecr_unresolved()
+    [entry] = journal.ecr.unresolved()
     assert entry.state == "unknown"
 
 
@@ -378,7 +378,7 @@ async def test_recovery_does_not_resolve_what_the_reversal_did_not_prove(protoco
     assert recovery.note, "recovery must say why the entry stays open"
     assert word.lower() in recovery.note.lower(), recovery.note
     assert sale.id in open_ids
-    entry = client.journal.ecr_entry(sale.id)
+    entry = client.journal.ecr.entry(sale.id)
     assert entry is not None and entry.state == "unknown" and "recovery" in (entry.error or "")
     reversals = [r for r in terminal.requests if r.operation is Operation.EMERGENCY_REVERSAL]
     assert [(r.transaction_id, r.amount) for r in reversals] == [(sale.request.transaction_id, 25_00)]
@@ -400,7 +400,7 @@ async def test_a_correct_reversal_with_host_code_400_resolves_after_failed_tries
             assert client.unresolved() == []
     assert (recovery.entry.id, recovery.outcome, recovery.resolved) == (sale.id, "reversed", True)
     assert recovery.result is not None and recovery.result.host_code == "400"
-    entry = client.journal.ecr_entry(sale.id)
+    entry = client.journal.ecr.entry(sale.id)
     assert entry is not None and (entry.state, entry.how) == ("resolved", "reversed")
 
 

@@ -49,11 +49,11 @@ def journal() -> Iterator[Journal]:
 def test_schema_is_versioned_and_files_use_wal(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite"
     with Journal(path) as j:
-        assert j._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        assert j._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        j.set_meta("k", "v")
+        assert j.storage.schema_version() == SCHEMA_VERSION
+        assert j.storage.query("PRAGMA journal_mode")[0][0] == "wal"
+        j.storage.set_meta("k", "v")
     with Journal(str(path)) as j:  # reopened: schema kept, data kept
-        assert j.get_meta("k") == "v"
+        assert j.storage.get_meta("k") == "v"
     raw = sqlite3.connect(path)
     raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     raw.close()
@@ -64,28 +64,28 @@ def test_schema_is_versioned_and_files_use_wal(tmp_path: Path) -> None:
 def test_memory_journal_needs_no_file() -> None:
     with Journal() as j:
         assert j.path == ":memory:"
-        assert j.next_transaction_id() == "1"
+        assert j.ecr.next_transaction_id() == "1"
 
 
 def test_transaction_rolls_back_on_error(journal: Journal) -> None:
     with pytest.raises(RuntimeError), journal.transaction():
-        journal.set_meta("a", "1")
+        journal.storage.set_meta("a", "1")
         with journal.transaction():  # nested: joins the outer transaction
-            journal.set_meta("b", "2")
+            journal.storage.set_meta("b", "2")
         raise RuntimeError("boom")
-    assert journal.get_meta("a") is None and journal.get_meta("b") is None
-    journal.set_meta("a", "3")
-    assert journal.get_meta("a") == "3"
+    assert journal.storage.get_meta("a") is None and journal.storage.get_meta("b") is None
+    journal.storage.set_meta("a", "3")
+    assert journal.storage.get_meta("a") == "3"
 
 
 def test_counters_and_salt_persist(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite"
     with Journal(path) as j:
-        assert [j.next_counter("x") for _ in range(3)] == [1, 2, 3]
-        salt = j.pan_salt()
-        assert len(salt) == 16 and j.pan_salt() == salt
+        assert [j.ledger.next_counter("x") for _ in range(3)] == [1, 2, 3]
+        salt = j.ledger.pan_salt()
+        assert len(salt) == 16 and j.ledger.pan_salt() == salt
     with Journal(path) as j:
-        assert j.next_counter("x") == 4 and j.pan_salt() == salt
+        assert j.ledger.next_counter("x") == 4 and j.ledger.pan_salt() == salt
 
 
 @pytest.mark.parametrize(
@@ -108,11 +108,11 @@ def test_safe_masked_pan(given: str | None, stored: str | None) -> None:
 def test_transaction_id_is_monotonic_persisted_and_wraps(tmp_path: Path) -> None:
     path = tmp_path / "ecr.sqlite"
     with Journal(path) as j:
-        assert [j.next_transaction_id() for _ in range(3)] == ["1", "2", "3"]
+        assert [j.ecr.next_transaction_id() for _ in range(3)] == ["1", "2", "3"]
     with Journal(path) as j:
-        assert j.next_transaction_id() == "4"
-        j.set_meta("ecr_transaction_id", "999998")
-        assert [j.next_transaction_id() for _ in range(3)] == ["999999", "1", "2"]
+        assert j.ecr.next_transaction_id() == "4"
+        j.storage.set_meta("ecr_transaction_id", "999998")
+        assert [j.ecr.next_transaction_id() for _ in range(3)] == ["999999", "1", "2"]
 
 
 def test_transaction_ids_are_unique_across_threads(journal: Journal) -> None:
@@ -121,7 +121,7 @@ def test_transaction_ids_are_unique_across_threads(journal: Journal) -> None:
 
     def take() -> None:
         for _ in range(50):
-            value = journal.next_transaction_id()
+            value = journal.ecr.next_transaction_id()
             with lock:
                 got.append(value)
 
@@ -148,117 +148,117 @@ RESULT = Result(
 
 
 def test_ecr_entry_lifecycle_done(journal: Journal) -> None:
-    entry_id = journal.ecr_begin(REQUEST, "pos-1")
-    [pending] = journal.ecr_unresolved()
+    entry_id = journal.ecr.begin(REQUEST, "pos-1")
+    [pending] = journal.ecr.unresolved()
     assert isinstance(pending, EcrEntry)
     assert (pending.id, pending.state, pending.terminal) == (entry_id, "pending", "pos-1")
     assert pending.created_at == T0
     assert pending.request == REQUEST and pending.result is None
-    journal.ecr_sent(entry_id)
-    assert journal.ecr_unresolved("pos-1")[0].state == "sent"
-    journal.ecr_finish(entry_id, RESULT)
-    assert journal.ecr_unresolved() == []
-    done = journal.ecr_last("pos-1")
+    journal.ecr.sent(entry_id)
+    assert journal.ecr.unresolved("pos-1")[0].state == "sent"
+    journal.ecr.finish(entry_id, RESULT)
+    assert journal.ecr.unresolved() == []
+    done = journal.ecr.last("pos-1")
     assert done is not None and done.state == "done" and done.request == REQUEST
     assert done.result == RESULT  # slips are not journaled; RESULT has none
     assert done.updated_at > done.created_at
 
 
 def test_ecr_entry_unknown_then_resolved(journal: Journal) -> None:
-    entry_id = journal.ecr_begin(REQUEST, "pos-1")
-    journal.ecr_sent(entry_id)
-    journal.ecr_unknown(entry_id, "timeout: no answer in 45 s")
-    [unknown] = journal.ecr_unresolved()
+    entry_id = journal.ecr.begin(REQUEST, "pos-1")
+    journal.ecr.sent(entry_id)
+    journal.ecr.unknown(entry_id, "timeout: no answer in 45 s")
+    [unknown] = journal.ecr.unresolved()
     assert unknown.state == "unknown" and unknown.error == "timeout: no answer in 45 s"
     reversal = Result(Op.EMERGENCY_REVERSAL, Status.APPROVED, "400", "ОТМЕНА ПРОВЕДЕНА", rrn="210987654321")
-    journal.ecr_resolve(entry_id, reversal, "emergency_reversal")
-    assert journal.ecr_unresolved() == []
-    entry = journal.ecr_entry(entry_id)
+    journal.ecr.resolve(entry_id, reversal, "emergency_reversal")
+    assert journal.ecr.unresolved() == []
+    entry = journal.ecr.entry(entry_id)
     assert entry is not None and entry.state == "resolved" and entry.how == "emergency_reversal"
     assert entry.result is not None and entry.result.status is Status.APPROVED
     assert entry.result.response_code == "400"
 
 
 def test_ecr_state_changes_are_checked(journal: Journal) -> None:
-    entry_id = journal.ecr_begin(REQUEST, "pos-1")
-    journal.ecr_sent(entry_id)
-    journal.ecr_sent(entry_id)  # idempotent
-    journal.ecr_finish(entry_id, RESULT)
+    entry_id = journal.ecr.begin(REQUEST, "pos-1")
+    journal.ecr.sent(entry_id)
+    journal.ecr.sent(entry_id)  # idempotent
+    journal.ecr.finish(entry_id, RESULT)
     for move in (
-        lambda: journal.ecr_sent(entry_id),
-        lambda: journal.ecr_finish(entry_id, RESULT),
-        lambda: journal.ecr_unknown(entry_id, "late"),
-        lambda: journal.ecr_resolve(entry_id, RESULT, "status"),
-        lambda: journal.ecr_sent(9999),
+        lambda: journal.ecr.sent(entry_id),
+        lambda: journal.ecr.finish(entry_id, RESULT),
+        lambda: journal.ecr.unknown(entry_id, "late"),
+        lambda: journal.ecr.resolve(entry_id, RESULT, "status"),
+        lambda: journal.ecr.sent(9999),
     ):
         with pytest.raises(JournalError):
             move()
-    assert journal.ecr_entry(9999) is None
-    other = journal.ecr_begin(REQUEST, "pos-1")
-    journal.ecr_finish(other, RESULT.with_changes(status=Status.NO_CONNECTION))  # never sent: fine
+    assert journal.ecr.entry(9999) is None
+    other = journal.ecr.begin(REQUEST, "pos-1")
+    journal.ecr.finish(other, RESULT.with_changes(status=Status.NO_CONNECTION))  # never sent: fine
 
 
 def test_ecr_unresolved_oldest_first_and_by_terminal(journal: Journal) -> None:
-    a = journal.ecr_begin(Request(Op.SALE, 100, transaction_id="1"), "pos-1")
-    b = journal.ecr_begin(Request(Op.SALE, 200, transaction_id="2"), "pos-2")
-    c = journal.ecr_begin(Request(Op.SETTLEMENT, transaction_id="3"), "pos-1")
-    journal.ecr_sent(b)
-    journal.ecr_unknown(b, "disconnected")
-    done = journal.ecr_begin(Request(Op.TEST_CONNECTION), "pos-1")
-    journal.ecr_finish(done, Result(Op.TEST_CONNECTION, Status.APPROVED, "00"))
-    assert [e.id for e in journal.ecr_unresolved()] == [a, b, c]
-    assert [e.id for e in journal.ecr_unresolved("pos-1")] == [a, c]
-    assert [e.state for e in journal.ecr_unresolved("pos-2")] == ["unknown"]
-    assert journal.ecr_unresolved("pos-3") == []
-    last = journal.ecr_last("pos-1")
+    a = journal.ecr.begin(Request(Op.SALE, 100, transaction_id="1"), "pos-1")
+    b = journal.ecr.begin(Request(Op.SALE, 200, transaction_id="2"), "pos-2")
+    c = journal.ecr.begin(Request(Op.SETTLEMENT, transaction_id="3"), "pos-1")
+    journal.ecr.sent(b)
+    journal.ecr.unknown(b, "disconnected")
+    done = journal.ecr.begin(Request(Op.TEST_CONNECTION), "pos-1")
+    journal.ecr.finish(done, Result(Op.TEST_CONNECTION, Status.APPROVED, "00"))
+    assert [e.id for e in journal.ecr.unresolved()] == [a, b, c]
+    assert [e.id for e in journal.ecr.unresolved("pos-1")] == [a, c]
+    assert [e.state for e in journal.ecr.unresolved("pos-2")] == ["unknown"]
+    assert journal.ecr.unresolved("pos-3") == []
+    last = journal.ecr.last("pos-1")
     assert last is not None and last.id == done and last.state == "done"
-    assert journal.ecr_last("nowhere") is None
-    assert journal.ecr_unresolved()[2].request == Request(Op.SETTLEMENT, transaction_id="3")
+    assert journal.ecr.last("nowhere") is None
+    assert journal.ecr.unresolved()[2].request == Request(Op.SETTLEMENT, transaction_id="3")
 
 
 def test_ecr_unresolved_survives_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "ecr.sqlite"
     with Journal(path) as j:
-        entry_id = j.ecr_begin(REQUEST, "pos-1")
-        j.ecr_sent(entry_id)
+        entry_id = j.ecr.begin(REQUEST, "pos-1")
+        j.ecr.sent(entry_id)
     with Journal(path) as j:  # the "crash": nothing else was written
-        [entry] = j.ecr_unresolved()
+        [entry] = j.ecr.unresolved()
         assert (entry.id, entry.state, entry.request) == (entry_id, "sent", REQUEST)
 
 
 def test_ecr_result_with_a_full_pan_is_masked(journal: Journal) -> None:
-    entry_id = journal.ecr_begin(Request(Op.SALE, 100), "pos-1")
-    journal.ecr_finish(entry_id, RESULT.with_changes(masked_pan="5100000000000008"))
-    entry = journal.ecr_entry(entry_id)
+    entry_id = journal.ecr.begin(Request(Op.SALE, 100), "pos-1")
+    journal.ecr.finish(entry_id, RESULT.with_changes(masked_pan="5100000000000008"))
+    entry = journal.ecr.entry(entry_id)
     assert entry is not None and entry.result is not None
     assert entry.result.masked_pan == "510000******0008"
 
 
 # --- terminal side ------------------------------------------------------------------------------
 def test_batches_open_lazily_and_close(journal: Journal) -> None:
-    assert journal.batch_number("T1") == 1
-    assert journal.open_batch("T1", T0) == 1 == journal.open_batch("T1", T0)
-    journal.close_batch("T1", 1, T0, Totals())
-    assert journal.batch_number("T1") == 2 and journal.batch_number("T2") == 1
+    assert journal.ledger.batch_number("T1") == 1
+    assert journal.ledger.open_batch("T1", T0) == 1 == journal.ledger.open_batch("T1", T0)
+    journal.ledger.close_batch("T1", 1, T0, Totals())
+    assert journal.ledger.batch_number("T1") == 2 and journal.ledger.batch_number("T2") == 1
     with pytest.raises(JournalError):
-        journal.close_batch("T1", 1, T0, Totals())
-    assert journal.open_batch("T1", T0) == 2
+        journal.ledger.close_batch("T1", 1, T0, Totals())
+    assert journal.ledger.open_batch("T1", T0) == 2
 
 
 def test_operation_record_round_trip(journal: Journal) -> None:
     totals = Totals(sale_count=2, sale_amount=300)
-    rec = journal.add_operation(
+    rec = journal.ledger.add_operation(
         terminal_id="T1", batch=1, operation=Op.SETTLEMENT, status=Status.APPROVED, code="00",
         text="ОДОБРЕНО", host_datetime=T0, transaction_id="7", totals=totals, masked_pan="4111111111111111",
     )
     assert rec.totals == totals and rec.host_datetime == T0 and rec.transaction_id == "7"
     assert rec.masked_pan == "411111******1111"  # a full number handed in is masked on the way in
-    assert journal.operation(rec.id) == rec
-    assert journal.find_by_stan("T1", 1, "7") == rec
-    assert journal.find_by_stan("T1", 2, "7") is None and journal.find_by_stan("T2", 1, "7") is None
-    assert journal.state(rec.id).live
+    assert journal.ledger.operation(rec.id) == rec
+    assert journal.ledger.find_by_stan("T1", 1, "7") == rec
+    assert journal.ledger.find_by_stan("T1", 2, "7") is None and journal.ledger.find_by_stan("T2", 1, "7") is None
+    assert journal.ledger.state(rec.id).live
     with pytest.raises(JournalError):
-        journal.state(12345)
+        journal.ledger.state(12345)
 
 
 # --- registry export ----------------------------------------------------------------------------
@@ -274,15 +274,15 @@ def filled() -> Iterator[Journal]:
     sale = host.process(Request(Op.SALE, 1000, transaction_id="1"), DEFAULT_CARD)
     host.process(Request(Op.SALE, 500, transaction_id="2"), Card("5432543254325430"))
     host.process(Request(Op.REFUND, 400, transaction_id="3", rrn=sale.rrn), None)
-    done = journal.ecr_begin(Request(Op.SALE, 1000, transaction_id="1"), "pos-1")
-    journal.ecr_sent(done)
-    journal.ecr_finish(done, Result(
+    done = journal.ecr.begin(Request(Op.SALE, 1000, transaction_id="1"), "pos-1")
+    journal.ecr.sent(done)
+    journal.ecr.finish(done, Result(
         Op.SALE, Status.APPROVED, "00", "ОДОБРЕНО", amount=1000, currency=643, rrn=sale.rrn,
         auth_code=sale.auth_code, masked_pan=sale.masked_pan, terminal_id="00344224",
     ))
-    lost = journal.ecr_begin(Request(Op.SALE, 700, transaction_id="2", terminal_id="00344224"), "pos-1")
-    journal.ecr_sent(lost)
-    journal.ecr_unknown(lost, "timeout")
+    lost = journal.ecr.begin(Request(Op.SALE, 700, transaction_id="2", terminal_id="00344224"), "pos-1")
+    journal.ecr.sent(lost)
+    journal.ecr.unknown(lost, "timeout")
     journal.sale = sale  # type: ignore[attr-defined]
     yield journal
     journal.close()
@@ -290,7 +290,7 @@ def filled() -> Iterator[Journal]:
 
 def expected_lines(j: Journal) -> list[str]:
     s = j.sale  # type: ignore[attr-defined]
-    refund = [r for r in j.operations() if r.operation is Op.REFUND][0]
+    refund = [r for r in j.ledger.operations() if r.operation is Op.REFUND][0]
     return [
         f"terminal,sale,approved,1000,643,411111******1111,{s.rrn},{s.auth_code},00,00344224,1,"
         "2025-03-10T12:00:00,1,,",
@@ -304,7 +304,7 @@ def expected_lines(j: Journal) -> list[str]:
 
 def csv_text(j: Journal, **filters: object) -> tuple[int, list[str]]:
     out = io.StringIO(newline="")
-    n = j.export_csv(out, **filters)  # type: ignore[arg-type]
+    n = j.export.csv(out, **filters)  # type: ignore[arg-type]
     text = out.getvalue()
     assert text.endswith("\r\n")
     lines = text.split("\r\n")[:-1]
@@ -334,12 +334,12 @@ def test_export_filters(filled: Journal) -> None:
     # an aware datetime is compared as UTC (the journal's naive times are taken as UTC here)
     assert csv_text(filled, since=(T0 + timedelta(minutes=1)).replace(tzinfo=timezone.utc))[0] == 2
     with pytest.raises(ValueError):
-        filled.export_csv(io.StringIO(), side="bank")
+        filled.export.csv(io.StringIO(), side="bank")
 
 
 def test_export_xml_has_the_same_rows(filled: Journal) -> None:
     out = io.StringIO()
-    assert filled.export_xml(out) == 5
+    assert filled.export.xml(out) == 5
     text = out.getvalue()
     assert text.startswith('<?xml version="1.0" encoding="UTF-8"?>\n<registry count="5">')
     root = ET.fromstring(text.split("\n", 1)[1])
@@ -349,14 +349,14 @@ def test_export_xml_has_the_same_rows(filled: Journal) -> None:
     assert [[tag for tag, _ in row] for row in rows] == [list(EXPORT_COLUMNS)] * 5
     assert [",".join(v for _, v in row) for row in rows] == expected_lines(filled)
     filtered = io.StringIO()
-    assert filled.export_xml(filtered, side="terminal", status=Status.DECLINED) == 1
+    assert filled.export.xml(filtered, side="terminal", status=Status.DECLINED) == 1
     assert "<response_code>116</response_code>" in filtered.getvalue()
 
 
 def test_export_of_an_empty_journal(journal: Journal) -> None:
     assert csv_text(journal) == (0, [])
     out = io.StringIO()
-    assert journal.export_xml(out) == 0
+    assert journal.export.xml(out) == 0
     assert ET.fromstring(out.getvalue().split("\n", 1)[1]).get("count") == "0"
 
 
@@ -376,14 +376,14 @@ def test_no_full_pan_in_the_database_file_or_the_exports(tmp_path: Path) -> None
                 follow = Op.REFUND if op is Op.SALE else Op.COMPLETION
                 stan += 1
                 host.process(Request(follow, 500, transaction_id=str(stan), rrn=d.rrn), Card(pan))
-        entry = journal.ecr_begin(Request(Op.SALE, 1000), "pos-1")
-        journal.ecr_finish(entry, Result(Op.SALE, Status.APPROVED, masked_pan=pan))  # careless caller
+        entry = journal.ecr.begin(Request(Op.SALE, 1000), "pos-1")
+        journal.ecr.finish(entry, Result(Op.SALE, Status.APPROVED, masked_pan=pan))  # careless caller
     host.config.fault = "answer_lost"
     host.process(Request(Op.SALE, 1000, transaction_id=str(stan + 1)), Card(pans[0]))
     host.process(Request(Op.SETTLEMENT, transaction_id=str(stan + 2)), None)
 
     csv_out, xml_out = io.StringIO(), io.StringIO()
-    assert journal.export_csv(csv_out) == journal.export_xml(xml_out) > 2 * len(pans)
+    assert journal.export.csv(csv_out) == journal.export.xml(xml_out) > 2 * len(pans)
     exports = csv_out.getvalue() + xml_out.getvalue()
     # read the files while the journal is still open: the WAL may hold what is not checkpointed yet
     blobs = [p.read_bytes() for p in tmp_path.iterdir()]

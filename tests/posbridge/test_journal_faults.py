@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from posbridge.cli import main
-from posbridge.journal import Journal
+from posbridge.journal import Journal, Storage
 from posbridge.model import Operation, Request, Result, Status
 
 ENTRIES = 300  # enough ECR entries for a journal of ~30 pages: interior b-tree pages, several leaves
@@ -109,10 +109,10 @@ def write_journal(path: Path, entries: int = ENTRIES) -> Journal:
     """A journal as the ECR client writes it: ``entries`` sales, journaled and finished. Left open."""
     journal = Journal(path, clock=lambda: datetime(2026, 11, 22, 12, 0))
     for i in range(entries):
-        entry = journal.ecr_begin(Request(Operation.SALE, 100 + i, transaction_id=str(1000 + i)),
+        entry = journal.ecr.begin(Request(Operation.SALE, 100 + i, transaction_id=str(1000 + i)),
                                   "tcp://127.0.0.1:1", port="tcp://127.0.0.1:1", owner="host:1:1")
-        journal.ecr_sent(entry)
-        journal.ecr_finish(entry, Result(Operation.SALE, Status.APPROVED, "00", amount=100 + i, currency=643,
+        journal.ecr.sent(entry)
+        journal.ecr.finish(entry, Result(Operation.SALE, Status.APPROVED, "00", amount=100 + i, currency=643,
                                          rrn=f"6123456789{i % 100:02d}", masked_pan="411111******1111"))
     return journal
 
@@ -255,7 +255,7 @@ def test_a_sound_journal_runs_the_sale_it_is_asked_for(pristine: Path, tmp_path:
     capsys.readouterr()
     assert code == 2 and port.connections == 1 and port.received and port.received[0]
     with Journal(journal, readonly=True) as reader:
-        assert [e.state for e in reader.ecr_unresolved()] == ["unknown"]
+        assert [e.state for e in reader.ecr.unresolved()] == ["unknown"]
 
 
 # --- not a file, no folder ------------------------------------------------------------------------------------
@@ -295,7 +295,7 @@ def test_a_journal_locked_by_another_process(pristine: Path, tmp_path: Path, por
                                              capsys: pytest.CaptureFixture[str],
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     journal = copy_of(pristine, tmp_path, "ecr.sqlite3")
-    monkeypatch.setattr(Journal, "BUSY_TIMEOUT", 0.3)
+    monkeypatch.setattr(Storage, "BUSY_TIMEOUT", 0.3)
     holder = subprocess.Popen([sys.executable, "-c", HOLD_WRITE_LOCK, str(journal)], stdout=subprocess.PIPE,
                               text=True)
     try:
@@ -434,7 +434,7 @@ def test_a_full_disk_when_the_journal_must_grow(tmp_path: Path, port: Port, priv
     problems = verdict(run.returncode, run.stderr, port, journal, "full")
     assert not problems, "\n".join(problems)
     with Journal(journal, readonly=True) as reader:  # nothing was lost either
-        assert len(reader.registry(side="ecr")) == 50 and reader.ecr_unresolved() == []
+        assert len(reader.export.rows(side="ecr")) == 50 and reader.ecr.unresolved() == []
 
 
 def test_a_full_disk_with_no_room_for_the_journals_shared_memory_file(

@@ -23,7 +23,7 @@ import pytest
 
 from posbridge.ecr.client import EcrClient, RECOVERY_TABLE
 from posbridge.emulator.host import HostConfig
-from posbridge.journal import Journal, JournalError
+from posbridge.journal import EcrLog, Journal, JournalError
 from posbridge.model import Operation, Request, Status
 from posbridge.ecr.ownership import (
     Owner,
@@ -126,7 +126,7 @@ def test_two_journals_on_one_terminal_get_their_own_answers(tmp_path: Path, emul
     assert settlement["operation"] == "settlement" and settlement["rrn"] not in (first["rrn"], second["rrn"])
     assert (settlement["totals"]["sale_count"], settlement["totals"]["sale_amount"]) == (2, 110_00)
     with emulator.terminal_journal() as journal:
-        assert journal.batch_number("00344224") == 2  # batch 1 closed
+        assert journal.ledger.batch_number("00344224") == 2  # batch 1 closed
 
 
 def test_a_second_process_waits_for_the_terminal_and_never_reverses_a_running_sale(
@@ -146,7 +146,7 @@ def test_a_second_process_waits_for_the_terminal_and_never_reverses_a_running_sa
     totals = json.loads(settlement.stdout)["totals"]
     assert (totals["sale_count"], totals["sale_amount"]) == (1, 50_00), "the approved sale was reversed"
     with Journal(journal) as ecr:
-        kinds = [row["kind"] for row in ecr.registry(side="ecr")]
+        kinds = [row["kind"] for row in ecr.export.rows(side="ecr")]
         assert "emergency_reversal" not in kinds and approved["approved"]
 
 
@@ -183,11 +183,11 @@ def test_eight_parallel_sales_on_one_journal_are_approved_or_busy(tmp_path: Path
             assert process.returncode == 2 and "terminal busy" in err, err
     assert len(outcomes) >= 1
     with Journal(journal) as ecr:
-        assert ecr.ecr_unresolved() == []
-        numbers = [row["transaction_id"] for row in ecr.registry(side="ecr")]
+        assert ecr.ecr.unresolved() == []
+        numbers = [row["transaction_id"] for row in ecr.export.rows(side="ecr")]
         assert len(numbers) == len(set(numbers)) == len(outcomes)
     with emulator.terminal_journal() as terminal:
-        assert sorted(op.amount for op in terminal.operations()) == sorted(outcomes)
+        assert sorted(op.amount for op in terminal.ledger.operations()) == sorted(outcomes)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -205,9 +205,9 @@ def test_recovery_finds_a_lost_sale_under_another_spelling_of_the_port(
     assert recovered.returncode == 0, recovered.stdout + recovered.stderr
     assert "1 of 1 operation(s) resolved" in recovered.stdout and "reversed" in recovered.stdout
     with Journal(journal) as ecr:
-        assert ecr.ecr_unresolved() == []
+        assert ecr.ecr.unresolved() == []
     with emulator.terminal_journal() as terminal:
-        assert terminal.batch_totals("00344224", 1, 643).sale_amount == 0
+        assert terminal.ledger.batch_totals("00344224", 1, 643).sale_amount == 0
 
 
 def test_the_terminal_lock_dies_with_its_process(tmp_path: Path) -> None:
@@ -281,32 +281,38 @@ def test_owner_identity_tells_a_dead_process_from_a_live_one() -> None:
 
 
 # --- write-ahead for real ------------------------------------------------------------------------------
-class FailingJournal(Journal):
-    """Fails the named write (a full disk, a lock held elsewhere)."""
+class FailingEcrLog(EcrLog):
+    """The ECR's write-ahead log failing the named write (a full disk, a lock held elsewhere)."""
 
-    def __init__(self, failing: str) -> None:
-        super().__init__()
-        self.failing = failing
+    failing = ""
 
     def _maybe_fail(self, name: str) -> None:
         if name == self.failing:
             raise JournalError(f"journal :memory:: full (simulated failure of {name})")
 
-    def ecr_begin(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        self._maybe_fail("ecr_begin")
-        return super().ecr_begin(*args, **kwargs)
+    def begin(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self._maybe_fail("begin")
+        return super().begin(*args, **kwargs)
 
-    def ecr_sent(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        self._maybe_fail("ecr_sent")
-        return super().ecr_sent(*args, **kwargs)
+    def sent(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self._maybe_fail("sent")
+        return super().sent(*args, **kwargs)
 
-    def ecr_finish(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        self._maybe_fail("ecr_finish")
-        return super().ecr_finish(*args, **kwargs)
+    def finish(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self._maybe_fail("finish")
+        return super().finish(*args, **kwargs)
 
-    def ecr_unknown(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        self._maybe_fail("ecr_unknown")
-        return super().ecr_unknown(*args, **kwargs)
+    def unknown(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self._maybe_fail("unknown")
+        return super().unknown(*args, **kwargs)
+
+
+def failing_journal(failing: str) -> tuple[Journal, FailingEcrLog]:
+    """An in-memory journal whose ECR log fails the write named ``failing``."""
+    journal = Journal()
+    journal.ecr = log = FailingEcrLog(journal.storage)
+    log.failing = failing
+    return journal, log
 
 
 async def _pair(protocol: str, name: str, journal: Journal, **terminal: object) -> tuple[VirtualTerminal,
@@ -323,30 +329,30 @@ async def _pair(protocol: str, name: str, journal: Journal, **terminal: object) 
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-@pytest.mark.parametrize("failing", ["ecr_begin", "ecr_sent"])
+@pytest.mark.parametrize("failing", ["begin", "sent"])
 async def test_nothing_is_sent_when_the_journal_cannot_record_the_operation(protocol: str, failing: str) -> None:
     seen: list[bytes] = []
-    vt, task, client = await _pair(protocol, f"wa-{protocol}-{failing}", FailingJournal(failing),
+    vt, task, client = await _pair(protocol, f"wa-{protocol}-{failing}", failing_journal(failing)[0],
                                    trace=lambda direction, data: seen.append(data) if direction == "rx" else None)
     async with client:
         with pytest.raises(JournalError):
             await client.sale(10_00)
     await asyncio.sleep(0.3)  # anything flushed on close would have arrived by now
     task.cancel()
-    assert seen == [] and vt.journal.operations() == []
-    assert [e.state for e in client.journal.ecr_unresolved()] == (["pending"] if failing == "ecr_sent" else [])
+    assert seen == [] and vt.journal.ledger.operations() == []
+    assert [e.state for e in client.journal.ecr.unresolved()] == (["pending"] if failing == "sent" else [])
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_a_result_that_cannot_be_journaled_is_reversed_by_recovery(protocol: str) -> None:
-    journal = FailingJournal("ecr_finish")
+    journal, log = failing_journal("finish")
     vt, task, client = await _pair(protocol, f"wa-{protocol}-finish", journal)
     async with client:
         with pytest.raises(JournalError):
             await client.sale(10_00)
         assert [e.state for e in client.unresolved()] == ["sent"]
         assert vt.host.totals().sale_amount == 10_00  # the terminal did charge
-        journal.failing = ""
+        log.failing = ""
         [recovery] = await client.recover()
     task.cancel()
     assert recovery.outcome == "reversed" and vt.host.totals().sale_amount == 0
@@ -375,10 +381,10 @@ async def test_recovery_outcomes_follow_the_decision_table(protocol: str) -> Non
     assert (r.outcome, r.result.host_code) == ("reversed", "400") and vt.host.totals().sale_amount == 0
     # a reversal that cannot reach the host leaves it open, and says so
     vt.host_config.fault = "no_connection"
-    entry = client.journal.ecr_begin(Request(Operation.SALE, 7_00, transaction_id="42"), client.journal_key,
+    entry = client.journal.ecr.begin(Request(Operation.SALE, 7_00, transaction_id="42"), client.journal_key,
                                      port=client.port_key)
-    client.journal.ecr_sent(entry)
-    client.journal.ecr_unknown(entry, "simulated loss")
+    client.journal.ecr.sent(entry)
+    client.journal.ecr.unknown(entry, "simulated loss")
     [still] = await client.recover()
     assert still.outcome == "open" and not still.resolved and "no_connection" in still.note
     assert [e.id for e in client.unresolved()] == [entry]
@@ -399,7 +405,7 @@ async def test_a_lost_sale_of_a_settled_batch_is_flagged_for_a_refund_not_marked
     [r] = await client.recover()
     assert r.outcome == "refund_needed" and r.resolved
     assert client.unresolved() == []
-    entry = client.journal.ecr_entry(r.entry.id)
+    entry = client.journal.ecr.entry(r.entry.id)
     assert entry is not None and entry.state == "refund_needed" and "refund" in (entry.error or "")
     await client.close()
     task.cancel()
@@ -420,14 +426,14 @@ async def test_export_shows_a_lost_and_reversed_sale_as_reversed(protocol: str) 
     task.cancel()
     for journal, side in ((client.journal, "ecr"), (vt.journal, "terminal")):
         out = io.StringIO()
-        journal.export_csv(out, side=side)
+        journal.export.csv(out, side=side)
         rows = list(csv.DictReader(io.StringIO(out.getvalue())))
         sale = [r for r in rows if r["kind"] == "sale"][0]
         reversal = [r for r in rows if r["kind"] == "emergency_reversal"][0]
         assert sale["outcome"] == "reversed" and sale["amount_minor_units"] == "2500"
         assert reversal["original_transaction_id"] == sale["transaction_id"]
-        assert [r["kind"] for r in journal.registry(side=side, status="reversed")] == ["sale"]
-    assert [r["outcome"] for r in client.journal.registry(status="unknown")] == []
+        assert [r["kind"] for r in journal.export.rows(side=side, status="reversed")] == ["sale"]
+    assert [r["outcome"] for r in client.journal.export.rows(status="unknown")] == []
 
 
 async def test_blocking_client_calls_are_bounded() -> None:
@@ -441,7 +447,7 @@ async def test_blocking_client_calls_are_bounded() -> None:
             started = time.monotonic()
             with pytest.raises(ExchangeTimeout):
                 ecr.sale(1_00)
-            assert [e.state for e in ecr.journal.ecr_unresolved()] == ["unknown"]
+            assert [e.state for e in ecr.journal.ecr.unresolved()] == ["unknown"]
             assert "sale" in dir(ecr) and ecr.sale.__doc__
             return time.monotonic() - started
 

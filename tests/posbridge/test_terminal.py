@@ -87,7 +87,7 @@ def test_blocking_client_runs_operations_from_plain_code():
         assert sale.approved and sale.amount == 150_00
         assert ecr.refund(150_00, rrn=sale.rrn).approved
         assert ecr.settlement().totals.refund_amount == 150_00
-        assert ecr.journal.ecr_unresolved() == []
+        assert ecr.journal.ecr.unresolved() == []
         with pytest.raises(AttributeError):
             ecr.no_such_operation  # noqa: B018
     loop.call_soon_threadsafe(lambda: [t.cancel() for t in asyncio.all_tasks(loop)])
@@ -104,9 +104,9 @@ async def test_client_journal_on_a_real_file_records_every_operation(tmp_path):
         await link.client.sale(20_00)
         link.client.journal.close()
     journal = Journal(path)
-    last = journal.ecr_last(link.client.journal_key)
+    last = journal.ecr.last(link.client.journal_key)
     assert last is not None and last.state == "done"
-    assert journal.ecr_unresolved() == []
+    assert journal.ecr.unresolved() == []
     raw = path.read_bytes()
     assert b"4444444444443333" not in raw and b"4111111111111111" not in raw
 

@@ -182,7 +182,7 @@ async def test_a_5000_digit_field_is_refused_with_913_and_the_terminal_serves_on
             assert answer.fields.get("response_code") in ("913", "110"), answer
         await sale_then_check(port, protocol, time.monotonic())
     assert term.host.totals().sale_amount == 10_00  # nothing charged for the hostile request
-    refused = [op for op in term.journal.operations(TERMINAL_ID) if op.status is Status.DECLINED]
+    refused = [op for op in term.journal.ledger.operations(TERMINAL_ID) if op.status is Status.DECLINED]
     assert len(refused) == 1 and refused[0].result_delivered is True
 
 

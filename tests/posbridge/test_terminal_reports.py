@@ -35,12 +35,12 @@ def fill(journal: Journal, sales: int) -> dict[str, int]:
     cancel; returns the expected sale sum per scheme."""
     expected: dict[str, int] = {}
     with journal.transaction():
-        batch = journal.open_batch(TERMINAL_ID, NOW)
+        batch = journal.ledger.open_batch(TERMINAL_ID, NOW)
         first = None
         for i in range(sales):
             pan, scheme = CARDS[i % len(CARDS)]
             amount = 100 + i
-            row = journal.add_operation(
+            row = journal.ledger.add_operation(
                 terminal_id=TERMINAL_ID, batch=batch, operation=Operation.SALE, status=Status.APPROVED,
                 code="00", text="ОДОБРЕНО", host_datetime=NOW + timedelta(seconds=i), transaction_id=str(i + 1),
                 amount=amount, currency=643, rrn=f"{i + 1:012d}", auth_code="A1B2C3", masked_pan=pan,
@@ -49,7 +49,7 @@ def fill(journal: Journal, sales: int) -> dict[str, int]:
             expected[scheme] = expected.get(scheme, 0) + amount
         assert first is not None
         # The first VISA sale is cancelled: it counts as a cancel, not a sale.
-        journal.add_operation(
+        journal.ledger.add_operation(
             terminal_id=TERMINAL_ID, batch=batch, operation=Operation.CANCEL, status=Status.APPROVED, code="00",
             text="ОДОБРЕНО", host_datetime=NOW + timedelta(hours=3), transaction_id=str(sales + 1),
             amount=first.amount, currency=643, rrn="C00000000001", masked_pan=first.masked_pan,
@@ -85,7 +85,7 @@ async def test_settlement_and_full_report_after_5000_sales_are_delivered_and_ser
     for scheme, amount in expected.items():
         assert scheme in slip and f"{amount // 100}.{amount % 100:02d} RUB" in slip, (scheme, slip)
     assert terminal.undelivered == []
-    assert all(op.result_delivered is not False for op in journal.operations(TERMINAL_ID))
+    assert all(op.result_delivered is not False for op in journal.ledger.operations(TERMINAL_ID))
     assert terminal.host.totals().sale_count == 1  # the new batch holds the sale after it
 
 

@@ -64,10 +64,10 @@ async def test_the_recovery_race_a_reversal_after_a_dead_sale_is_answered_as_a_r
             settlement = await closing.outcome()
     assert isinstance(settlement, Result) and settlement.totals is not None
     assert (settlement.totals.sale_count, settlement.totals.sale_amount) == (0, 0)  # nothing charged
-    undelivered = terminal.journal.undelivered_operations(TERMINAL_ID)
+    undelivered = terminal.journal.ledger.undelivered_operations(TERMINAL_ID)
     assert [(op.operation, op.transaction_id, op.amount) for op in undelivered] == [(Operation.SALE, "41", 999_00)]
     assert [(r.operation, r.amount) for r in terminal.undelivered] == [(Operation.SALE, 999_00)]
-    delivered = [op for op in terminal.journal.operations(TERMINAL_ID) if op.result_delivered]
+    delivered = [op for op in terminal.journal.ledger.operations(TERMINAL_ID) if op.result_delivered]
     assert {op.operation for op in delivered} == {Operation.EMERGENCY_REVERSAL, Operation.SETTLEMENT}
 
 
@@ -115,7 +115,7 @@ async def test_a_register_that_gives_up_and_asks_again_gets_the_answer_to_its_ne
     assert isinstance(answer, Result) and answer.approved and answer.amount == 7_00, answer
     assert answer.transaction_id in (None, "12")
     assert [(r.amount, r.transaction_id) for r in terminal.undelivered] == [(999_00, "11")]
-    (kept,) = terminal.journal.undelivered_operations(TERMINAL_ID)
+    (kept,) = terminal.journal.ledger.undelivered_operations(TERMINAL_ID)
     assert (kept.transaction_id, kept.result_delivered) == ("11", False)
 
 
@@ -130,7 +130,7 @@ async def test_a_request_given_up_while_the_card_is_awaited_is_aborted_and_charg
             register.send(request(Operation.TEST_CONNECTION, None, "22"))
             answer = await register.outcome()
     assert isinstance(answer, Result) and answer.operation is Operation.TEST_CONNECTION and answer.approved
-    rows = terminal.journal.operations(TERMINAL_ID)
+    rows = terminal.journal.ledger.operations(TERMINAL_ID)
     sale = next(op for op in rows if op.operation is Operation.SALE)
     assert (sale.status, sale.code, sale.result_delivered) == (Status.ABORTED, "998", False)
     assert terminal.host.totals().sale_amount == 0
@@ -161,7 +161,7 @@ async def test_inpas_eot_during_the_card_wait_ends_the_exchange_silently_and_is_
         assert finals == [], f"answered after the ECR's EOT: {finals}"
         writer.close()
         await legitimate_sale(port, "inpas")
-    (aborted,) = [op for op in terminal.journal.operations(TERMINAL_ID) if op.transaction_id == "31"]
+    (aborted,) = [op for op in terminal.journal.ledger.operations(TERMINAL_ID) if op.transaction_id == "31"]
     assert (aborted.status, aborted.code, aborted.result_delivered) == (Status.ABORTED, "998", False)
     assert terminal.host.totals().sale_amount == 10_00  # only the legitimate sale
 
@@ -176,7 +176,7 @@ async def test_arcus_abort_during_the_card_wait_is_answered_998() -> None:
             register.pump.act(register.pump.session.abort)  # type: ignore[union-attr]
             answer = await register.outcome()
     assert isinstance(answer, Result) and answer.status is Status.ABORTED and answer.response_code == "998"
-    (row,) = terminal.journal.operations(TERMINAL_ID)
+    (row,) = terminal.journal.ledger.operations(TERMINAL_ID)
     assert (row.status, row.code, row.result_delivered) == (Status.ABORTED, "998", True)
 
 
