@@ -9,15 +9,14 @@ posbridge adds a few keys of its own (``source="posbridge"`` below), each docume
 from __future__ import annotations
 
 import codecs
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from ..common.errors import DecodeError, InvalidRequest
 from ..common.model import mask_pan
 
-from .constants import FS, MESSAGE_CLASSES, TEXT_ENCODING
-from .frame import BODY_PATTERN, KEY_PATTERN, decode_body, raise_body_error
+from .constants import MESSAGE_CLASSES, TEXT_ENCODING
+from .frame import KEY_PATTERN, decode_body, encode_body
 
 __all__ = ["FieldSpec", "FIELDS", "NUMBER_WIDTHS", "PAN_KEY", "Message", "mask_pan", "read_number",
            "number_problem", "brief"]
@@ -93,9 +92,6 @@ NUMBER_WIDTHS: dict[str, int] = {key: FIELDS[key].max_length or 0 for key in _DI
 assert all(NUMBER_WIDTHS.values()), "every digits key needs its max_length"
 _MAX_LENGTHS = {key: spec.max_length for key, spec in FIELDS.items() if spec.max_length is not None}
 _LIMITED_KEYS = frozenset(_MAX_LENGTHS)
-_FS = chr(FS)
-# Keys joined by FS: one regex call checks them all.
-_KEYS_PATTERN = re.compile(r"[a-z][a-z0-9_]*(?:\x1c[a-z][a-z0-9_]*)*")
 
 # CP1251 through the codec object: str.encode("cp1251") pays a registry lookup per call; the C
 # ascii codec is faster still for the many values that are plain ASCII (and gives the same bytes).
@@ -175,61 +171,47 @@ class Message:
     def encode_body(self) -> bytes:
         """The wire body: class letter, then the fields in insertion order.
 
-        Raises :class:`InvalidRequest` for a key that is not lowercase ASCII, text CP1251 cannot
-        hold, a value holding FS, a ``digits`` key with anything but ASCII digits, or a value over
-        its ``max_length``.
+        The body's grammar is :func:`~posbridge.protocols.arcus2.frame.encode_body`'s; this adds
+        what the key table says of values. Raises :class:`InvalidRequest` for a key that is not
+        lowercase ASCII, a value that is not text, text CP1251 cannot hold, a value holding FS, a
+        ``digits`` key with anything but ASCII digits, or a value over its ``max_length``.
         """
-        # Checks and encoding run once over the whole body, not per field: this runs per frame.
         fields = self.fields
-        try:
-            keys_ok = not fields or _KEYS_PATTERN.fullmatch(_FS.join(fields)) is not None
-        except TypeError:  # a key that is not text, put into the public dict
-            keys_ok = False
-        if not keys_ok:
-            bad = next(key for key in fields if not isinstance(key, str) or _KEYS_PATTERN.fullmatch(key) is None)
-            raise InvalidRequest(f"field key must be lowercase ASCII ([a-z][a-z0-9_]*), not {bad!r}")
-        try:
-            text = self.message_class + _FS.join([key + "=" + value for key, value in fields.items()])
-        except TypeError:
-            raise InvalidRequest("field values must be text") from None
-        if text.count(_FS) >= len(fields) > 0:
-            bad = next(key for key, value in fields.items() if _FS in key + value)
-            raise InvalidRequest(f"field {bad!r}: a key or value cannot hold FS (0x1C)")
+        for key, value in fields.items():  # the constructor makes text; the dict is public
+            if not isinstance(value, str):
+                raise InvalidRequest(f"field {key!r}: field values must be text, not {type(value).__name__}")
         for key in _DIGIT_KEYS.intersection(fields):
-            value = fields[key]
-            if not (value.isascii() and value.isdigit()):
-                raise InvalidRequest(f"field {key}: {value!r} is not ASCII digits")
+            if not (fields[key].isascii() and fields[key].isdigit()):
+                raise InvalidRequest(f"field {key}: {fields[key]!r} is not ASCII digits")
         for key in _LIMITED_KEYS.intersection(fields):
             if len(fields[key]) > _MAX_LENGTHS[key]:
                 raise InvalidRequest(f"field {key}: {len(fields[key])} characters, at most {_MAX_LENGTHS[key]} allowed")
-        try:
-            return text.encode("ascii") if text.isascii() else _CP1251.encode(text)[0]
-        except UnicodeEncodeError as error:
-            bad = text[: error.start].split(_FS)[-1].partition("=")[0]
-            raise InvalidRequest(f"field {bad}: not CP1251: {error.reason} {text[error.start]!r}") from None
+        raw: list[tuple[str, bytes]] = []
+        for key, value in fields.items():
+            try:
+                raw.append((key, value.encode("ascii") if value.isascii() else _CP1251.encode(value)[0]))
+            except UnicodeEncodeError as error:
+                raise InvalidRequest(f"field {key}: not CP1251: {error.reason} {value[error.start]!r}") from None
+        return encode_body(self.message_class, raw)
 
     @classmethod
     def decode_body(cls, body: bytes) -> Message:
         """Parse a body. Raises only :class:`DecodeError`: the reasons of
-        :func:`~posbridge.protocols.arcus2.frame.decode_body`, plus ``"encoding"`` for a value with a byte
-        CP1251 leaves undefined (0x98), at that byte's offset in ``body``."""
-        body = bytes(body)
-        if BODY_PATTERN.fullmatch(body) is None:
-            raise_body_error(body)
-        try:  # one decode for the whole body: keys are ASCII, FS is FS in CP1251 too
-            text = body.decode("ascii") if body.isascii() else _CP1251.decode(body)[0]
-        except UnicodeDecodeError as error:
-            decode_body(body)  # a repeated key is reported before a bad byte, as field by field
-            raise DecodeError("encoding", error.start, f"byte 0x{body[error.start]:02X} is not CP1251") from None
+        :func:`~posbridge.protocols.arcus2.frame.decode_body` (the body's grammar), plus
+        ``"encoding"`` for a value with a byte CP1251 leaves undefined (0x98), at that byte's
+        offset in ``body``."""
+        message_class, raw = decode_body(body)
         message = cls.__new__(cls)
-        message.message_class = text[0]
-        if len(text) == 1:
-            message.fields = {}
-            return message
-        parts = text[1:].split(_FS)
-        message.fields = dict(part.split("=", 1) for part in parts)  # type: ignore[misc]
-        if len(message.fields) != len(parts):
-            raise_body_error(body)  # a repeated key
+        message.message_class = message_class
+        message.fields = {}
+        at = 1  # where the field starts in the body
+        for key, value in raw:
+            try:
+                message.fields[key] = value.decode("ascii") if value.isascii() else _CP1251.decode(value)[0]
+            except UnicodeDecodeError as error:
+                offset = at + len(key) + 1 + error.start
+                raise DecodeError("encoding", offset, f"byte 0x{value[error.start]:02X} is not CP1251") from None
+            at += len(key) + len(value) + 2  # "=" and the FS before the next field
         return message
 
     def __eq__(self, other: object) -> bool:

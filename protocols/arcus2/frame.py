@@ -311,18 +311,40 @@ def encode_body(message_class: str, fields: Iterable[tuple[str, bytes]]) -> byte
     """
     if message_class not in MESSAGE_CLASSES:
         raise InvalidRequest(f"message class must be one of {', '.join(MESSAGE_CLASSES)}, not {message_class!r}")
-    parts = []
+    pairs = list(fields)
+    # The per-frame path checks all keys with one regex call and all values with one count; the
+    # field-by-field walk below only runs to name what is wrong.
+    try:
+        keys = [key.encode("ascii") for key, _ in pairs]
+        body = message_class.encode("ascii") + _FS_BYTE.join([key + b"=" + value
+                                                              for key, (_, value) in zip(keys, pairs)])
+    except (AttributeError, UnicodeEncodeError, TypeError):
+        _raise_field_error(pairs)
+    if keys and (_KEYS_PATTERN.fullmatch(_FS_BYTE.join(keys)) is None or len(set(keys)) != len(keys)
+                 or body.count(_FS_BYTE) != len(keys) - 1):
+        _raise_field_error(pairs)
+    return body
+
+
+#: Keys joined by FS, checked in one call (a key holding FS is caught by the count of FS bytes).
+_KEYS_PATTERN = re.compile(rb"[a-z][a-z0-9_]*(?:\x1c[a-z][a-z0-9_]*)*")
+
+
+def _raise_field_error(pairs: list[tuple[str, bytes]]) -> NoReturn:
+    """Raise the InvalidRequest naming the first field :func:`encode_body` cannot write."""
     seen = set()
-    for key, value in fields:
+    for key, value in pairs:
         raw_key = key.encode("ascii", "replace") if isinstance(key, str) else b"?"
         if KEY_PATTERN.fullmatch(raw_key) is None or raw_key in seen:
-            reason = "appears twice" if raw_key in seen else "is not a lowercase ASCII key"
+            reason = "appears twice" if raw_key in seen else \
+                "holds FS (0x1C)" if _FS_BYTE in raw_key else "is not a lowercase ASCII key"
             raise InvalidRequest(f"field key {key!r} {reason}")
         seen.add(raw_key)
+        if not isinstance(value, (bytes, bytearray)):
+            raise InvalidRequest(f"field {key}: a value must be bytes, not {type(value).__name__}")
         if _FS_BYTE in value:
             raise InvalidRequest(f"field {key}: a value cannot hold FS (0x1C)")
-        parts.append(raw_key + b"=" + bytes(value))
-    return message_class.encode("ascii") + _FS_BYTE.join(parts)
+    raise InvalidRequest("malformed fields")  # not reached: the checks above and encode_body's agree
 
 
 #: A whole well-formed body, checked in one pass of the regex engine (the per-frame fast path);
