@@ -175,6 +175,7 @@ class TerminalWorker:
                 self.current = None
                 self._doing("idle")
                 self.service.job_done(job)
+            self.service.log_command(job.spec.command_id, time.monotonic() - (job.started or time.monotonic()))
 
     def enqueue(self, job: Job) -> None:
         """Put ``job`` at the end of the queue."""
@@ -236,7 +237,6 @@ class TerminalWorker:
         service.store.finish(spec.command_id, now=service.clock(), outcome=outcome, error=error)
         if self._left_open(spec.command_id):
             await self.recover(f"after {spec.operation} lost its outcome")  # resolved now, not at the next sale
-        service.log_command(spec.command_id, time.monotonic() - job.started)
 
     def _left_open(self, command_id: str) -> bool:
         row = self.service.store.get(command_id)
@@ -423,7 +423,8 @@ class Service:
             return
         self.log.command(at=self.clock().isoformat(timespec="milliseconds"), command_id=command_id,
                          terminal=view["terminal"], operation=view["operation"], origin=view["origin"],
-                         amount=view["request"].get("amount"), currency=view["request"].get("currency"),
+                         amount=view["request"].get("amount"),
+                         currency=view["request"].get("currency") if "amount" in view["request"] else None,
                          status=view["status"], response_code=view.get("response_code"),
                          rrn=view.get("rrn"), card=view.get("card"), journal_entry=view.get("journal_entry"),
                          recovery=(view.get("recovery") or {}).get("outcome"), error=view.get("error"),
