@@ -95,6 +95,7 @@ import string
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, TypedDict
 
 from posbridge.emulator.cards import TEST_CARDS, Card, luhn_valid
 from posbridge.journal import Journal, OperationRecord
@@ -107,6 +108,9 @@ from posbridge.model import (
     Status,
     Totals,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11; posbridge runs on 3.10
 
 __all__ = ["FAULTS", "TEXTS", "BankHost", "HostConfig", "HostDecision", "Limits"]
 
@@ -229,6 +233,24 @@ class _Ctx:
     card: Card | None
     now: datetime
     batch: int
+
+
+class _Columns(TypedDict, total=False):
+    """Columns of a journaled operation a handler may set (``Ledger.add_operation``'s keywords);
+    ``amount`` and ``currency`` default to the request's for operations that move money."""
+
+    amount: int | None
+    currency: int | None
+    rrn: str | None
+    auth_code: str | None
+    masked_pan: str | None
+    card_scheme: str | None
+    expiry: str | None
+    pan_hash: str | None
+    original_id: int | None
+    delivered: bool
+    auto_reversed: bool
+    totals: Totals | None
 
 
 def _valid_amount(amount: object) -> bool:
@@ -581,32 +603,20 @@ class BankHost:
     def _decline(self, ctx: _Ctx, d: _Decline) -> HostDecision:
         return self._journal(ctx, Status.DECLINED, d.code, text=d.text)
 
-    def _journal(self, ctx: _Ctx, status: Status, code: str, **fields: object) -> HostDecision:
-        return self._decision(self._record(ctx, status, code, **fields))  # type: ignore[arg-type]
+    def _journal(self, ctx: _Ctx, status: Status, code: str, *, text: str | None = None,
+                 operation: Operation | None = None, **columns: Unpack[_Columns]) -> HostDecision:
+        return self._decision(self._record(ctx, status, code, text=text, operation=operation, **columns))
 
-    def _record(
-        self,
-        ctx: _Ctx,
-        status: Status,
-        code: str,
-        *,
-        text: str | None = None,
-        operation: Operation | None = None,
-        amount: object = ...,
-        currency: object = ...,
-        **fields: object,
-    ) -> OperationRecord:
+    def _record(self, ctx: _Ctx, status: Status, code: str, *, text: str | None = None,
+                operation: Operation | None = None, **columns: Unpack[_Columns]) -> OperationRecord:
         """Journal what the terminal answered; the decision is always rebuilt from this row."""
         req, card = ctx.request, ctx.card
-        card_fields: dict[str, object] = {}
+        money = ctx.op.moves_money
+        fields: _Columns = {"amount": req.amount if money else None, "currency": req.currency if money else None}
         if card is not None:
-            card_fields = {"masked_pan": card.masked_pan, "card_scheme": card.scheme, "expiry": card.expiry}
-        card_fields.update(fields)
-        if amount is ...:
-            amount = req.amount if ctx.op.moves_money else None
-        if currency is ...:
-            currency = req.currency if ctx.op.moves_money else None
-        record = self.journal.ledger.add_operation(
+            fields.update({"masked_pan": card.masked_pan, "card_scheme": card.scheme, "expiry": card.expiry})
+        fields.update(columns)
+        return self.journal.ledger.add_operation(
             terminal_id=self.config.terminal_id,
             merchant_id=self.config.merchant_id,
             batch=ctx.batch,
@@ -616,12 +626,9 @@ class BankHost:
             text=text if text is not None else TEXTS[code],
             host_datetime=ctx.now,
             transaction_id=req.transaction_id,
-            amount=amount,  # type: ignore[arg-type]
-            currency=currency,  # type: ignore[arg-type]
             original_rrn=req.rrn if ctx.op in _BY_RRN else None,
-            **card_fields,  # type: ignore[arg-type]
+            **fields,
         )
-        return record
 
     @staticmethod
     def _decision(record: OperationRecord, duplicate: bool = False) -> HostDecision:
