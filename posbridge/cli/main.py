@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
@@ -273,11 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
                          " (grammar: devices/faults.py); rx = what the terminal receives")
 
     sub.add_parser("devices", help="list connected terminals (serial and USB) that match a model profile")
+
     from posbridge.http.config import add_serve_arguments  # the HTTP service's own options (docs/http-service.md)
 
     add_serve_arguments(sub.add_parser("serve", help="the terminals as a local HTTP service for any cash register "
                                                      "(1C vocabulary, KKM-Server-compatible /Execute)"))
-
 
     export = sub.add_parser("export", help="registry export of a journal (either side) to CSV or XML")
     export.add_argument("--journal", required=True, help="journal file (the ECR's or the emulator's)")
@@ -381,11 +380,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "recover":
             return asyncio.run(_run_recover(args))
         if args.command == "journal":
+            return _cmd_journal(args)
         if args.command == "serve":
             from posbridge.http.app import run_serve
 
             return run_serve(args)
-            return _cmd_journal(args)
         if args.command == "console":
             return asyncio.run(_run_console(args))
         return asyncio.run(_run_operation(args))
