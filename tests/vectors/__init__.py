@@ -8,6 +8,7 @@ no counterpart in ../shared. One vector a line: ``NAME <tab> HEX <tab> EXPECTATI
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 VECTORS_DIR = Path(__file__).resolve().parent
@@ -19,3 +20,14 @@ def vector_file(name: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"no golden-vector file {name!r} in {VECTORS_DIR}")
     return path
+
+
+def load_vectors(path: Path) -> list[tuple[str, bytes, dict[str, object]]]:
+    """Parse ``NAME <tab> HEX <tab> JSON`` lines, skipping comments and blank lines."""
+    vectors = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        name, hex_data, expectation = line.split("\t")
+        vectors.append((name, bytes.fromhex(hex_data), json.loads(expectation)))
+    return vectors

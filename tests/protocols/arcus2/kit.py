@@ -43,7 +43,7 @@ class Arcus2Adapter(KitAdapter):
     control_bytes = bytes(sorted(CONTROL_BYTES))
 
     def bodies(self) -> st.SearchStrategy[bytes]:
-        return st.binary(max_size=300)
+        return st.one_of(st.binary(max_size=40), st.binary(min_size=40, max_size=600))  # short and long
 
     def encode_frame(self, body: bytes, fmt: str) -> bytes:
         return encode_frame(body, VERSION_OF[fmt])

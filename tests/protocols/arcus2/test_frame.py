@@ -1,17 +1,18 @@
-"""Arcus2-style frame and body codec, link versions 1 and 2: exact bytes, errors, round trips, fast
-path vs declaration, scanner."""
+"""Arcus2-style frame and body codec, link versions 1 and 2: exact bytes, LRC and CRC-32, errors and
+their offsets, the declaration of each version, a version 2 scanner refusing version 1.
+
+Round trips, the fast path against the construct declarations, garbage and the scanner's chunking are
+in the protocol kit (tests/protocols/kit), run for every protocol and both link versions."""
 
 from __future__ import annotations
 
-import construct
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from posbridge.protocols.arcus2.constants import (
     ACK,
     CHECK_SIZE,
-    CONTROL_BYTES,
     ENQ,
     EOT,
     ETX,
@@ -23,7 +24,6 @@ from posbridge.protocols.arcus2.constants import (
     STX,
 )
 from posbridge.protocols.arcus2.frame import (
-    BODY,
     FRAME,
     FRAME_V1,
     FRAME_V2,
@@ -47,7 +47,6 @@ from posbridge.protocols.common.errors import (
     IncompleteFrame,
     InvalidRequest,
 )
-from tests.protocols.streams import expected_tokens, feed_all, normalize_tokens
 
 # "A" (abort without fields): LEN 00 01, LRC = 00 ^ 01 ^ 41 ^ 03 = 43 (the worked example in the docs)
 ABORT = bytes.fromhex("0200014103" "43")  # version 1
@@ -290,85 +289,7 @@ def test_the_same_bit_flipped_in_two_bytes_is_caught_by_version_2_only():
             assert missed > caught
 
 
-# --- round trips -----------------------------------------------------------------------------------
-@given(classes, field_lists)
-def test_body_round_trip(message_class, fields):
-    assert decode_body(encode_body(message_class, fields)) == (message_class, fields)
-
-
-@given(bodies, st.binary(max_size=20).map(lambda b: b.replace(b"\x02", b"").replace(b"\x01", b"")), versions)
-def test_frame_round_trip(body, noise, version):
-    frame = encode_frame(body, version)
-    assert decode_frame(noise + frame + noise) == DecodedFrame(body, len(noise), len(frame), version)
-
-
-# --- fast path agrees with the construct declarations ---------------------------------------------
-def _declared_body(body: bytes):
-    try:
-        parsed = BODY.parse(body)
-    except construct.ConstructError:
-        return "error"
-    return parsed.message_class.decode(), [(f.key.decode(), f.value) for f in parsed.fields]
-
-
-def _fast_body(body: bytes):
-    try:
-        return decode_body(body)
-    except DecodeError:
-        return "error"
-
-
-@settings(max_examples=400)
-@given(body_like())
-def test_decode_body_agrees_with_declaration(body):
-    assert _fast_body(body) == _declared_body(body)
-
-
-@given(classes, field_lists)
-def test_encode_body_agrees_with_declaration(message_class, fields):
-    declared = BODY.build({"message_class": message_class.encode(),
-                           "fields": [{"key": k.encode(), "value": v} for k, v in fields]})
-    assert encode_body(message_class, fields) == declared
-
-
-def _declared_frame(data: bytes):
-    starts = [at for at in (data.find(b"\x01"), data.find(b"\x02")) if at >= 0]
-    if not starts:  # arcus2.md: bytes before the start byte (SOH or STX) are skipped
-        return "incomplete"
-    at = min(starts)
-    version = {0x01: 2, 0x02: 1}[data[at]]  # the start byte states the version
-    try:
-        parsed = FRAMES[version].parse(data[at:])
-    except construct.ChecksumError:
-        return "crc"
-    except construct.ConstError:
-        # construct reads in order and meets a bad ETX before the check; a receiver judges a frame
-        # only once all of it is there (its extent comes from LEN), so a short one is incomplete.
-        needed = 3 + int.from_bytes(data[at + 1 : at + 3], "big") + 1 + CHECK_SIZE[version]
-        return "incomplete" if len(data) - at < needed else "etx"
-    except construct.StreamError:
-        return "incomplete"
-    return DecodedFrame(parsed.covered.value.body, at, len(parsed.covered.data) + 1 + CHECK_SIZE[version], version)
-
-
-def _fast_frame(data: bytes):
-    try:
-        return decode_frame(data)
-    except DecodeError as error:
-        return error.reason
-
-
-@settings(max_examples=400)
-@given(garbage)
-def test_decode_frame_agrees_with_declaration(data):
-    assert _fast_frame(data) == _declared_frame(data)
-
-
-@given(bodies, versions)
-def test_encode_frame_agrees_with_declaration(body, version):
-    assert encode_frame(body, version) == FRAMES[version].build({"covered": {"value": {"body": body}}})
-
-
+# --- the declarations -------------------------------------------------------------------------------
 def test_the_declarations_by_version():
     assert FRAMES == {1: FRAME_V1, 2: FRAME_V2} and FRAME is FRAME_V2
     assert FRAME_V1.build({"covered": {"value": {"body": b"A"}}}) == ABORT
@@ -376,43 +297,22 @@ def test_the_declarations_by_version():
     assert FRAME_V2.parse(SALE_V2).covered.value.body == SALE_BODY
 
 
-# --- garbage never escapes as anything but DecodeError -------------------------------------------
+# --- garbage never escapes as anything but DecodeError (the kit checks the rest) ---------------------
 @settings(max_examples=300)
 @given(st.one_of(garbage, body_like(), long_digit_runs()))
-def test_garbage_only_raises_decode_errors(data):
+def test_a_version_2_scanner_and_long_digit_runs_raise_nothing_untyped(data):
     for decode in (decode_frame, decode_body):
         try:
             decode(data)
         except DecodeError:
             pass
-    for versions_taken in ([1, 2], [2]):
-        scanner = FrameScanner(versions_taken)
-        for token in scanner.feed(data):
-            assert isinstance(token, (Control, Noise, FrameToken, BadFrame))
-        assert scanner.pending <= MAX_FRAME
+    scanner = FrameScanner([2])
+    for token in scanner.feed(data):
+        assert isinstance(token, (Control, Noise, FrameToken, BadFrame))
+    assert scanner.pending <= MAX_FRAME
 
 
 # --- FrameScanner ----------------------------------------------------------------------------------
-def test_scanner_tokens():
-    bad = SALE[:-1] + bytes([SALE[-1] ^ 1])
-    stream = b"\x00\x03" + bytes([ACK]) + SALE + bytes([NAK, EOT]) + bad + b"zz" + bytes([ENQ])
-    tokens = FrameScanner().feed(stream)
-    assert tokens[:5] == [Noise(b"\x00\x03"), Control(ACK), FrameToken(SALE_BODY, 1), Control(NAK), Control(EOT)]
-    assert isinstance(tokens[5], BadFrame) and tokens[5].error.reason == "crc"
-    assert tokens[5].error.offset == 3 + len(SALE) + 2 + len(SALE) - 1  # stream offset of its LRC
-    assert tokens[6:] == [Noise(b"zz"), Control(ENQ)]
-
-
-def test_scanner_tokens_version_2():
-    bad = SALE_V2[:-1] + bytes([SALE_V2[-1] ^ 1])
-    stream = b"\x00\x03" + bytes([ACK]) + SALE_V2 + bytes([NAK, EOT]) + bad + b"zz" + bytes([ENQ])
-    tokens = FrameScanner().feed(stream)
-    assert tokens[:5] == [Noise(b"\x00\x03"), Control(ACK), FrameToken(SALE_BODY, 2), Control(NAK), Control(EOT)]
-    assert isinstance(tokens[5], BadFrame) and tokens[5].error.reason == "crc"
-    assert tokens[5].error.offset == 3 + len(SALE_V2) + 2 + len(SALE_V2) - 4  # stream offset of its CRC
-    assert tokens[6:] == [Noise(b"zz"), Control(ENQ)]
-
-
 def test_a_version_2_scanner_refuses_good_version_1_frames_and_reports_damaged_ones_as_damaged():
     bad = SALE[:-1] + bytes([SALE[-1] ^ 1])
     tokens = FrameScanner([2]).feed(b"\xff" + SALE + SALE_V2 + bad)
@@ -424,103 +324,3 @@ def test_a_version_2_scanner_refuses_good_version_1_frames_and_reports_damaged_o
         FrameScanner([3])
 
 
-@pytest.mark.parametrize("chunk", [0, 1, 2, 5], ids=["whole", "bytes", "pairs", "fives"])
-def test_scanner_feeding_whole_halves_and_byte_by_byte(chunk):
-    stream = b"\xff\x06" + SALE + b"\x15" + ABORT + SALE_V2 + ABORT_V2
-    expected = [Noise(b"\xff"), Control(ACK), FrameToken(SALE_BODY, 1), Control(NAK), FrameToken(b"A", 1),
-                FrameToken(SALE_BODY, 2), FrameToken(b"A", 2)]
-    pieces = [stream] if not chunk else [stream[i : i + chunk] for i in range(0, len(stream), chunk)]
-    for feed in (pieces, [stream[: len(stream) // 2], stream[len(stream) // 2 :]]):
-        scanner = FrameScanner()
-        assert [t for piece in feed for t in scanner.feed(piece)] == expected
-        assert scanner.pending == 0
-
-
-def test_scanner_pending_and_reset():
-    scanner = FrameScanner()
-    assert scanner.feed(SALE_V2[:10]) == [] and scanner.pending == 10
-    scanner.reset()
-    assert scanner.pending == 0
-    tokens = scanner.feed(b"\x30\x31" + bytes([ACK]) + SALE_V2)  # the old frame's tail is noise now
-    assert tokens == [Noise(b"01"), Control(ACK), FrameToken(SALE_BODY, 2)]
-
-
-@pytest.mark.parametrize("start", [b"\x02", b"\x01"], ids=["v1", "v2"])
-def test_scanner_memory_is_bounded_by_one_frame(start):
-    scanner = FrameScanner()
-    scanner.feed(start + b"\xff\xff")  # announces a 65535-byte body
-    for _ in range(20):
-        scanner.feed(bytes(10_000))
-        assert scanner.pending <= MAX_FRAME
-    assert scanner.pending == 0  # the frame completed (bad ETX) and was released
-
-
-def test_scanner_accepts_bytearray_and_memoryview():
-    assert FrameScanner().feed(bytearray(SALE_V2)) == [FrameToken(SALE_BODY, 2)]
-    assert FrameScanner().feed(memoryview(SALE)) == [FrameToken(SALE_BODY, 1)]
-
-
-noise_bytes = st.binary(min_size=1, max_size=8).map(
-    lambda b: bytes(x for x in b if x not in (STX, SOH) and x not in CONTROL_BYTES)).filter(bool)
-
-
-@st.composite
-def stream_items(draw):
-    kind = draw(st.sampled_from(["frame", "bad", "control", "noise"]))
-    if kind == "control":
-        byte = draw(st.sampled_from(sorted(CONTROL_BYTES)))
-        return bytes([byte]), ("control", byte)
-    if kind == "noise":
-        data = draw(noise_bytes)
-        return data, ("noise", data)
-    body = draw(st.binary(max_size=60))
-    version = draw(versions)
-    frame = encode_frame(body, version)
-    if kind == "bad":
-        frame = frame[:-1] + bytes([frame[-1] ^ draw(st.integers(1, 255))])
-        return frame, ("bad", len(frame) - CHECK_SIZE[version])  # offset of the check within the frame
-    return frame, ("frame", body, version)
-
-
-def _frame_tuple(token):
-    return ("frame", token.body, token.version)
-
-
-def _normalize(tokens):
-    return normalize_tokens(tokens, _frame_tuple)
-
-
-def _expected(items):
-    return expected_tokens(items)
-
-
-def _feed(chunks):
-    return feed_all(FrameScanner(), chunks, _frame_tuple)
-
-
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(stream_items(), max_size=12), st.data())
-def test_scanner_is_independent_of_chunking(items, data):
-    stream = b"".join(d for d, _ in items)
-    expected = _expected(items)
-    half = len(stream) // 2
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10)))
-    bounds = [0, *cuts, len(stream)]
-    assert _feed([stream]) == expected
-    assert _feed([stream[:half], stream[half:]]) == expected
-    assert _feed([stream[i : i + 1] for i in range(len(stream))]) == expected
-    assert _feed([stream[a:b] for a, b in zip(bounds, bounds[1:])]) == expected
-
-
-@settings(max_examples=150)
-@given(garbage, st.data())
-def test_scanner_chunking_invariance_on_any_bytes(stream, data):
-    """Whatever the bytes (stray STX included), chunking never changes the tokens."""
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
-    bounds = [0, *cuts, len(stream)]
-    results = []
-    for chunks in ([stream], [stream[a:b] for a, b in zip(bounds, bounds[1:])],
-                   [stream[i : i + 1] for i in range(len(stream))]):
-        scanner = FrameScanner()
-        results.append((_normalize([t for c in chunks for t in scanner.feed(c)]), scanner.pending))
-    assert results[0] == results[1] == results[2]

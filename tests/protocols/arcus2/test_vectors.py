@@ -21,8 +21,7 @@ from posbridge.protocols.arcus2.frame import (
 )
 from posbridge.protocols.arcus2.link import Arcus2Link, FrameRejected, LinkTimers, MessageReceived
 from posbridge.protocols.common.errors import ChecksumError, DecodeError, IncompleteFrame
-from tests.protocols.streams import load_vectors
-from tests.vectors import vector_file
+from tests.vectors import load_vectors, vector_file
 
 VECTORS_FILE = vector_file("arcus2.txt")
 # Every expectation key this file knows; an unknown key fails the test instead of being ignored.

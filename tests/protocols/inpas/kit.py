@@ -42,7 +42,7 @@ class InpasAdapter(KitAdapter):
     control_bytes = bytes(sorted(CONTROL_BYTES))
 
     def bodies(self) -> st.SearchStrategy[bytes]:
-        return st.binary(max_size=300)
+        return st.one_of(st.binary(max_size=40), st.binary(min_size=40, max_size=600))  # short and long
 
     def encode_frame(self, body: bytes, fmt: str) -> bytes:
         return encode_frame(body, START_OF[fmt])

@@ -16,8 +16,7 @@ from posbridge.protocols.inpas.frame import (
     encode_frame,
 )
 from posbridge.protocols.inpas.multipart import Reassembler, decode_part, encode_part
-from tests.protocols.streams import load_vectors
-from tests.vectors import vector_file
+from tests.vectors import load_vectors, vector_file
 
 VECTORS_FILE = vector_file("inpas-sa.txt")
 START_NAMES = {"STX": STX, "SOH": SOH}

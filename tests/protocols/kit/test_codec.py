@@ -8,9 +8,13 @@ offsets and per-protocol error words stay in each protocol's own tests.
 
 from __future__ import annotations
 
+import json
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from posbridge.protocols import ProtocolSpec
+from posbridge.protocols.common.describe import FrameDescription
 from posbridge.protocols.common.errors import DecodeError
 from tests.protocols.kit.adapter import KitAdapter
 
@@ -43,6 +47,12 @@ def frame_like(draw: st.DrawFn, adapter: KitAdapter) -> bytes:
 
 def garbage(adapter: KitAdapter) -> st.SearchStrategy[bytes]:
     return st.one_of(st.binary(max_size=400), frame_like(adapter))
+
+
+def skippable(adapter: KitAdapter) -> st.SearchStrategy[bytes]:
+    """What a decoder skips before a frame: noise and control bytes, in any mix (or nothing)."""
+    controls = st.sampled_from(adapter.control_bytes).map(lambda byte: bytes([byte]))
+    return st.lists(st.one_of(adapter.noise(), controls), max_size=4).map(b"".join)
 
 
 # --- the fast path equals the declarations ----------------------------------------------------------
@@ -81,7 +91,7 @@ def test_decode_message_equals_the_declaration(adapter: KitAdapter, data: st.Dat
 def test_frame_round_trip_with_noise_around(adapter: KitAdapter, data: st.DataObject) -> None:
     fmt = data.draw(st.sampled_from(adapter.formats))
     body = data.draw(adapter.bodies())
-    noise = data.draw(adapter.noise() | st.just(b""))
+    noise = data.draw(skippable(adapter))
     frame = adapter.encode_frame(body, fmt)
     assert adapter.decode_frame(noise + frame + noise) == (fmt, body, len(noise), len(frame))
 
@@ -107,3 +117,16 @@ def test_decoders_raise_nothing_but_decode_errors(adapter: KitAdapter, data: st.
             decode(raw)
         except DecodeError as error:
             assert isinstance(error.reason, str) and error.reason and isinstance(error.offset, int)
+
+
+@settings(KIT, max_examples=200)
+@given(data=st.data())
+def test_describe_never_raises_and_accounts_for_every_byte_once(spec: ProtocolSpec, adapter: KitAdapter,
+                                                                 data: st.DataObject) -> None:
+    raw = data.draw(st.one_of(garbage(adapter), st.lists(frame_like(adapter), max_size=4).map(b"".join)))
+    entries = spec.describe(raw)
+    assert all(isinstance(entry, FrameDescription) for entry in entries)
+    json.dumps([entry.to_dict() for entry in entries])
+    spans = [(entry.offset - entry.skipped, entry.offset + entry.size) for entry in entries]
+    assert all(0 <= start < end <= len(raw) for start, end in spans)
+    assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:])), spans

@@ -171,7 +171,7 @@ def test_the_cashier_dialog_works_or_is_refused(spec: ProtocolSpec, adapter: Kit
         return
     run = exchange(spec, adapter, SALE, TerminalApp(approved, prompt="ПОСЛЕДНИЕ 4 ЦИФРЫ КАРТЫ"))
     (prompt,) = run.of("ecr", CashierPrompt)
-    assert prompt.prompt == "ПОСЛЕДНИЕ 4 ЦИФРЫ КАРТЫ"  # type: ignore[attr-defined]
+    assert (prompt.prompt, prompt.timeout) == ("ПОСЛЕДНИЕ 4 ЦИФРЫ КАРТЫ", 30.0)  # type: ignore[attr-defined]
     assert run.of("terminal", PromptAnswered) == [PromptAnswered("1111", True)]
     assert completed(run).approved
 
