@@ -21,6 +21,7 @@ terminal_id = "00344224"
 num_device = 1                     # KKM's NumDevice (default: its place in this list, from 1)
 deadline = 300                     # seconds one operation may take
 lock_wait = 30
+recovery_retry = 5                 # seconds before recovery tries again an outcome it left open (doubling)
 [terminals.timers]                 # protocol timers, seconds
 ack_timeout = 5.0
 ```
@@ -54,6 +55,8 @@ __all__ = [
 
 DEFAULT_PORT = 8765
 DEFAULT_QUEUE_LIMIT = 8
+DEFAULT_RECOVERY_RETRY = 5.0
+"""Seconds before recovery is tried again when it left an outcome open (doubling each time)."""
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 
 
@@ -72,6 +75,7 @@ class TerminalSettings:
     num_device: int = 0
     deadline: float = DEFAULT_DEADLINE
     lock_wait: float = DEFAULT_LOCK_WAIT
+    recovery_retry: float = DEFAULT_RECOVERY_RETRY
     timers: dict[str, float] = field(default_factory=dict)
 
 
@@ -132,7 +136,7 @@ def parse_listen(text: str) -> tuple[str, int]:
 def _terminal(data: dict[str, Any], index: int) -> TerminalSettings:
     where = f"terminals[{index}]"
     unknown = sorted(set(data) - {"name", "port", "protocol", "terminal_id", "num_device", "deadline",
-                                  "lock_wait", "timers"})
+                                  "lock_wait", "recovery_retry", "timers"})
     if unknown:
         raise ConfigError(f"unknown setting(s) in {where}: {', '.join(unknown)}")
     name, port = data.get("name"), data.get("port")
@@ -150,7 +154,8 @@ def _terminal(data: dict[str, Any], index: int) -> TerminalSettings:
     if isinstance(num_device, bool) or not isinstance(num_device, int) or not 1 <= num_device <= 999:
         raise ConfigError(f"{where}.num_device must be 1-999, got {num_device!r}")
     seconds = {}
-    for key, default in (("deadline", DEFAULT_DEADLINE), ("lock_wait", DEFAULT_LOCK_WAIT)):
+    for key, default in (("deadline", DEFAULT_DEADLINE), ("lock_wait", DEFAULT_LOCK_WAIT),
+                         ("recovery_retry", DEFAULT_RECOVERY_RETRY)):
         value = data.get(key, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 86_400:
             raise ConfigError(f"{where}.{key} must be seconds above 0, at most 86400, got {value!r}")

@@ -50,6 +50,8 @@ log = logging.getLogger("posbridge.http")
 
 _CURRENT_COMMAND: ContextVar[str | None] = ContextVar("posbridge_http_command", default=None)
 _OPEN_STATES = ("pending", "sent", "unknown")
+MAX_RECOVERY_RETRY = 600.0
+"""Seconds at most between two recovery attempts of an outcome that stays open."""
 _SIX_KINDS = ("Pay", "ReturnPayment", "CancelPayment", "Authorisation", "AuthConfirmation", "CancelAuthorisation")
 
 
@@ -165,9 +167,7 @@ class TerminalWorker:
             await self.recover("at start")
         self._doing("idle")
         while True:
-            while not self.waiting:
-                self._wake.clear()
-                await self._wake.wait()
+            await self._wait_for_work()
             job = self.waiting.popleft()
             try:
                 await self._run(job)
@@ -176,6 +176,21 @@ class TerminalWorker:
                 self._doing("idle")
                 self.service.job_done(job)
             self.service.log_command(job.spec.command_id, time.monotonic() - (job.started or time.monotonic()))
+
+    async def _wait_for_work(self) -> None:
+        """Wait for a job; while an operation's outcome stays open, try recovery again meanwhile,
+        backing off (a terminal still delivering the lost answer refuses a reversal for a while)."""
+        retry_in = self.settings.recovery_retry
+        while not self.waiting:
+            self._wake.clear()
+            if not self.client.unresolved():
+                await self._wake.wait()
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), retry_in)
+            except asyncio.TimeoutError:
+                await self.recover("retried")
+                retry_in = min(retry_in * 2, MAX_RECOVERY_RETRY)
 
     def enqueue(self, job: Job) -> None:
         """Put ``job`` at the end of the queue."""

@@ -1,0 +1,87 @@
+"""Real processes for the HTTP service's tests: ``posbridge emulate`` on a pty, ``posbridge serve``
+in front of it, and curl (a client that is not Python) talking to the service."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+START_TIMEOUT = 20.0
+
+
+def _start(args: list[str], marker: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, "-m", "posbridge", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, encoding="utf-8",
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.stdout is not None
+    deadline = time.monotonic() + START_TIMEOUT
+    seen = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        seen.append(line)
+        if marker in line:
+            return proc, line
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError(f"posbridge {args[0]} did not start: {''.join(seen)}{proc.stdout.read()}")
+
+
+def start_emulator(link: Path, *extra: str) -> subprocess.Popen[str]:
+    """``posbridge emulate`` on a pseudo-terminal whose symlink is ``link``."""
+    proc, _ = _start(["emulate", "--protocol", "inpas", "--port", f"pty://{link}", "--seed", "1", *extra],
+                     "listening on")
+    return proc
+
+
+def start_serve(journal: Path, *extra: str, terminal: str | None = None) -> tuple[subprocess.Popen[str], str]:
+    """``posbridge serve`` on 127.0.0.1 (a free port); returns the process and its base URL."""
+    args = ["serve", "--listen", "127.0.0.1:0", "--journal", str(journal), *extra]
+    if terminal:
+        args += ["--terminal", terminal]
+    proc, line = _start(args, "posbridge serve listening on")
+    match = re.search(r"http://127\.0\.0\.1:\d+", line)
+    assert match, line
+    return proc, match.group(0)
+
+
+def stop(proc: subprocess.Popen[str], how: int = signal.SIGTERM) -> str:
+    """End a process (SIGTERM: cleanly; SIGKILL: as a crash) and return what it printed."""
+    if proc.poll() is None:
+        proc.send_signal(how)
+    try:
+        out, _ = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out or ""
+
+
+def curl(method: str, url: str, body: Any = None, *, user: str | None = None) -> tuple[int, Any]:
+    """One HTTP request by curl; returns (HTTP status, decoded JSON body)."""
+    args = ["curl", "-sS", "--max-time", "60", "-X", method, "-w", "\n%{http_code}"]
+    if body is not None:
+        args += ["-H", "Content-Type: application/json", "--data-binary", json.dumps(body, ensure_ascii=False)]
+    if user:
+        args += ["-u", user]
+    done = subprocess.run([*args, url], capture_output=True, text=True, encoding="utf-8", timeout=70)
+    assert done.returncode == 0, f"curl failed: {done.stderr}"
+    text, _, code = done.stdout.rpartition("\n")
+    return int(code), json.loads(text) if text.strip() else None
+
+
+def poll(url: str, done: Any, timeout: float = 30.0, interval: float = 0.1) -> Any:
+    """GET ``url`` until ``done(body)`` is true; the last body."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _, body = curl("GET", url)
+        if done(body) or time.monotonic() > deadline:
+            return body
+        time.sleep(interval)
