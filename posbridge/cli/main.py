@@ -16,15 +16,19 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence, TextIO
 
 from posbridge import protocols
 from posbridge.devices import DeviceError
 from posbridge.cli.formatting import format_result, result_to_json
 from posbridge.model import Operation, PosbridgeError, Request, parse_amount
-from posbridge.ecr.client import DEFAULT_DEADLINE
-from posbridge.journal import EXPORT_OUTCOMES, default_journal_path
+from posbridge.ecr.client import DEFAULT_DEADLINE, EcrClient, PromptHandler, Recovery
+from posbridge.journal import EXPORT_OUTCOMES, Journal, default_journal_path
 from posbridge.ecr.ownership import DEFAULT_LOCK_WAIT
+from posbridge.protocols.common.session import CashierPrompt
+
+if TYPE_CHECKING:
+    from posbridge.devices import Device
 
 DEFAULT_PROTOCOL = "inpas"
 
@@ -97,24 +101,20 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_journal(args: argparse.Namespace) -> Any:
+def _open_journal(args: argparse.Namespace) -> Journal:
     """The ECR journal of ``--journal``; the default one's folder is created, a named one's is not."""
-    from posbridge.journal import Journal
-
     path = Path(args.journal)
     if args.journal == str(default_journal_path()):
         path.parent.mkdir(parents=True, exist_ok=True)
     return Journal(path)
 
 
-def _make_client(args: argparse.Namespace, journal: Any, **options: Any) -> Any:
-    from posbridge.ecr.client import EcrClient
-
+def _make_client(args: argparse.Namespace, journal: Journal, on_prompt: PromptHandler | None = None) -> EcrClient:
     return EcrClient(args.port, args.protocol, journal=journal, terminal_id=args.terminal_id,
-                     deadline=args.timeout, lock_wait=args.lock_wait, **options)
+                     deadline=args.timeout, lock_wait=args.lock_wait, on_prompt=on_prompt)
 
 
-def _print_recovery(recoveries: list[Any], out: Any = sys.stderr) -> None:
+def _print_recovery(recoveries: list[Recovery], out: TextIO = sys.stderr) -> None:
     for recovery in recoveries:
         print(f"recovery: {recovery.describe()}", file=out)
 
@@ -136,7 +136,7 @@ async def _run_operation(args: argparse.Namespace) -> int:
             original_operation=original,
         ).validated()  # bad input: nothing opened, journaled or sent
 
-    def answer(prompt: Any) -> tuple[str, bool]:
+    def answer(prompt: CashierPrompt) -> tuple[str, bool]:
         print(f"terminal asks: {prompt.prompt}", file=sys.stderr)
         text = input("> ") if sys.stdin.isatty() else ""
         return text, bool(text)
@@ -205,11 +205,10 @@ async def _run_emulate(args: argparse.Namespace) -> int:
     from posbridge.emulator.terminal import VirtualTerminal
 
     scenario = load_scenario(args.scenario) if args.scenario else None
-    options: dict[str, Any] = {}
-    if args.verbose >= 2:  # -vv: every frame on the line, in hex and decoded (card numbers masked)
-        options["trace"] = WireLogger(protocols.get(args.protocol).describe)
+    # -vv: every frame on the line, in hex and decoded (card numbers masked)
+    trace = WireLogger(protocols.get(args.protocol).describe) if args.verbose >= 2 else None
     terminal = VirtualTerminal.from_scenario(scenario, protocol=args.protocol, journal_path=args.journal,
-                                             seed=args.seed, **options)
+                                             seed=args.seed, trace=trace)
     if args.idle_timeout is not None:
         terminal.config.idle_timeout = args.idle_timeout
     if args.cards:
@@ -219,7 +218,7 @@ async def _run_emulate(args: argparse.Namespace) -> int:
               "the process list; prefer --cards FILE or a scenario's [[cards]]", file=sys.stderr, flush=True)
         terminal.cards.present(*(Card(pan) for pan in args.card))
 
-    def ready(device: Any) -> None:
+    def ready(device: Device) -> None:
         where = getattr(device, "link_path", None) or device.url
         print(f"posbridge virtual terminal ({terminal.protocol.title}) listening on {where}", flush=True)
 
@@ -307,24 +306,24 @@ def build_parser() -> argparse.ArgumentParser:
         if operation is Operation.CANCEL:
             p.add_argument("--of", choices=("sale", "refund"), default="sale",
                            help="what the cancel voids (default: a sale)")
-        _link_options(p, protocol_option)
+        _link_options(p)
     reverse = sub.add_parser("reverse-last", help="emergency reversal of the terminal's last money operation "
                              "in the journal (1C's EmergencyReversal)")
-    _link_options(reverse, protocol_option)
+    _link_options(reverse)
     recover = sub.add_parser("recover", help="resolve operations whose outcome was lost (emergency reversal); "
                              "exit 0 all resolved, 3 some need a refund check, 2 some stay unknown")
-    _link_options(recover, protocol_option)
+    _link_options(recover)
     journal = sub.add_parser("journal", help="look after a journal file")
     journal_sub = journal.add_subparsers(dest="journal_command", required=True, metavar="ACTION")
     check = journal_sub.add_parser("check", help="say what is wrong with a journal (exit 0 sound, 2 not)")
     check.add_argument("file", help="journal file (the ECR's or the emulator's)")
     console = sub.add_parser("console", help="technician's console: run operations, watch the line")
-    _link_options(console, protocol_option)
+    _link_options(console)
     console.add_argument("--trace", action="store_true", help="show every byte on the line from the start")
     return parser
 
 
-def _link_options(p: argparse.ArgumentParser, protocol_option: Any) -> None:
+def _link_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", default=None, choices=protocols.names(),
                    help=f"wire protocol (default {DEFAULT_PROTOCOL}, or the model's with --port auto)")
     p.add_argument("--port", required=True,

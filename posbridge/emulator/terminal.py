@@ -59,7 +59,7 @@ import time
 from collections import defaultdict, deque
 from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Coroutine, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Sequence, TypeVar
 
 from transitions import Machine
 
@@ -234,18 +234,24 @@ class VirtualTerminal:
     @classmethod
     def from_scenario(
         cls,
-        scenario: Any | None,
+        scenario: Scenario | None,
         *,
-        protocol: str = "inpas",
+        protocol: str | protocols.ProtocolSpec = "inpas",
         journal_path: str | None = None,
         seed: int | None = None,
-        **kwargs: Any,
+        clock: Callable[[], datetime] = datetime.now,
+        monotonic: Callable[[], float] = time.monotonic,
+        on_operation: Callable[[Request, Result], None] | None = None,
+        trace: Trace | None = None,
     ) -> VirtualTerminal:
-        """A terminal set up by a :class:`~posbridge.emulator.scenario.Scenario` (or the defaults)."""
+        """A terminal set up by a :class:`~posbridge.emulator.scenario.Scenario` (or the defaults):
+        its terminal and host settings and cards, a journal file at ``journal_path`` (default: in
+        memory), ``seed`` for the host's codes; the other parameters as for the constructor."""
         scenario = scenario or Scenario()
         host = scenario.host if seed is None else replace(scenario.host, seed=seed)
         journal = Journal(journal_path) if journal_path else None
-        terminal = cls(protocol, config=scenario.terminal, host_config=host, journal=journal, **kwargs)
+        terminal = cls(protocol, config=scenario.terminal, host_config=host, journal=journal, clock=clock,
+                       monotonic=monotonic, on_operation=on_operation, trace=trace)
         terminal.cards.present(*scenario.cards)
         return terminal
 
@@ -732,7 +738,7 @@ class VirtualTerminal:
                 return slips  # still too big without a list: the sender falls back to a smaller answer
             limit //= 2
 
-    def _safe_render(self, result: Result, details: Any, minimal: bool = False) -> Slips:
+    def _safe_render(self, result: Result, details: Sequence[str], minimal: bool = False) -> Slips:
         try:
             slips = self.printer.render(result, details=details)
             if minimal or _slip_bytes(slips) > SLIP_BUDGET:
