@@ -224,7 +224,6 @@ class TerminalWorker:
         self.current = job
         self._doing(spec.operation)
         job.started = time.monotonic()
-        service.store.start(spec.command_id)
         outcome: dict[str, Any] | None = None
         error: str | None = None
         try:

@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS commands (
     params       TEXT NOT NULL,
     origin       TEXT NOT NULL,
     instance     TEXT NOT NULL,
-    phase        TEXT NOT NULL,      -- queued, running, finished
+    phase        TEXT NOT NULL,      -- queued (accepted, not over), finished
     entry_id     INTEGER,            -- the ECR journal entry of its operation, once journaled
     outcome      TEXT,               -- JSON: the result (masked card only) and slip, when one came
     error        TEXT,               -- why it failed without a result
@@ -132,10 +132,6 @@ class CommandStore:
             (command_id, terminal, operation, fingerprint, json.dumps(params, ensure_ascii=False, sort_keys=True),
              origin, instance, now.isoformat(timespec="milliseconds")))
         return None if cursor.rowcount else self.get(command_id)
-
-    def start(self, command_id: str) -> None:
-        """The command's worker took it: phase ``running``."""
-        self._x("UPDATE commands SET phase = 'running' WHERE command_id = ?", (command_id,))
 
     def link_entry(self, command_id: str, entry_id: int) -> None:
         """The command's operation was journaled as ECR journal entry ``entry_id`` (durable before
