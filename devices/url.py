@@ -1,55 +1,57 @@
-"""``open_device(url)``: the transport is configuration, chosen by the URL's scheme."""
+"""``open_device(url)``: the transport is configuration, chosen by the URL's scheme.
+
+Transports are found through the entry-point group ``posbridge.devices``: one entry per URL scheme,
+naming an async ``opener(url) -> Device`` (posbridge's own are declared in its pyproject.toml;
+another distribution may add schemes the same way). A transport's module is imported only when its
+scheme is opened, so a module that cannot load here (``pty`` off POSIX, ``usb`` without pyusb)
+costs only its own scheme, with a one-line :class:`DeviceError`. A scheme no entry names is tried
+as a pyserial URL handler (``serial.protocol_handler_packages``, user packages included).
+"""
 
 from __future__ import annotations
 
 import importlib.util
-import pkgutil
 from collections.abc import Awaitable, Callable
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 from urllib.parse import unquote
 
-import serial
-import serial.urlhandler
-
 from .base import Device, DeviceError
 from .faults import FaultPlan, with_faults
-from .pty import open_pty
-from .serialport import open_serial
-from .tcp import open_tcp, open_tcp_listen
-from .usb import open_usb
-from .virtual import open_virtual
 
-__all__ = ["open_device", "supported_schemes"]
+__all__ = ["ENTRY_POINT_GROUP", "Opener", "open_device", "supported_schemes"]
 
+ENTRY_POINT_GROUP = "posbridge.devices"
 
-async def _virtual(url: str) -> Device:
-    name, sep, query = url.partition("://")[2].partition("?")
-    if sep:
-        raise DeviceError(f"{url}: virtual:// takes no parameters (got {query!r})")
-    return open_virtual(name)
+Opener = Callable[..., Awaitable[Device]]
+"""``await opener(url)`` opens the device; ``usb`` openers also take ``backend=``."""
+
+_PYSERIAL_OPENER = "posbridge.devices.serialport:open_serial"
+_openers: dict[str, Opener] = {}  # loaded openers by scheme: each module is imported once
 
 
-_OPENERS: dict[str, Callable[[str], Awaitable[Device]]] = {
-    "virtual": _virtual,
-    "serial": open_serial,
-    "pty": open_pty,
-    "tcp": open_tcp,
-    "tcp-listen": open_tcp_listen,
-    "usb": open_usb,
-}
+def _entry_points() -> dict[str, EntryPoint]:
+    """The group's entry points by lower-case scheme, looked up afresh."""
+    found: dict[str, EntryPoint] = {}
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(point.name.strip().lower(), point)
+    return found
 
 
-def _pyserial_schemes() -> list[str]:
-    prefix = "protocol_"
-    return sorted(
-        m.name[len(prefix):]
-        for m in pkgutil.iter_modules(serial.urlhandler.__path__)
-        if m.name.startswith(prefix)
-    )
+def supported_schemes() -> list[str]:
+    """The registered URL schemes: posbridge's own first, then pyserial's and any added ones."""
+    own = ("virtual", "serial", "pty", "tcp", "tcp-listen", "usb")
+    registered = _entry_points()
+    return [s for s in own if s in registered] + sorted(s for s in registered if s not in own)
 
 
 def _is_pyserial_scheme(scheme: str) -> bool:
-    # Also honours handler packages a user appended to serial.protocol_handler_packages.
+    """A pyserial URL handler exists for ``scheme`` (also in packages a user appended to
+    ``serial.protocol_handler_packages``)."""
+    try:
+        import serial
+    except ImportError:
+        return False
     for package in serial.protocol_handler_packages:
         try:
             if importlib.util.find_spec(f"{package}.protocol_{scheme}") is not None:
@@ -59,9 +61,34 @@ def _is_pyserial_scheme(scheme: str) -> bool:
     return False
 
 
-def supported_schemes() -> list[str]:
-    """Our schemes followed by the pyserial URL schemes passed through to pyserial."""
-    return list(_OPENERS) + [s for s in _pyserial_schemes() if s not in _OPENERS]
+def _load(point: EntryPoint, scheme: str) -> Opener:
+    try:
+        opener = point.load()
+    except Exception as error:  # e.g. pty's termios off POSIX: this scheme only is unavailable
+        raise DeviceError(f"{scheme}:// is not available here ({point.value}): "
+                          f"{type(error).__name__}: {error}") from error
+    if not callable(opener):
+        raise DeviceError(f"{scheme}:// is registered as {point.value}, which is not an opener")
+    return opener  # type: ignore[no-any-return]  # an entry point's object is Any by nature
+
+
+def opener_for(scheme: str, url: str = "") -> Opener:
+    """The opener of ``scheme`` (lower case), importing its module on first use; DeviceError naming
+    the supported schemes if there is none."""
+    opener = _openers.get(scheme)
+    if opener is not None:
+        return opener
+    points = _entry_points()
+    point = points.get(scheme)
+    if point is None and scheme.replace("-", "").isalnum() and _is_pyserial_scheme(scheme):
+        point = EntryPoint(scheme, _PYSERIAL_OPENER, ENTRY_POINT_GROUP)
+    if point is None:
+        raise DeviceError(
+            f"unknown device scheme {scheme!r}{f' in {url!r}' if url else ''}; "
+            f"supported: {', '.join(supported_schemes()) or 'none (is posbridge installed? pip install -e .)'}"
+        )
+    opener = _openers[scheme] = _load(point, scheme)
+    return opener
 
 
 def _take_faults(url: str) -> tuple[str, str | None]:
@@ -114,13 +141,6 @@ async def open_device(
     if url_faults is not None and faults is not None:
         raise DeviceError(f"{url}: faults given both in the URL and as an argument; give one")
     plan = FaultPlan.coerce(faults if faults is not None else url_faults)  # bad specs fail before opening
-    if scheme == "usb":
-        return with_faults(await open_usb(url, backend=usb_backend), plan)
-    opener = _OPENERS.get(scheme)
-    if opener is None and scheme.replace("-", "").isalnum() and _is_pyserial_scheme(scheme):
-        opener = open_serial
-    if opener is None:
-        raise DeviceError(
-            f"unknown device scheme {scheme!r} in {url!r}; supported: {', '.join(supported_schemes())}"
-        )
-    return with_faults(await opener(url), plan)
+    opener = opener_for(scheme, url)
+    device = await (opener(url, backend=usb_backend) if scheme == "usb" else opener(url))
+    return with_faults(device, plan)

@@ -92,3 +92,11 @@ def open_virtual_pair(name: str) -> tuple[VirtualDevice, VirtualDevice]:
         if name in _channels:
             raise DeviceError(f"virtual://{name} is already in use")
         return _claim(name), _claim(name)
+
+
+async def open_virtual_url(url: str) -> VirtualDevice:
+    """``virtual://NAME``: one end of the in-memory pair ``NAME`` (the ``virtual`` URL scheme)."""
+    name, sep, query = url.partition("://")[2].partition("?")
+    if sep:
+        raise DeviceError(f"{url}: virtual:// takes no parameters (got {query!r})")
+    return open_virtual(name)

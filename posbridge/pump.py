@@ -14,8 +14,10 @@ to the application: the link's ACK of a request leaves before the application st
 The reader never dies of what it reads: an exception raised by the session (a bug, a field no
 one foresaw) is logged, the session is reset and the exchange in hand is reported as
 :class:`~posbridge.protocols.common.session.Failed` with a :class:`PumpError`; a device that fails to read
-is retried with a back-off until it is closed. Should the reader task end anyway, a
-:class:`ReaderStopped` event says so and :meth:`SessionPump.restart` starts it again.
+is retried with a back-off until it is closed; a callback that raises (the trace, a wire logger, a
+console that cannot print) is logged and costs nothing else. Should the reader task end anyway, the
+exchange in hand hears it as ``Failed(ReaderStopped(...))`` -- never a silent hang -- and
+:meth:`SessionPump.restart` starts the reader again.
 """
 
 from __future__ import annotations
@@ -25,13 +27,16 @@ import contextlib
 import json
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar, Union
 
 from posbridge.devices import Device, DeviceClosed, DeviceError
+from posbridge.protocols.common.describe import EntryKind, FrameDescription
 from posbridge.protocols.common.errors import Disconnected, LinkError
-from posbridge.protocols.common.session import Failed, Session
+from posbridge.protocols.common.session import Failed, Session, SessionEvent
 
 Trace = Callable[[str, bytes], None]  # ("rx" | "tx", bytes)
+S = TypeVar("S", bound="Session[Any]")
 log = logging.getLogger("posbridge.pump")
 wire_log = logging.getLogger("posbridge.wire")
 
@@ -45,17 +50,16 @@ class PumpError(LinkError):
         super().__init__("internal", detail)
 
 
-class ReaderStopped:
-    """Event: the reader task ended although the device is still open (``error`` says why).
+class ReaderStopped(LinkError):
+    """The pump's reader task ended although the device is still open; ``error`` is why.
 
-    Nothing is read until :meth:`SessionPump.restart` is called.
+    Reported as ``Failed(ReaderStopped(...), exchange=...)``: the exchange in hand cannot go on, as
+    nothing is read until :meth:`SessionPump.restart` is called.
     """
 
     def __init__(self, error: BaseException | None) -> None:
         self.error = error
-
-    def __repr__(self) -> str:
-        return f"ReaderStopped({self.error!r})"
+        super().__init__("reader_stopped", _short(error) if error is not None else "")
 
 
 def _short(error: BaseException, limit: int = 200) -> str:
@@ -75,9 +79,14 @@ class LinkClosed:
     __hash__ = object.__hash__
 
 
-class SessionPump:
+PumpEvent = Union[SessionEvent, LinkClosed]
+"""What :meth:`SessionPump.next_event` returns: the session's events, and the device's close."""
+
+
+class SessionPump(Generic[S]):
     """Moves bytes between ``device`` and ``session``; see the module docstring.
 
+    Generic in its session: ``SessionPump[EcrSession]`` offers ``pump.session.start(...)`` typed.
     ``keep_open`` keeps reading after the device reports a closed peer (listening devices such as
     ``tcp-listen://`` and ptys serve the next peer); otherwise the pump stops reading there.
     """
@@ -85,7 +94,7 @@ class SessionPump:
     def __init__(
         self,
         device: Device,
-        session: Session,
+        session: S,
         *,
         clock: Callable[[], float] = time.monotonic,
         trace: Trace | None = None,
@@ -96,7 +105,7 @@ class SessionPump:
         self.clock = clock
         self.trace = trace
         self.keep_open = keep_open
-        self.events: asyncio.Queue[Any] = asyncio.Queue()
+        self.events: asyncio.Queue[PumpEvent] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reader: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -114,7 +123,7 @@ class SessionPump:
 
     def restart(self) -> None:
         """Start the reader again after a :class:`ReaderStopped` (the session starts afresh)."""
-        if self._loop is None or self.reading or getattr(self.device, "closed", False):
+        if self._loop is None or self.reading or self.device.closed:
             return
         self._reset_session()
         self._start_reader()
@@ -126,13 +135,13 @@ class SessionPump:
         self._reader.add_done_callback(self._reader_done)
 
     def _reader_done(self, task: asyncio.Task[None]) -> None:
-        if task is not self._reader or task.cancelled() or getattr(self.device, "closed", False):
+        if task is not self._reader or task.cancelled() or self.device.closed:
             return
         error = task.exception()
         if error is None:
             return  # a normal end: the device closed, or its only peer left for good
         log.error("the reader of %s stopped: %s", self.device.url, _short(error))
-        self.events.put_nowait(ReaderStopped(error))
+        self.events.put_nowait(Failed(ReaderStopped(error), exchange=self._current_exchange()))
 
     async def stop(self) -> None:
         """Stop pumping; bytes the session still wanted sent are written first, if possible."""
@@ -171,14 +180,14 @@ class SessionPump:
         if self._outbox:
             await self._write_all()
 
-    async def next_event(self, timeout: float | None = None) -> Any:
+    async def next_event(self, timeout: float | None = None) -> PumpEvent:
         """The next session event (raises TimeoutError after ``timeout`` seconds)."""
         if timeout is None:
             return await self.events.get()
         return await asyncio.wait_for(self.events.get(), timeout)
 
     # --- internals ----------------------------------------------------------------------------
-    def _dispatch(self, events: list[Any]) -> None:
+    def _dispatch(self, events: list[PumpEvent]) -> None:
         for event in events:
             self.events.put_nowait(event)
 
@@ -200,12 +209,19 @@ class SessionPump:
     def _take_output(self) -> None:
         data = self.session.data_to_send()
         if data:
-            if self.trace:
-                try:
-                    self.trace("tx", data)
-                except Exception as error:
-                    log.warning("trace callback failed: %s", _short(error))
+            self._traced("tx", data)
             self._outbox.append(data)
+
+    def _traced(self, direction: str, data: bytes) -> None:
+        """Hand ``data`` to the trace callback; whatever it raises is logged, never passed on: a
+        trace (a console that cannot print, a describer bug) must not cost the link anything."""
+        if self.trace is None:
+            return
+        try:
+            self.trace(direction, data)
+        except Exception as error:
+            log.warning("the trace callback failed on %d %s bytes: %s", len(data), direction, _short(error),
+                        exc_info=log.isEnabledFor(logging.DEBUG))
 
     async def _write_all(self) -> None:
         while self._outbox:
@@ -231,32 +247,37 @@ class SessionPump:
             events = self._session_failed(error)
         self._changed_then_dispatch(events)
 
-    def _changed_then_dispatch(self, events: list[Any]) -> None:
+    def _changed_then_dispatch(self, events: list[PumpEvent]) -> None:
         """Hand the session's output to the writer, then its events to the application: the
-        link's ACK (and any answer) leaves before the application starts its work."""
+        link's ACK (and any answer) leaves before the application starts its work. A session that
+        raises while its output or deadline is taken costs its exchange, not the caller."""
         try:
             self._changed()
-        finally:
-            self._dispatch(events)
+        except Exception as error:
+            events = [*events, *self._session_failed(error)]
+            with contextlib.suppress(Exception):  # the session was reset: its timer is off now
+                self._changed()
+        self._dispatch(events)
+
+    def _current_exchange(self) -> int | None:
+        try:
+            return self.session.current_exchange
+        except Exception:  # pragma: no cover - a broken session; the exchange is unknown then
+            return None
 
     def _reset_session(self) -> None:
-        reset = getattr(self.session, "reset", None)
-        if reset is not None:
-            try:
-                reset()
-            except Exception as error:  # pragma: no cover - a reset that fails leaves nothing better
-                log.error("resetting the session of %s failed: %s", self.device.url, _short(error))
+        try:
+            self.session.reset()
+        except Exception as error:  # pragma: no cover - a reset that fails leaves nothing better
+            log.error("resetting the session of %s failed: %s", self.device.url, _short(error))
 
-    def _session_failed(self, error: Exception) -> list[Any]:
+    def _session_failed(self, error: Exception) -> list[PumpEvent]:
         """The session raised: log it, reset it, and report the exchange in hand as failed."""
         log.error("the %s session of %s raised %s; the exchange in hand is dropped", type(self.session).__name__,
                   self.device.url, _short(error), exc_info=log.isEnabledFor(logging.DEBUG))
-        exchange = getattr(self.session, "current_exchange", None)
+        exchange = self._current_exchange()
         self._reset_session()
         return [Failed(PumpError(_short(error)), exchange=exchange)]
-
-    def _reconnects(self) -> bool:
-        return bool(getattr(self.device, "reconnects", False))
 
     async def _read_loop(self) -> None:
         session = self.session
@@ -268,9 +289,9 @@ class SessionPump:
             except DeviceClosed as closed:
                 if not just_closed:
                     self._changed_then_dispatch(self._closed(str(closed)))
-                if not self.keep_open or getattr(self.device, "closed", False):
+                if not self.keep_open or self.device.closed:
                     return
-                if self._reconnects():
+                if self.device.reconnects:
                     continue  # a listener: read() waits for its next peer (empty peers included)
                 # Other devices: one that reports the close again at once (an in-memory pair whose
                 # peer left) has no next peer.
@@ -280,7 +301,7 @@ class SessionPump:
                 await asyncio.sleep(0)
                 continue
             except Exception as error:  # a device error: never a dead reader while the device is open
-                if getattr(self.device, "closed", False):
+                if self.device.closed:
                     return
                 log.warning("reading %s failed: %s (retrying in %g s)", self.device.url, _short(error), retry)
                 if retry == _READ_RETRY_FIRST:  # the line is gone for now: once per failure
@@ -290,11 +311,7 @@ class SessionPump:
                 continue
             just_closed = False
             retry = _READ_RETRY_FIRST
-            if self.trace:
-                try:
-                    self.trace("rx", data)
-                except Exception as error:
-                    log.warning("trace callback failed: %s", _short(error))
+            self._traced("rx", data)
             now = self.last_rx = self.clock()
             try:
                 events = session.receive(data, now)
@@ -303,11 +320,14 @@ class SessionPump:
                 events = self._session_failed(error)
             self._changed_then_dispatch(events)
 
-    def _closed(self, why: str) -> list[Any]:
-        events: list[Any] = []
-        if getattr(self.session, "busy", False):
-            events.append(Failed(Disconnected(why or "the device closed"),
-                                 exchange=getattr(self.session, "current_exchange", None)))
+    def _closed(self, why: str) -> list[PumpEvent]:
+        events: list[PumpEvent] = []
+        try:
+            busy = self.session.busy
+        except Exception:  # pragma: no cover - a broken session: report the exchange as lost
+            busy = True
+        if busy:
+            events.append(Failed(Disconnected(why or "the device closed"), exchange=self._current_exchange()))
         self._reset_session()
         events.append(LinkClosed())
         return events
@@ -321,7 +341,7 @@ class WireLogger:
     over several reads is logged once, whole (a half frame is held at most ``limit`` bytes).
     """
 
-    def __init__(self, describe: Callable[[bytes], list[dict[str, Any]]],
+    def __init__(self, describe: Callable[[bytes], list[FrameDescription]],
                  logger: logging.Logger = wire_log, limit: int = 70_000) -> None:
         self.describe = describe
         self.log = logger
@@ -332,19 +352,22 @@ class WireLogger:
         if not self.log.isEnabledFor(logging.DEBUG):
             return
         buffer = self._pending.get(direction, b"") + data
+        decoded: list[object]
+        cut = len(buffer)
         try:
             entries = self.describe(buffer)
         except Exception as error:  # a describer bug costs a log line, never the link
-            entries = [{"error": "describe", "detail": _short(error)}]
-        cut = len(buffer)
-        last = entries[-1] if entries else None
-        if last is not None and last.get("error") == "incomplete" and len(buffer) < self.limit:
-            cut = int(last.get("offset", 0))
-            entries = entries[:-1]
+            decoded = [{"problems": [{"reason": "describe", "detail": _short(error)}]}]
+        else:
+            last = entries[-1] if entries else None
+            if last is not None and last.kind is EntryKind.INCOMPLETE and len(buffer) < self.limit:
+                cut = last.offset
+                entries = entries[:-1]
+            decoded = [_clip_values(entry.to_dict()) for entry in entries]
         self._pending[direction] = buffer[cut:]
         if cut:
             self.log.debug("%s %s %s", direction, buffer[:cut].hex(),
-                           json.dumps(_clip_values(entries), ensure_ascii=False, default=str))
+                           json.dumps(decoded, ensure_ascii=False, default=str))
 
 
 def _clip_values(value: Any, limit: int = 256) -> Any:

@@ -1,49 +1,80 @@
 """Wire protocols, sans-IO: bytes in -> events out, messages in -> bytes out.
 
-``posbridge.protocols.get("inpas")`` returns a :class:`ProtocolSpec`, the one thing code above this layer
-needs to speak a protocol: session factories for both sides and a frame describer for tools.
-A third protocol is one new package plus one line in ``_REGISTRY``.
+``posbridge.protocols.get("inpas")`` returns a :class:`ProtocolSpec`, the one thing code above this
+layer needs to speak a protocol: typed options, session factories for both sides, a frame describer
+for tools and the protocol's capabilities.
+
+Protocols are found through the entry-point group ``posbridge.protocols`` (``name = "module:SPEC"``,
+declared in a distribution's metadata: posbridge's own in its pyproject.toml), and a protocol's
+module is imported only when that protocol is asked for. A third protocol is one new package plus
+one entry point, in posbridge or in any installed distribution; nothing here changes.
 """
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
-from typing import Any, Callable
+from importlib.metadata import EntryPoint, entry_points
 
-from .common.session import EcrSession, TerminalSession
+from .common.describe import FrameDescription
+from .common.options import OptionsError, ProtocolOptions
+from .common.spec import Capabilities, OptionsLike, ProtocolSpec
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Capabilities",
+    "FrameDescription",
+    "OptionsError",
+    "OptionsLike",
+    "ProtocolOptions",
+    "ProtocolSpec",
+    "UnknownProtocol",
+    "get",
+    "names",
+]
+
+ENTRY_POINT_GROUP = "posbridge.protocols"
+
+_loaded: dict[str, ProtocolSpec] = {}  # by entry-point name: a protocol's module is imported once
 
 
-@dataclass(frozen=True)
-class ProtocolSpec:
-    """What a protocol offers the layers above it."""
-
-    name: str
-    title: str
-    # ecr_session(timers=None) and terminal_session(timers=None, part_size=...): ``timers`` maps
-    # names to seconds. Every protocol understands the neutral names "ack_timeout" (how long a frame
-    # or turn waits for its ACK: SA WAITACK, Arcus T1) and "packet_timeout" (how long the ECR waits
-    # for the terminal's next packet: SA WAITPACKET, Arcus result timer); others are its own.
-    ecr_session: Callable[..., EcrSession]
-    terminal_session: Callable[..., TerminalSession]
-    describe: Callable[[bytes], list[dict[str, Any]]]
-    cashier_dialog: bool = True  # the terminal can ask the cashier a question through the ECR
+class UnknownProtocol(ValueError):
+    """No protocol is registered under the name asked for (or its entry point is broken)."""
 
 
-_REGISTRY = {
-    "inpas": "posbridge.protocols.inpas.spec",
-    "arcus2": "posbridge.protocols.arcus2.spec",
-}
+def _entry_points() -> dict[str, EntryPoint]:
+    """The group's entry points by lower-case name, looked up afresh (a distribution may have been
+    installed, or put on ``sys.path``, since the last call)."""
+    found: dict[str, EntryPoint] = {}
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(point.name.strip().lower(), point)  # the first on sys.path wins, as imports do
+    return found
 
 
 def names() -> list[str]:
-    """Names of the registered protocols."""
-    return sorted(_REGISTRY)
+    """Names of the registered protocols, sorted."""
+    return sorted(_entry_points())
 
 
 def get(name: str) -> ProtocolSpec:
-    """The protocol registered as ``name`` (case-insensitive); ValueError naming the choices if none."""
-    key = name.strip().lower()
-    if key not in _REGISTRY:
-        raise ValueError(f"unknown protocol {name!r}; choose one of: {', '.join(names())}")
-    return importlib.import_module(_REGISTRY[key]).SPEC
+    """The protocol registered as ``name`` (case-insensitive).
+
+    Raises :class:`UnknownProtocol` (a ValueError), one line naming the choices, if there is none,
+    or saying what is wrong with its entry point.
+    """
+    key = name.strip().lower() if isinstance(name, str) else ""
+    spec = _loaded.get(key)
+    if spec is not None:
+        return spec
+    points = _entry_points()
+    point = points.get(key)
+    if point is None:
+        choices = ", ".join(sorted(points)) or "none (is posbridge installed? pip install -e .)"
+        raise UnknownProtocol(f"unknown protocol {name!r}; choose one of: {choices}")
+    try:
+        loaded = point.load()
+    except Exception as error:  # a broken third-party entry point: say which, in one line
+        raise UnknownProtocol(f"protocol {key!r} ({point.value}) cannot be loaded: "
+                              f"{type(error).__name__}: {error}") from error
+    if not isinstance(loaded, ProtocolSpec):
+        raise UnknownProtocol(f"protocol {key!r} ({point.value}) is a {type(loaded).__name__}, not a ProtocolSpec")
+    _loaded[key] = loaded
+    return loaded

@@ -52,12 +52,8 @@ class Console:
             return
         arrow = "->" if direction == "tx" else "<-"
         self.show(f"{arrow} {data.hex(' ')}")
-        for item in self.client.protocol.describe(data):
-            if "fields" in item:
-                fields = ", ".join(f"{tag}:{v['name']}={v['value']}" for tag, v in item["fields"].items())
-                self.show(f"   {item.get('start', '')} {fields}")
-            elif "control" in item:
-                self.show(f"   {item['control']}")
+        for item in self.client.protocol.describe(data):  # one schema for every protocol
+            self.show(f"   {item.summary()}")
 
     async def handle(self, line: str) -> str:
         """Run one command line; errors come back as text, never as exceptions (but quit)."""
@@ -112,7 +108,7 @@ class Console:
             return f"trace {args[0]}"
         if command == "decode":
             data = bytes.fromhex("".join(args))
-            return "\n".join(str(item) for item in ecr.protocol.describe(data))
+            return "\n".join(item.summary() for item in ecr.protocol.describe(data))
         if command == "help":
             return HELP
         if command in ("quit", "exit"):

@@ -194,8 +194,8 @@ def _cmd_decode(args: argparse.Namespace) -> int:
         return 2
     frames = spec.describe(data)
     for frame in frames:
-        print(json.dumps(frame, ensure_ascii=False))
-    return 1 if any("error" in frame for frame in frames) else 0
+        print(json.dumps(frame.to_dict(), ensure_ascii=False))
+    return 1 if any(not frame.ok for frame in frames) else 0
 
 
 async def _run_emulate(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import inspect
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 from posbridge import protocols
 from posbridge.devices import Device, open_device
 from posbridge.protocols.common.errors import AnswerMismatch, Disconnected, ExchangeTimeout, LinkError
-from posbridge.protocols.common.session import CashierPrompt, Completed, Failed, Progress
+from posbridge.protocols.common.session import CashierPrompt, Completed, EcrSession, Failed, Progress
 
 from posbridge.ecr.answers import answer_problems
 from posbridge.journal import EcrEntry, Journal
@@ -43,6 +44,7 @@ from posbridge.pump import LinkClosed, SessionPump, Trace
 
 PromptHandler = Callable[[CashierPrompt], "tuple[str, bool] | Awaitable[tuple[str, bool]]"]
 ProgressHandler = Callable[[Progress], None]
+log = logging.getLogger("posbridge.ecr")
 T = TypeVar("T")
 
 DEFAULT_DEADLINE = 300.0
@@ -150,7 +152,7 @@ class EcrClient:
         self._me = str(this_process())
         self._device: Device | None = None
         self._owns_device = False
-        self._pump: SessionPump | None = None
+        self._pump: SessionPump[EcrSession] | None = None
         self._lock = asyncio.Lock()
         self._line_suspect = False  # the last exchange failed: the terminal may still be resending
         self._failed_at = float("-inf")
@@ -292,7 +294,10 @@ class EcrClient:
             if isinstance(event, LinkClosed):
                 raise Disconnected("the device closed during the exchange")
             if isinstance(event, Progress) and self.on_progress:
-                self.on_progress(event)
+                try:
+                    self.on_progress(event)
+                except Exception as error:  # a display callback must not cost the operation
+                    log.warning("the progress callback failed: %s: %.200s", type(error).__name__, error)
             if isinstance(event, CashierPrompt):
                 answer, ok = await self._answer(event)
                 pump.act(lambda now: pump.session.answer_prompt(answer, ok, now))
@@ -308,7 +313,7 @@ class EcrClient:
         """After a failed exchange, wait until the terminal's resends of its old answer have died
         out and its own timers have dropped any half frame (bounded: a line that never goes quiet
         delays us at most four settle times)."""
-        quiet = float(getattr(pump.session, "settle_time", 0.0))
+        quiet = pump.session.settle_time
         give_up = self.monotonic() + 4 * quiet
         while (now := self.monotonic()) < give_up:
             silent_for = now - max(pump.last_rx, self._failed_at)

@@ -24,7 +24,7 @@ class TerminalConfig:
     pin_delay: float = 0.0
     ask_last_digits: bool = False  # cashier dialog: "enter the last 4 digits of the card"
     dialog_timeout: float = 60.0
-    timers: dict[str, float] = field(default_factory=dict)  # protocol timer overrides, seconds
+    timers: dict[str, object] = field(default_factory=dict)  # protocol options (ProtocolSpec.options), seconds
     # A connection with no request for this long is hung up on when another ECR waits (listening
     # devices only; 0 = never). The reasoning behind 2 s: posbridge.emulator.terminal's docstring.
     idle_timeout: float = 2.0

@@ -90,7 +90,7 @@ def scenario_from_dict(data: dict[str, Any]) -> Scenario:
         **{k: term[k] for k in ("copies", "slip_width", "part_size", "progress_interval", "card_delay",
                                 "pin_delay", "ask_last_digits", "dialog_timeout", "idle_timeout",
                                 "report_max_lines") if k in term},
-        timers={k: float(v) for k, v in term.get("timers", {}).items()})
+        timers=dict(term.get("timers", {})))  # checked by the protocol's options (ProtocolSpec.options)
     fault = host.get("fault") or None
     if fault is not None and fault not in FAULTS:
         raise ScenarioError(f"host.fault must be one of {', '.join(FAULTS)}, not {fault!r}")

@@ -39,7 +39,7 @@ How it stays truthful and alive (issue 9, "a virtual terminal that never lies an
   dropped. Half frames, garbage and silence are not requests: they never keep a line.
 - **Nothing kills it.** An exception in an operation, a callback or the dispatcher is logged and
   the terminal answers what it still can (a minimal result) and serves on; a reader that dies is
-  restarted (``ReaderStopped``).
+  restarted (``Failed(ReaderStopped)``).
 - **Reports that fit.** A settlement slip carries totals by operation kind and by card scheme, no
   operation list; a full report lists at most ``report_max_lines`` operations (the latest) and says
   how many more there are; a slip never exceeds :data:`SLIP_BUDGET` bytes, and an answer that still
@@ -370,7 +370,7 @@ class VirtualTerminal:
             elif self._waiting is not None and self._waiting.exchange == exchange:
                 self._drop(self._waiting, "aborted by the ECR before it was served")
                 self._waiting = None
-        elif isinstance(event, Failed):
+        elif isinstance(event, Failed) and not isinstance(event.error, ReaderStopped):
             log.debug("the link failed (exchange %s): %s", exchange, event.error)
             why = "the ECR disconnected" if isinstance(event.error, Disconnected) else \
                 f"the link failed: {_clip(str(event.error), 120, tame=True)}"
@@ -380,8 +380,8 @@ class VirtualTerminal:
             elif self._waiting is not None and self._waiting.exchange == exchange:
                 self._drop(self._waiting, f"{why} before it was served")
                 self._waiting = None
-        elif isinstance(event, (LinkClosed, ReaderStopped)):
-            if isinstance(event, ReaderStopped):
+        elif isinstance(event, (LinkClosed, Failed)):  # Failed: the pump's reader stopped
+            if isinstance(event, Failed):
                 log.error("the link's reader stopped (%s); starting it again", event.error)
                 pump.restart()
             else:
@@ -494,7 +494,7 @@ class VirtualTerminal:
                 card = self.cards.next_card()
                 self.enter_pin()
                 aborted = await self._busy(job, self.config.pin_delay, "ВВЕДИТЕ ПИН")
-        if not aborted and card is not None and self.config.ask_last_digits and self.protocol.cashier_dialog:
+        if not aborted and card is not None and self.config.ask_last_digits and self.protocol.capabilities.cashier_dialog:
             self.ask_cashier()
             answer = await self._ask(job, "ВВЕДИТЕ ПОСЛЕДНИЕ 4 ЦИФРЫ КАРТЫ")
             if answer is None:

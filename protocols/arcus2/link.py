@@ -7,7 +7,7 @@ deadlines the driver honours by calling :meth:`Arcus2Link.poll` at :meth:`Arcus2
 The rules (arcus2.md, "Arcus2-style link"; docs/protocols/arcus2.md states them fully):
 
 - Frames are link version 2 (SOH ... ETX CRC-32) unless the side is configured for version 1
-  (``LinkTimers(link_version=1)``, the ``link_version`` option): a version 1 side sends version 1
+  (``Arcus2Options(link_version=1)``, the ``link_version`` option): a version 1 side sends version 1
   (STX ... ETX LRC) and accepts both; a version 2 side answers a version 1 frame with NAK.
 
 - A side with something to say sends ENQ and waits T1 for the answer: ACK = "go ahead", NAK = "busy".
@@ -44,50 +44,16 @@ from ..common.link import (
     PacketTimeout,
 )
 
-from .constants import ACK, DEFAULT_LINK_VERSION, ENQ, EOT, LINK_VERSIONS, NAK
+from .constants import ACK, ENQ, EOT, NAK
 from .fields import Message
-from .frame import FrameScanner, FrameToken, check_link_version, encode_frame
+from .frame import FrameScanner, FrameToken, encode_frame
+from .options import Arcus2Options
 
 Role = Literal["ecr", "terminal"]
 
 
-@dataclass(frozen=True)
-class LinkTimers:
-    """Link settings: timers in seconds, tries, and the link version. Tests run timers in milliseconds.
-
-    ``ack_timeout`` is T1 (answer to an ENQ or a frame); ``packet_timeout`` is the ECR's result
-    timer (restarted by every ``I``); ``turn_timeout`` ends a peer turn gone silent (default 3 x T1).
-    ``link_version`` (2 by default) is the frame format this side sends: 2 accepts only version 2
-    frames (a version 1 frame is answered NAK), 1 accepts both -- for a peer that speaks only the
-    legacy version 1. It travels with the timers so that the ``timers`` option of
-    ``posbridge.protocols.get("arcus2").ecr_session(...)`` / ``terminal_session(...)`` can set it.
-    """
-
-    ack_timeout: float = 2.0  # T1
-    packet_timeout: float = 120.0  # the ECR's result timer
-    enq_interval: float = 0.5  # pause after a failed ENQ try
-    tries: int = 3  # ENQ tries per turn; sends per frame
-    turn_timeout: float | None = None
-    link_version: int = DEFAULT_LINK_VERSION
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "link_version", check_link_version(self.link_version))
-        if self.tries < 1:
-            raise ValueError(f"tries must be at least 1, got {self.tries}")
-        for name in ("ack_timeout", "packet_timeout", "enq_interval"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative")
-
-    @property
-    def peer_turn_limit(self) -> float:
-        """Seconds a peer turn may stay silent before it is taken as over."""
-        return self.turn_timeout if self.turn_timeout is not None else 3 * self.ack_timeout
-
-    @property
-    def accepted_versions(self) -> tuple[int, ...]:
-        """Link versions of the frames this side takes: both on a version 1 side (a legacy peer may
-        be upgraded first), only version 2 on a version 2 side."""
-        return LINK_VERSIONS if self.link_version == 1 else (self.link_version,)
+LinkTimers = Arcus2Options
+"""The link's settings are the protocol's options (its former name, kept for the link's own tests)."""
 
 
 LinkEvent = Union[MessageReceived, MessageDelivered, MessageUndelivered, PacketTimeout, FrameRejected]
@@ -113,11 +79,11 @@ class _Outgoing:
 class Arcus2Link:
     """Turns, frames and acknowledgements for one side of an Arcus2-style link (module docstring)."""
 
-    def __init__(self, role: Role, timers: LinkTimers | None = None) -> None:
+    def __init__(self, role: Role, timers: Arcus2Options | None = None) -> None:
         if role not in ("ecr", "terminal"):
             raise ValueError(f"role must be 'ecr' or 'terminal', not {role!r}")
         self.role: Role = role
-        self.timers = timers or LinkTimers()
+        self.timers = timers or Arcus2Options()
         self.phase = Phase.IDLE
         self.version = self.timers.link_version
         self._scanner = FrameScanner(self.timers.accepted_versions)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 
-from ..common.errors import AnswerMismatch, ExchangeTimeout, LinkError
+from ..common.errors import AnswerMismatch, ExchangeTimeout, LinkError, NotSupported
 from ..common.model import Request, Result
 from ..common.session import (
     AbortRequested,
     Completed,
     EcrEvent,
+    EcrSession,
     Failed,
     Progress,
     RequestReceived,
@@ -24,6 +25,7 @@ from ..common.session import (
     ResultDelivered,
     ResultUndelivered,
     TerminalEvent,
+    TerminalSession,
     new_exchange_id,
 )
 
@@ -33,7 +35,6 @@ from .fields import Message
 from .link import (
     Arcus2Link,
     LinkEvent,
-    LinkTimers,
     MessageDelivered,
     MessageReceived,
     MessageUndelivered,
@@ -52,6 +53,7 @@ from .mapping import (
     unreadable_result,
 )
 from .ops import OpsTable, default_ops_table
+from .options import Arcus2Options
 
 _NO_DIALOG = "Arcus has no cashier dialog"
 
@@ -62,7 +64,7 @@ class _Ecr(enum.Enum):
     WAITING = "waiting"  # Q delivered; the result timer runs
 
 
-class Arcus2EcrSession:
+class Arcus2EcrSession(EcrSession):
     """The cash register's side. See :class:`posbridge.protocols.common.session.EcrSession`.
 
     ``texts`` (rc_res) give ``Result.response_text`` when the terminal sent no ``text_message``.
@@ -70,11 +72,11 @@ class Arcus2EcrSession:
 
     def __init__(
         self,
-        timers: LinkTimers | None = None,
+        options: Arcus2Options | None = None,
         ops_table: OpsTable | None = None,
         texts: Mapping[str, str] | None = None,
     ) -> None:
-        self.link = Arcus2Link("ecr", timers)
+        self.link = Arcus2Link("ecr", options)
         self.ops = ops_table or default_ops_table()
         self.texts = texts if texts is not None else DEFAULT_TEXTS
         self._state = _Ecr.IDLE
@@ -108,7 +110,7 @@ class Arcus2EcrSession:
 
     def answer_prompt(self, answer: str, ok: bool, now: float) -> None:
         """Never called: an Arcus terminal asks the cashier nothing through the ECR."""
-        raise NotImplementedError(_NO_DIALOG)
+        raise NotSupported(_NO_DIALOG)
 
     def abort(self, now: float) -> None:
         """Send ``A`` for the operation in progress (the terminal answers 998 while it waits for
@@ -192,7 +194,7 @@ class _Terminal(enum.Enum):
     FINISHING = "finishing"  # R queued or in flight
 
 
-class Arcus2TerminalSession:
+class Arcus2TerminalSession(TerminalSession):
     """The terminal's side. See :class:`posbridge.protocols.common.session.TerminalSession`.
 
     It decides nothing about money: it reports the request and sends what the application (the
@@ -209,8 +211,8 @@ class Arcus2TerminalSession:
     - a ``Q`` it cannot read is reported as :class:`RequestRejected`, never raised.
     """
 
-    def __init__(self, timers: LinkTimers | None = None, ops_table: OpsTable | None = None) -> None:
-        self.link = Arcus2Link("terminal", timers)
+    def __init__(self, options: Arcus2Options | None = None, ops_table: OpsTable | None = None) -> None:
+        self.link = Arcus2Link("terminal", options)
         self.ops = ops_table or default_ops_table()
         self._state = _Terminal.IDLE
         self._context: RequestContext | None = None
@@ -236,8 +238,8 @@ class Arcus2TerminalSession:
             self.link.send(intermediate_message(text), now)
 
     def send_prompt(self, prompt: str, timeout: float | None, now: float) -> None:
-        """Not available: Arcus has no cashier dialog (``SPEC.cashier_dialog`` is False)."""
-        raise NotImplementedError(_NO_DIALOG)
+        """Not available: Arcus has no cashier dialog (``SPEC.capabilities.cashier_dialog`` is False)."""
+        raise NotSupported(_NO_DIALOG)
 
     def send_result(self, result: Result, now: float) -> None:
         """Send ``R`` for the request in progress. If it cannot be encoded (InvalidRequest: over

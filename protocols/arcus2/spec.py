@@ -1,4 +1,4 @@
-"""The Arcus2-style entry of the protocol registry."""
+"""The Arcus2-style entry of the protocol registry (entry point ``posbridge.protocols: arcus2``)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import functools
 from collections.abc import Mapping
 from pathlib import Path
 
-from .. import ProtocolSpec
+from ..common.spec import Capabilities, ProtocolSpec
 
 from .describe import describe
-from .link import LinkTimers
 from .ops import OpsTable, load_ops_ini
+from .options import Arcus2Options
 from .session import Arcus2EcrSession, Arcus2TerminalSession
 
 __all__ = ["SPEC", "ecr_session", "terminal_session", "spec_for_installation"]
@@ -22,55 +22,54 @@ def _table(ops_table: OpsTable | str | Path | None) -> OpsTable | None:
 
 
 def ecr_session(
-    timers: Mapping[str, float] | None = None,
+    options: Arcus2Options,
     ops_table: OpsTable | str | Path | None = None,
     texts: Mapping[str, str] | None = None,
 ) -> Arcus2EcrSession:
     """An ECR-side session.
 
-    ``timers``: ``ack_timeout`` (T1, 2 s), ``packet_timeout`` (result timer, 120 s),
-    ``enq_interval`` (0.5 s), ``tries`` (3), ``turn_timeout`` (3 x T1) -- see LinkTimers -- and
-    ``link_version``: 2 (the default: SOH frames with a CRC-32; version 1 frames are refused) or 1
-    (legacy STX frames with an LRC, for a peer that speaks only version 1; both are accepted).
+    ``options``: :class:`Arcus2Options` -- timers, tries and ``link_version``: 2 (the default: SOH
+    frames with a CRC-32; version 1 frames are refused) or 1 (legacy STX frames with an LRC, for a
+    peer that speaks only version 1; both are accepted).
     ``ops_table``: an OpsTable or an ops.ini-format file (default: posbridge's table).
     ``texts``: response texts (rc_res) for results that come without ``text_message``.
     """
-    return Arcus2EcrSession(LinkTimers(**(timers or {})), _table(ops_table), texts)
+    return Arcus2EcrSession(options, _table(ops_table), texts)
 
 
 def terminal_session(
-    timers: Mapping[str, float] | None = None,
+    options: Arcus2Options,
     part_size: int = 0,
     ops_table: OpsTable | str | Path | None = None,
 ) -> Arcus2TerminalSession:
-    """A terminal-side session (timers, ``link_version`` included, and ops_table as for
-    :func:`ecr_session`).
+    """A terminal-side session (options and ops_table as for :func:`ecr_session`).
 
     ``part_size`` is accepted for the common factory signature and ignored: Arcus2-style frames
     carry a whole message (up to 65535 bytes of body).
     """
-    return Arcus2TerminalSession(LinkTimers(**(timers or {})), _table(ops_table))
+    return Arcus2TerminalSession(options, _table(ops_table))
 
 
 def spec_for_installation(
     ops_table: OpsTable | str | Path | None = None,
     texts: Mapping[str, str] | None = None,
-) -> ProtocolSpec:
+) -> ProtocolSpec[Arcus2Options]:
     """:data:`SPEC` bound to an installation's ops.ini (both ends) and rc_res.ini texts (ECR end).
 
-    Assign it to ``EcrClient.protocol`` / ``VirtualTerminal.protocol`` before they open a session:
-    both take a protocol by name only.
+    Assign it to ``EcrClient.protocol`` / ``VirtualTerminal.protocol`` before they open a session,
+    or hand it to them in place of the name.
     """
     table = _table(ops_table)
-    return dataclasses.replace(SPEC, ecr_session=functools.partial(ecr_session, ops_table=table, texts=texts),
-                               terminal_session=functools.partial(terminal_session, ops_table=table))
+    return dataclasses.replace(SPEC, ecr_factory=functools.partial(ecr_session, ops_table=table, texts=texts),
+                               terminal_factory=functools.partial(terminal_session, ops_table=table))
 
 
 SPEC = ProtocolSpec(
     name="arcus2",
     title="Arcus2-style link v2",
-    ecr_session=ecr_session,
-    terminal_session=terminal_session,
+    options_type=Arcus2Options,
+    ecr_factory=ecr_session,
+    terminal_factory=terminal_session,
     describe=describe,
-    cashier_dialog=False,
+    capabilities=Capabilities(abort=True, cashier_dialog=False, gateway=False),
 )

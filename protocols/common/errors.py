@@ -21,6 +21,11 @@ class UnsupportedMessage(PosbridgeError, ValueError):
         super().__init__(reason)
 
 
+class NotSupported(PosbridgeError, NotImplementedError):
+    """The protocol has no such thing (an ECR-side abort in INPAS SA, a cashier dialog in Arcus);
+    ``ProtocolSpec.capabilities`` says so beforehand."""
+
+
 class DecodeError(PosbridgeError):
     """Bytes that are not a valid frame or message.
 

@@ -1,6 +1,7 @@
 """Protocol-neutral, sans-IO exchange sessions: what the ECR client and the virtual terminal drive.
 
-Every protocol package provides an :class:`EcrSession` and a :class:`TerminalSession`. A driver
+Every protocol package provides subclasses of :class:`EcrSession` and :class:`TerminalSession`
+(abstract bases: every method the application calls is declared here, typed). A driver
 (posbridge's runner) moves bytes between a device and the session and hands in the current time;
 the session never reads a clock, sleeps or touches I/O. Timers are deadlines: the driver waits for
 input at most until :meth:`next_deadline` and then calls :meth:`poll`.
@@ -19,9 +20,10 @@ it sends anything for an exchange, so a result is only ever sent to the exchange
 
 from __future__ import annotations
 
+import abc
 import itertools
 from dataclasses import dataclass, field
-from typing import Protocol, Union
+from typing import Generic, TypeVar, Union
 
 from .errors import LinkError
 from .model import Request, Result
@@ -126,61 +128,101 @@ def new_exchange_id() -> int:
 
 
 EcrEvent = Union[Progress, CashierPrompt, Completed, Failed]
+"""Every event an ECR session reports."""
 TerminalEvent = Union[
     RequestReceived, RequestRejected, PromptAnswered, AbortRequested, ResultDelivered,
     ResultUndelivered, Failed,
 ]
+"""Every event a terminal session reports."""
+SessionEvent = Union[EcrEvent, TerminalEvent]
+"""An event of either side."""
+
+EventT = TypeVar("EventT", bound=SessionEvent)
 
 
-class Session(Protocol):
-    """What a driver needs of any session."""
+class Session(abc.ABC, Generic[EventT]):
+    """What a driver (posbridge's pump) needs of any session, whichever side and protocol.
 
-    def receive(self, data: bytes, now: float) -> list:
+    A session is a sans-IO state object: the driver feeds it the bytes it reads with the current
+    time, writes what :meth:`data_to_send` returns, and calls :meth:`poll` at :meth:`next_deadline`.
+    """
+
+    @abc.abstractmethod
+    def receive(self, data: bytes, now: float) -> list[EventT]:
         """Feed bytes read from the device; returns the events they complete."""
 
-    def poll(self, now: float) -> list:
+    @abc.abstractmethod
+    def poll(self, now: float) -> list[EventT]:
         """Let timers expire; returns the events that follow (timeouts, resends)."""
 
+    @abc.abstractmethod
     def next_deadline(self) -> float | None:
         """The time at which :meth:`poll` must be called next, or None if no timer runs."""
 
+    @abc.abstractmethod
     def data_to_send(self) -> bytes:
         """Bytes the session wants written to the device (and forgets them)."""
 
+    @abc.abstractmethod
+    def reset(self) -> None:
+        """Forget everything: partial frames, queued messages, timers, the exchange in hand (the
+        connection was lost, or the driver gave the exchange up)."""
+
     @property
+    @abc.abstractmethod
     def busy(self) -> bool:
         """True while an exchange is in progress."""
 
+    @property
+    def current_exchange(self) -> int | None:
+        """The number of the exchange the peer waits on now, or None.
 
-class EcrSession(Session, Protocol):
+        Terminal sessions number their exchanges (module docstring); an ECR session runs one
+        unnumbered exchange at a time, so its value is always None.
+        """
+        return None
+
+
+class EcrSession(Session[EcrEvent]):
     """The cash register's side of one protocol."""
 
+    @abc.abstractmethod
     def start(self, request: Request, now: float) -> None:
-        """Begin an exchange for ``request`` (already validated)."""
+        """Begin an exchange for ``request`` (already validated); RuntimeError if one is in progress."""
 
+    @abc.abstractmethod
     def answer_prompt(self, answer: str, ok: bool, now: float) -> None:
-        """Answer the terminal's :class:`CashierPrompt`."""
+        """Answer the terminal's :class:`CashierPrompt` (protocols without a cashier dialog raise
+        :class:`~posbridge.protocols.common.errors.NotSupported`)."""
 
+    @abc.abstractmethod
     def abort(self, now: float) -> None:
-        """Ask the terminal to abort the operation in progress, where the protocol allows it."""
+        """Ask the terminal to abort the operation in progress; protocols without an ECR-side abort
+        (``Capabilities.abort`` False) raise :class:`~posbridge.protocols.common.errors.NotSupported`."""
 
     @property
+    @abc.abstractmethod
     def settle_time(self) -> float:
         """Seconds the line must stay quiet after a failed exchange before the next one starts."""
 
 
-class TerminalSession(Session, Protocol):
+class TerminalSession(Session[TerminalEvent]):
     """The terminal's side of one protocol."""
 
     @property
+    @abc.abstractmethod
     def current_exchange(self) -> int | None:
         """The number of the exchange the ECR waits on now, or None (see the module docstring)."""
 
+    @abc.abstractmethod
     def send_progress(self, text: str, now: float) -> None:
         """Tell the ECR the terminal is still busy (keeps its timer alive)."""
 
+    @abc.abstractmethod
     def send_prompt(self, prompt: str, timeout: float | None, now: float) -> None:
-        """Ask the cashier a question through the ECR."""
+        """Ask the cashier a question through the ECR (protocols without a cashier dialog raise
+        :class:`~posbridge.protocols.common.errors.NotSupported`)."""
 
+    @abc.abstractmethod
     def send_result(self, result: Result, now: float) -> None:
         """Send the final result of the request in progress."""

@@ -1,150 +1,114 @@
-"""Human- and JSON-friendly dump of INPAS SA bytes (``posbridge decode --protocol inpas HEX...``).
+"""INPAS SA bytes described in the common schema (``posbridge decode --protocol inpas HEX...``).
 
 :func:`describe` walks the bytes as a receiver would: control bytes and noise between frames, each
-frame with its header, CRC verdict and fields (or its part header for SOH frames, and the
-reassembled fields once the final part arrives). It never raises: problems become entries.
+frame with its header, CRC verdict and fields (or its part header for SOH frames, and the fields of
+the whole message once the final part arrives). It never raises: problems become data.
 """
 
 from __future__ import annotations
 
-import re
-from typing import Any
+from dataclasses import replace
 
+from ..common.describe import (
+    EntryKind,
+    FieldDescription,
+    FrameDescription,
+    PartDescription,
+    Problem,
+    describe_stream,
+)
 from ..common.errors import DecodeError, IncompleteFrame
 
-from .constants import BYTE_NAMES, FRAME_OVERHEAD, SOH, STX
+from .constants import ACK, BYTE_NAMES, ENQ, EOT, FRAME_OVERHEAD, HEADER_SIZE, NAK, SOH, STX
 from .fields import NUMBER_WIDTHS, PAN_TAG, Message, mask_pan, name_for, number_problem
 from .frame import decode_frame
 from .multipart import Reassembler, decode_part
 
 __all__ = ["describe", "describe_fields"]
 
-_START_RE = re.compile(rb"[\x01\x02]")
-_OUTSIDE_RE = re.compile(rb"([\x04\x05\x06\x15])|[^\x01\x02\x04\x05\x06\x15]+")
+_CONTROL_NAMES = {byte: BYTE_NAMES[byte] for byte in (EOT, ENQ, ACK, NAK)}
 
 
-def describe_fields(message: Message) -> dict[str, dict[str, Any]]:
-    """Fields as ``{"25": {"name": "operation_code", "value": "1"}, ...}``, ascending by tag.
+def describe_fields(message: Message) -> tuple[FieldDescription, ...]:
+    """Fields ascending by tag (``key`` the tag number, ``name`` its meaning).
 
-    Bytes values are hex strings flagged ``"binary": True``; the PAN is masked; a number field that
-    is not a number of its width (a 5,000-digit amount) is flagged ``"invalid": reason``.
+    Bytes values are shown in hex (``binary``); the PAN is masked; a number field that is not a
+    number of its width (a 5,000-digit amount) has its ``problem``.
     """
-    out: dict[str, dict[str, Any]] = {}
+    out = []
     for tag in sorted(message.fields):
         value = message.fields[tag]
-        entry: dict[str, Any] = {"name": name_for(tag)}
-        if tag == PAN_TAG:  # never print a full card number
-            entry["value"] = mask_pan(value if isinstance(value, str) else value.decode("latin-1"))
+        binary = False
+        if tag == PAN_TAG:  # never show a full card number
+            shown = mask_pan(value if isinstance(value, str) else value.decode("latin-1"))
         elif isinstance(value, bytes):
-            entry["value"] = value.hex()
-            entry["binary"] = True
+            shown, binary = value.hex(), True
         else:
-            entry["value"] = value
-        if tag in NUMBER_WIDTHS:
-            problem = number_problem(tag, value)
-            if problem is not None:
-                entry["invalid"] = problem
-        out[str(tag)] = entry
-    return out
+            shown = str(value)
+        problem = number_problem(tag, value) if tag in NUMBER_WIDTHS else None
+        out.append(FieldDescription(str(tag), name_for(tag), shown, binary=binary, problem=problem))
+    return tuple(out)
 
 
-def _error(entry: dict[str, Any], error: DecodeError, base: int) -> None:
-    """Record a body error in a frame entry; ``base`` turns its offset into one within ``data``."""
-    entry["error"] = error.reason
-    entry["detail"] = error.detail
-    entry["error_offset"] = base + error.offset
+def _problem(error: DecodeError, base: int | None, what: str = "") -> Problem:
+    """A body error as a Problem; ``base`` turns its offset into one within the described bytes."""
+    detail = f"{what}: {error.detail}" if what else error.detail
+    return Problem(error.reason, detail, None if base is None else base + error.offset)
 
 
-def describe(data: bytes) -> list[dict[str, Any]]:
-    """Describe every frame, control byte and noise run in ``data`` as JSON-able dicts.
+def describe(data: bytes) -> list[FrameDescription]:
+    """Describe every frame, control byte and noise run in ``data`` (see the module docstring).
 
-    Entries, in order, each with the ``offset`` of its first byte in ``data``:
-
-    * ``{"offset", "control": "ACK"}`` -- a control byte outside a frame;
-    * ``{"offset", "noise": hex}`` -- other bytes outside a frame not directly before one;
-    * a frame: ``{"offset", "start": "STX"|"SOH", "length", "crc": "ok", "skipped": n, ...}`` where
-      ``skipped`` counts noise bytes directly before it; STX frames add ``"fields"``; SOH frames
-      add ``"part"``, ``"final"``, ``"chunk"`` (hex) and, on the final part, ``"reassembled_fields"``;
-      a body that does not parse adds ``"error"``, ``"detail"``, ``"error_offset"``;
-    * ``{"offset", "error": reason, "detail"}`` -- a bad CRC (also with ``"start"``, ``"length"``,
-      ``"crc": "bad"``; scanning goes on after that frame) or an incomplete frame (ends the walk).
+    Frames: ``name`` STX or SOH, ``length`` of the body, ``check`` ``"crc"``; STX frames carry
+    ``fields``; SOH frames carry ``part`` and, on the final part, the reassembled message's
+    ``fields``. A bad CRC is a frame with ``check_ok`` False and a ``crc`` problem (the walk goes on
+    after it); an incomplete frame ends the walk.
     """
-    data = bytes(data)
-    entries: list[dict[str, Any]] = []
     reassembler = Reassembler()
-    pos = 0
-    while pos < len(data):
-        match = _START_RE.search(data, pos)
-        stop = match.start() if match else len(data)
-        skipped = 0
-        for run in _OUTSIDE_RE.finditer(data, pos, stop):
-            if run.group(1) is not None:
-                entries.append({"offset": run.start(), "control": BYTE_NAMES[data[run.start()]]})
-            elif match is not None and run.end() == stop:
-                skipped = run.end() - run.start()
-            else:
-                entries.append({"offset": run.start(), "noise": run.group().hex()})
-        if match is None:
-            break
-        pos = _describe_frame(data, stop, skipped, reassembler, entries)
-    return entries
+
+    def frame(data: bytes, at: int, skipped: int) -> tuple[FrameDescription, int]:
+        return _describe_frame(data, at, skipped, reassembler)
+
+    return describe_stream(data, start_bytes=bytes([SOH, STX]), control_names=_CONTROL_NAMES,
+                           describe_frame=frame)
 
 
-def _describe_frame(
-    data: bytes, at: int, skipped: int, reassembler: Reassembler, entries: list[dict[str, Any]]
-) -> int:
-    """Describe the frame whose start byte is ``data[at]``; return where scanning resumes."""
+def _describe_frame(data: bytes, at: int, skipped: int, reassembler: Reassembler) -> tuple[FrameDescription, int]:
+    """The entry for the frame whose start byte is ``data[at]``, and where scanning resumes."""
+    name = BYTE_NAMES[data[at]]
     try:
         frame = decode_frame(data[at:])
     except IncompleteFrame as error:
-        entries.append({"offset": at, "error": error.reason, "detail": error.detail, "skipped": skipped})
-        return len(data)
+        return FrameDescription(EntryKind.INCOMPLETE, at, len(data) - at, name=name, skipped=skipped,
+                                problems=(Problem(error.reason, error.detail, at),)), len(data)
     except DecodeError as error:  # bad CRC: the frame is complete, so its extent is known
         length = data[at + 1] | data[at + 2] << 8
-        entries.append(
-            {
-                "offset": at,
-                "start": BYTE_NAMES[data[at]],
-                "length": length,
-                "crc": "bad",
-                "skipped": skipped,
-                "error": error.reason,
-                "detail": error.detail,
-            }
-        )
-        return at + FRAME_OVERHEAD + length
-    body_at = at + 3
-    entry: dict[str, Any] = {
-        "offset": at,
-        "start": BYTE_NAMES[frame.start],
-        "length": len(frame.body),
-        "crc": "ok",
-        "skipped": skipped,
-    }
-    entries.append(entry)
+        size = FRAME_OVERHEAD + length
+        return FrameDescription(EntryKind.FRAME, at, size, name=name, skipped=skipped, length=length,
+                                check="crc", check_ok=False, problems=(_problem(error, at),)), at + size
+    body_at = at + HEADER_SIZE
+    entry = FrameDescription(EntryKind.FRAME, at, frame.size, name=name, skipped=skipped,
+                             length=len(frame.body), check="crc", check_ok=True)
+    end = at + frame.size
     if frame.start == STX:
         reassembler.reset()
         try:
-            entry["fields"] = describe_fields(Message.decode_body(frame.body))
+            return replace(entry, fields=describe_fields(Message.decode_body(frame.body))), end
         except DecodeError as error:
-            _error(entry, error, body_at)
-    elif frame.start == SOH:
-        try:
-            part = decode_part(frame.body)
-        except DecodeError as error:
-            reassembler.reset()
-            _error(entry, error, body_at)
-            return at + frame.size
-        entry.update(part=part.number, final=part.final, chunk=part.chunk.hex())
-        try:
-            whole = reassembler.add(frame.start, frame.body)
-        except DecodeError as error:
-            _error(entry, error, body_at)
-            return at + frame.size
-        if whole is not None:
-            try:
-                entry["reassembled_fields"] = describe_fields(Message.decode_body(whole))
-            except DecodeError as error:
-                entry["reassembled_error"] = error.reason
-                entry["reassembled_detail"] = f"at offset {error.offset}: {error.detail}"
-    return at + frame.size
+            return replace(entry, problems=(_problem(error, body_at),)), end
+    try:
+        part = decode_part(frame.body)
+    except DecodeError as error:
+        reassembler.reset()
+        return replace(entry, problems=(_problem(error, body_at),)), end
+    entry = replace(entry, part=PartDescription(part.number, part.final, part.chunk.hex()))
+    try:
+        whole = reassembler.add(frame.start, frame.body)
+    except DecodeError as error:
+        return replace(entry, problems=(_problem(error, body_at),)), end
+    if whole is None:
+        return entry, end
+    try:
+        return replace(entry, fields=describe_fields(Message.decode_body(whole))), end
+    except DecodeError as error:  # the offset is within the reassembled body, not within ``data``
+        return replace(entry, problems=(_problem(error, None, f"reassembled message at offset {error.offset}"),)), end

@@ -36,18 +36,13 @@ from .constants import ACK, ENQ, EOT, MAX_BODY, NAK
 from .fields import Message
 from .frame import FrameScanner, FrameToken
 from .multipart import Reassembler, split_message
+from .options import InpasOptions
 
 Role = Literal["ecr", "terminal"]
 
 
-@dataclass(frozen=True)
-class LinkTimers:
-    """Link timers in seconds and the number of sends per frame. Tests run them in milliseconds."""
-
-    ack_timeout: float = 5.0  # WAITACK
-    packet_timeout: float = 45.0  # WAITPACKET
-    tries: int = 3  # sends of one frame in all (first send + resends)
-    resend_on_ack_timeout: bool = False  # terminals resend an un-ACKed frame; DualConnector does not
+LinkTimers = InpasOptions
+"""The link's settings are the protocol's options (its former name, kept for the link's own tests)."""
 
 
 LinkEvent = Union[
@@ -70,7 +65,7 @@ class InpasLink:
     def __init__(
         self,
         role: Role,
-        timers: LinkTimers | None = None,
+        timers: InpasOptions | None = None,
         part_size: int = MAX_BODY,
         max_message: int = 1 << 20,
     ) -> None:
@@ -79,7 +74,7 @@ class InpasLink:
         if not 16 <= part_size <= MAX_BODY:
             raise ValueError(f"part_size must be 16..{MAX_BODY}, got {part_size}")
         self.role: Role = role
-        self.timers = timers or LinkTimers()
+        self.timers = timers or InpasOptions()
         self.part_size = part_size
         self._scanner = FrameScanner()
         self._reassembler = Reassembler(max_message=max_message)

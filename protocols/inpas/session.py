@@ -8,14 +8,19 @@ the application (the virtual terminal) tells it to.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+from typing import Generic
 
-from ..common.errors import AnswerMismatch, ExchangeAborted, ExchangeTimeout, LinkError
+from ..common.errors import AnswerMismatch, ExchangeAborted, ExchangeTimeout, LinkError, NotSupported
 from ..common.model import Request, Result
 from ..common.session import (
     AbortRequested,
     CashierPrompt,
     Completed,
+    EcrEvent,
+    EcrSession,
+    EventT,
     Failed,
     Progress,
     PromptAnswered,
@@ -23,6 +28,8 @@ from ..common.session import (
     RequestRejected,
     ResultDelivered,
     ResultUndelivered,
+    TerminalEvent,
+    TerminalSession,
     new_exchange_id,
 )
 
@@ -31,7 +38,6 @@ from .fields import Message
 from .link import (
     InpasLink,
     LinkEvent,
-    LinkTimers,
     MessageDelivered,
     MessageReceived,
     MessageUndelivered,
@@ -58,26 +64,31 @@ from .mapping import (
     unreadable_result,
     wait_message,
 )
+from .options import InpasOptions
 
 
-class _SessionBase:
+class _SessionBase(Generic[EventT]):
     """Plumbing both sides share: the link, and the driver-facing calls that go through it."""
 
     link: InpasLink
 
-    def receive(self, data: bytes, now: float) -> list:
+    def receive(self, data: bytes, now: float) -> list[EventT]:
+        """Feed bytes read from the device; returns the events they complete."""
         return self._handle(self.link.receive(data, now), now)
 
-    def poll(self, now: float) -> list:
+    def poll(self, now: float) -> list[EventT]:
+        """Let timers expire (resends, WAITACK, WAITPACKET)."""
         return self._handle(self.link.poll(now), now)
 
     def next_deadline(self) -> float | None:
+        """When :meth:`poll` must be called next, or None."""
         return self.link.next_deadline()
 
     def data_to_send(self) -> bytes:
+        """Bytes to write to the device now (and forget)."""
         return self.link.data_to_send()
 
-    def _handle(self, link_events: list[LinkEvent], now: float) -> list:
+    def _handle(self, link_events: list[LinkEvent], now: float) -> list[EventT]:
         raise NotImplementedError
 
 
@@ -89,16 +100,19 @@ class _Ecr(enum.Enum):
     ANSWERING = "answering"  # our dialog/gateway answer out, waiting for ACK
 
 
-class InpasEcrSession(_SessionBase):
-    """The cash register's side of SA. See :class:`posbridge.protocols.common.session.EcrSession`."""
+class InpasEcrSession(_SessionBase[EcrEvent], EcrSession):
+    """The cash register's side of SA. See :class:`posbridge.protocols.common.session.EcrSession`.
+
+    ``options``: :class:`InpasOptions` (an un-ACKed frame is not resent unless it says so).
+    """
 
     def __init__(
         self,
-        timers: LinkTimers | None = None,
+        options: InpasOptions | None = None,
         ecr_id: str | None = DEFAULT_ECR_ID,
         part_size: int = MAX_BODY,
     ) -> None:
-        self.link = InpasLink("ecr", timers, part_size=part_size)
+        self.link = InpasLink("ecr", _with_habit(options, resend=False), part_size=part_size)
         self.ecr_id = ecr_id
         self._state = _Ecr.IDLE
         self._request: Request | None = None
@@ -106,6 +120,7 @@ class InpasEcrSession(_SessionBase):
 
     @property
     def busy(self) -> bool:
+        """True from :meth:`start` until the final answer arrives or the exchange fails."""
         return self._state is not _Ecr.IDLE
 
     @property
@@ -115,6 +130,7 @@ class InpasEcrSession(_SessionBase):
         return self.link.timers.ack_timeout * 1.2
 
     def start(self, request: Request, now: float) -> None:
+        """Send ``request``; RuntimeError if an exchange is already in progress."""
         if self.busy:
             raise RuntimeError("an exchange is already in progress")
         self._request = request
@@ -124,6 +140,7 @@ class InpasEcrSession(_SessionBase):
         self._state = _Ecr.REQUESTING
 
     def answer_prompt(self, answer: str, ok: bool, now: float) -> None:
+        """Answer the terminal's cashier dialog (RuntimeError if none is waiting)."""
         if self._state is not _Ecr.PROMPTED:
             raise RuntimeError("no cashier dialog is waiting for an answer")
         self.link.send(cashier_answer_message(answer, ok), now)
@@ -131,21 +148,21 @@ class InpasEcrSession(_SessionBase):
 
     def abort(self, now: float) -> None:
         """SA has no abort message from the ECR: the cashier cancels on the terminal itself."""
-        raise NotImplementedError("INPAS SA has no ECR-side abort; cancel on the terminal's keypad")
+        raise NotSupported("INPAS SA has no ECR-side abort; cancel on the terminal's keypad")
 
     def reset(self) -> None:
         """Forget everything (the connection was lost)."""
         self.link.reset()
         self._state = _Ecr.IDLE
 
-    def _fail(self, error: LinkError) -> list:
+    def _fail(self, error: LinkError) -> list[EcrEvent]:
         self.link.discard_outgoing()
         self.link.stop_packet_timer()
         self._state = _Ecr.IDLE
         return [Failed(error)]
 
-    def _handle(self, link_events: list[LinkEvent], now: float) -> list:
-        events: list = []
+    def _handle(self, link_events: list[LinkEvent], now: float) -> list[EcrEvent]:
+        events: list[EcrEvent] = []
         for event in link_events:
             if self._state is _Ecr.IDLE:
                 continue  # stray packets after an exchange (already ACKed by the link)
@@ -164,13 +181,13 @@ class InpasEcrSession(_SessionBase):
                     f"no packet from the terminal within {self.link.timers.packet_timeout:g} s"))
         return events
 
-    def _on_message(self, message: Message, now: float) -> list:
+    def _on_message(self, message: Message, now: float) -> list[EcrEvent]:
         code = message.operation_code
         intermediate = code in (OpCode.WAIT, OpCode.CASHIER_DIALOG) or (
             code == OpCode.CUSTOM_COMMAND and message.get(Tag.COMMAND_MODE_2) in _GATEWAY_COMMANDS)
         if not intermediate and not self._answers_our_request(message):
             return []  # a resent answer to an earlier exchange: the link ACKed it, nothing more
-        events: list = []
+        events: list[EcrEvent] = []
         if self._state in (_Ecr.REQUESTING, _Ecr.ANSWERING):
             # The terminal answered, so it has our frame: its ACK was lost on the line.
             events += self._handle(self.link.assume_delivered(now), now)
@@ -211,6 +228,14 @@ class InpasEcrSession(_SessionBase):
         return stan is None or ours is None or stan == ours
 
 
+def _with_habit(options: InpasOptions | None, *, resend: bool) -> InpasOptions:
+    """``options`` with ``resend_on_ack_timeout`` left open (None) set to the side's habit."""
+    options = options or InpasOptions()
+    if options.resend_on_ack_timeout is None:
+        return dataclasses.replace(options, resend_on_ack_timeout=resend)
+    return options
+
+
 _GATEWAY_COMMANDS = (str(int(CustomCommand.GATEWAY_OPEN_CLOSE)), str(int(CustomCommand.GATEWAY_DATA)))
 
 
@@ -233,7 +258,7 @@ def _small_code(message: Message) -> int | None:
     return int(raw) if raw is not None and raw.isascii() and raw.isdigit() and len(raw) <= 3 else None
 
 
-class InpasTerminalSession(_SessionBase):
+class InpasTerminalSession(_SessionBase[TerminalEvent], TerminalSession):
     """The terminal's side of SA. See :class:`posbridge.protocols.common.session.TerminalSession`.
 
     Exchanges (posbridge's rules, ``docs/protocols/inpas-sa.md``):
@@ -250,9 +275,10 @@ class InpasTerminalSession(_SessionBase):
       error while mapping it — is reported as :class:`RequestRejected`, never raised.
     """
 
-    def __init__(self, timers: LinkTimers | None = None, part_size: int = 1024) -> None:
-        timers = timers or LinkTimers(resend_on_ack_timeout=True)
-        self.link = InpasLink("terminal", timers, part_size=part_size)
+    def __init__(self, options: InpasOptions | None = None, part_size: int = 1024) -> None:
+        """``options``: :class:`InpasOptions` (like real terminals it resends an un-ACKed frame, 3
+        sends in all, unless they say otherwise); ``part_size``: longer bodies go out in SOH parts."""
+        self.link = InpasLink("terminal", _with_habit(options, resend=True), part_size=part_size)
         self._state = _Terminal.IDLE
         self._context: RequestContext | None = None
         self._result_message: Message | None = None
@@ -264,6 +290,7 @@ class InpasTerminalSession(_SessionBase):
 
     @property
     def busy(self) -> bool:
+        """True from a request until its answer is delivered, given up or abandoned."""
         return self._state is not _Terminal.IDLE
 
     @property
@@ -272,10 +299,12 @@ class InpasTerminalSession(_SessionBase):
         return self._exchange
 
     def send_progress(self, text: str, now: float) -> None:
+        """Send WAIT (SA's WAIT carries no text); coalesced while anything is still queued."""
         if self._state is _Terminal.PROCESSING and not self.link.sending:
             self.link.send(wait_message(), now)  # WAITs are coalesced: one in flight at a time
 
     def send_prompt(self, prompt: str, timeout: float | None, now: float) -> None:
+        """Send a cashier dialog packet (RuntimeError without a request in progress)."""
         if self._state is not _Terminal.PROCESSING:
             raise RuntimeError("a cashier dialog needs a request in progress")
         message = cashier_prompt_message(prompt, timeout)
@@ -314,8 +343,8 @@ class InpasTerminalSession(_SessionBase):
         self._exchange = None
         self._request_key = None
 
-    def _handle(self, link_events: list[LinkEvent], now: float) -> list:
-        events: list = []
+    def _handle(self, link_events: list[LinkEvent], now: float) -> list[TerminalEvent]:
+        events: list[TerminalEvent] = []
         for event in link_events:
             if isinstance(event, MessageReceived):
                 events += self._on_message(event.message, now)
@@ -353,15 +382,15 @@ class InpasTerminalSession(_SessionBase):
         return self._request_key is not None and \
             (_raw_code(message), message.fields.get(int(Tag.STAN))) == self._request_key
 
-    def _on_message(self, message: Message, now: float) -> list:
-        events: list = []
+    def _on_message(self, message: Message, now: float) -> list[TerminalEvent]:
+        events: list[TerminalEvent] = []
         if self.link.sending and self._state in (_Terminal.FINISHING, _Terminal.PROMPTING) \
                 and not self._is_resend(message):
             # The ECR answered or moved on to its next request: it has our frame, its ACK was lost.
             events = self._handle(self.link.assume_delivered(now), now)
         return events + self._on_ecr_message(message, now)
 
-    def _on_ecr_message(self, message: Message, now: float) -> list:
+    def _on_ecr_message(self, message: Message, now: float) -> list[TerminalEvent]:
         code = _small_code(message)
         if self._state is _Terminal.PROMPTING and code == OpCode.CASHIER_DIALOG:
             self.link.stop_packet_timer()
@@ -369,7 +398,7 @@ class InpasTerminalSession(_SessionBase):
             answer = message.get(Tag.CASHIER_ANSWER)
             return [PromptAnswered(answer if isinstance(answer, str) else "",
                                    ok=message.get(Tag.COMMAND_RESULT) in (None, "0"), exchange=self._exchange)]
-        events: list = []
+        events: list[TerminalEvent] = []
         if self._state is not _Terminal.IDLE:
             if self._is_resend(message) or code == OpCode.CASHIER_DIALOG:
                 return []  # the request in hand resent, or a late dialog answer: nothing new
@@ -380,7 +409,7 @@ class InpasTerminalSession(_SessionBase):
             self._abandon()
         return events + self._accept(message)
 
-    def _accept(self, message: Message) -> list:
+    def _accept(self, message: Message) -> list[TerminalEvent]:
         self._state = _Terminal.PROCESSING
         self._exchange = exchange = new_exchange_id()
         self._request_key = (_raw_code(message), message.fields.get(int(Tag.STAN)))

@@ -1,31 +1,32 @@
-"""The INPAS SA entry of the protocol registry."""
+"""The INPAS SA entry of the protocol registry (entry point ``posbridge.protocols: inpas``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from .. import ProtocolSpec
+from ..common.spec import Capabilities, ProtocolSpec
 
 from .describe import describe
-from .link import LinkTimers
+from .options import InpasOptions
 from .session import InpasEcrSession, InpasTerminalSession
 
-
-def ecr_session(timers: Mapping[str, float] | None = None) -> InpasEcrSession:
-    """An ECR-side session; ``timers``: ack_timeout, packet_timeout, tries (see LinkTimers)."""
-    return InpasEcrSession(LinkTimers(**(timers or {})))
+__all__ = ["SPEC", "ecr_session", "terminal_session"]
 
 
-def terminal_session(timers: Mapping[str, float] | None = None, part_size: int = 1024) -> InpasTerminalSession:
+def ecr_session(options: InpasOptions) -> InpasEcrSession:
+    """An ECR-side session (it does not resend an un-ACKed frame unless ``options`` say so)."""
+    return InpasEcrSession(options)
+
+
+def terminal_session(options: InpasOptions, part_size: int = 1024) -> InpasTerminalSession:
     """A terminal-side session: like real terminals it resends an un-ACKed frame (3 sends in all)."""
-    settings = {"resend_on_ack_timeout": True, **(timers or {})}
-    return InpasTerminalSession(LinkTimers(**settings), part_size=part_size)
+    return InpasTerminalSession(options, part_size=part_size)
 
 
 SPEC = ProtocolSpec(
     name="inpas",
     title="INPAS SmartSale SA",
-    ecr_session=ecr_session,
-    terminal_session=terminal_session,
+    options_type=InpasOptions,
+    ecr_factory=ecr_session,
+    terminal_factory=terminal_session,
     describe=describe,
+    capabilities=Capabilities(abort=False, cashier_dialog=True, gateway=False),
 )

@@ -161,7 +161,7 @@ async def test_slow_host_is_kept_alive_by_wait_packets(link_args):
 
 
 async def test_cashier_dialog_asks_for_the_last_four_digits(link_args):
-    if not protocols.get(link_args["protocol"]).cashier_dialog:
+    if not protocols.get(link_args["protocol"]).capabilities.cashier_dialog:
         pytest.skip("the protocol has no cashier dialog")
     config = TerminalConfig(timers=FAST_TIMERS, ask_last_digits=True, dialog_timeout=5)
     prompts = []

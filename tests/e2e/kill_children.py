@@ -33,6 +33,7 @@ import time
 from typing import Any
 
 from posbridge import protocols
+from posbridge.protocols.common.describe import EntryKind, FrameDescription
 from posbridge.ecr.client import EcrClient
 from posbridge.journal import EcrLog, Journal
 
@@ -50,7 +51,7 @@ class Wire:
         self.spec = spec
         self.buffer = b""
 
-    def feed(self, data: bytes) -> list[dict[str, Any]]:
+    def feed(self, data: bytes) -> list[FrameDescription]:
         """The complete entries (frames and control bytes) that ``data`` completes."""
         self.buffer += data
         try:
@@ -59,32 +60,29 @@ class Wire:
             self.buffer = b""
             return []
         cut = len(self.buffer)
-        if entries and entries[-1].get("error") == "incomplete":
-            cut = int(entries[-1].get("offset", 0))
+        if entries and entries[-1].kind is EntryKind.INCOMPLETE:
+            cut = entries[-1].offset
             entries = entries[:-1]
         self.buffer = self.buffer[cut:]
         return entries
 
 
-def _fields(entry: dict[str, Any]) -> dict[str, str]:
-    """A frame's fields as name -> text, for both protocols (INPAS tags are named by the describer)."""
-    raw = entry.get("fields") or entry.get("reassembled_fields") or {}
+def _fields(entry: FrameDescription) -> dict[str, str]:
+    """A frame's fields as name -> text, and as ``tag<key>`` -> text (INPAS tags by number)."""
     out: dict[str, str] = {}
-    for key, value in raw.items():
-        if isinstance(value, dict):
-            out[str(value.get("name", key))] = str(value.get("value", ""))
-            out[f"tag{key}"] = str(value.get("value", ""))
-        else:
-            out[str(key)] = str(value)
+    for field in entry.fields:
+        out[field.name] = field.value
+        out[f"tag{field.key}"] = field.value
     return out
 
 
-def is_frame(entry: dict[str, Any]) -> bool:
-    return ("fields" in entry or "reassembled_fields" in entry) and "error" not in entry
+def is_frame(entry: FrameDescription) -> bool:
+    """A sound frame with a whole message (a split message's on its final part)."""
+    return entry.kind is EntryKind.FRAME and entry.ok and bool(entry.fields)
 
 
-def has_control(entries: list[dict[str, Any]], name: str) -> bool:
-    return any(e.get("control") == name for e in entries)
+def has_control(entries: list[FrameDescription], name: str) -> bool:
+    return any(e.kind is EntryKind.CONTROL and e.name == name for e in entries)
 
 
 class Frames:
@@ -93,43 +91,43 @@ class Frames:
     def __init__(self, protocol: str) -> None:
         self.protocol = protocol
 
-    def operation_code(self, entry: dict[str, Any]) -> str | None:
+    def operation_code(self, entry: FrameDescription) -> str | None:
         f = _fields(entry)
         return f.get("tag25") if self.protocol == "inpas" else f.get("operation")
 
-    def stan(self, entry: dict[str, Any]) -> str | None:
+    def stan(self, entry: FrameDescription) -> str | None:
         f = _fields(entry)
         return f.get("tag26") if self.protocol == "inpas" else f.get("transaction_id")
 
-    def amount(self, entry: dict[str, Any]) -> str | None:
+    def amount(self, entry: FrameDescription) -> str | None:
         f = _fields(entry)
         return f.get("tag0") if self.protocol == "inpas" else f.get("amount")
 
-    def is_request(self, entry: dict[str, Any]) -> bool:
+    def is_request(self, entry: FrameDescription) -> bool:
         """A request frame (ECR to terminal)."""
         if not is_frame(entry):
             return False
         if self.protocol == "inpas":
             return self.operation_code(entry) not in (None, "21", "52", "63")
-        return entry.get("class") == "Q"
+        return entry.message == "Q"
 
-    def is_progress(self, entry: dict[str, Any]) -> bool:
+    def is_progress(self, entry: FrameDescription) -> bool:
         """A WAIT (INPAS operation code 21) or an intermediate ``I`` (Arcus2)."""
         if not is_frame(entry):
             return False
         if self.protocol == "inpas":
             return self.operation_code(entry) == "21"
-        return entry.get("class") == "I"
+        return entry.message == "I"
 
-    def is_final(self, entry: dict[str, Any], request_code: str | None) -> bool:
+    def is_final(self, entry: FrameDescription, request_code: str | None) -> bool:
         """The final answer to a request with operation code ``request_code``."""
         if not is_frame(entry):
             return False
         if self.protocol == "inpas":
-            if entry.get("start") == "SOH" and not entry.get("final"):
+            if entry.part is not None and not entry.part.final:
                 return False
             return request_code is not None and self.operation_code(entry) == request_code
-        return entry.get("class") == "R"
+        return entry.message == "R"
 
 
 def _die(conn: Any, message: dict[str, Any]) -> None:

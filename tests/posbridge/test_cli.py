@@ -28,17 +28,17 @@ def test_demo_runs_every_operation_and_shows_no_card_number(capsys):
 def test_decode_prints_each_frame_as_json(capsys):
     assert main(["decode", "--protocol", "inpas", SALE_HEX, "06"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert lines[0]["start"] == "STX" and lines[0]["crc"] == "ok"
-    assert {k: v["value"] for k, v in lines[0]["fields"].items()} == {
+    assert (lines[0]["kind"], lines[0]["name"], lines[0]["check"], lines[0]["check_ok"]) == ("frame", "STX", "crc", True)
+    assert {f["key"]: f["value"] for f in lines[0]["fields"]} == {
         "0": "150", "4": "643", "25": "1", "27": "00344224"}
-    assert lines[0]["fields"]["25"]["name"] == "operation_code"
-    assert lines[1] == {"offset": 32, "control": "ACK"}
+    assert {"key": "25", "name": "operation_code", "value": "1"} in lines[0]["fields"]
+    assert lines[1] == {"kind": "control", "offset": 32, "size": 1, "name": "ACK"}
 
 
 def test_decode_names_offset_and_reason_of_a_bad_frame(capsys):
     assert main(["decode", "--protocol", "inpas", SALE_HEX[:-4] + "3222"]) == 1
     frame = json.loads(capsys.readouterr().out)
-    assert frame["error"] == "crc" and frame["offset"] == 0
+    assert frame["problems"][0]["reason"] == "crc" and frame["offset"] == 0 and frame["check_ok"] is False
     assert main(["decode", "--protocol", "inpas", "zz"]) == 2
     assert "hex" in capsys.readouterr().err
 

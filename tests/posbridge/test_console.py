@@ -49,7 +49,7 @@ async def test_bad_input_is_answered_not_raised():
         assert "unknown command" in await console.handle("fly")
         assert "cannot read" in await console.handle('sale "150')
         assert "trace on | trace off" == await console.handle("trace maybe")
-        assert "'start': 'STX'" in await console.handle("decode 0205001902003231a5c2")
+        assert await console.handle("decode 0205001902003231a5c2") == "STX length 5 crc ok: 25:operation_code=21"
         assert "sale AMOUNT" in await console.handle("help")
         with pytest.raises(ConsoleQuit):
             await console.handle("quit")

@@ -7,28 +7,37 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+from typing import Any
+
 from posbridge.devices import DeviceError, open_device
 from posbridge.pump import PumpError, ReaderStopped, SessionPump
-from posbridge.protocols.common.session import Failed
+from posbridge.protocols.common.session import Failed, Session
 
 
-class EchoSession:
-    """A toy session: ACKs every chunk; raises on b"boom"; reports chunks as events."""
+class EchoSession(Session[Any]):
+    """A toy session: ACKs every chunk; raises on b"boom"; reports chunks as events (bytes, which no
+    real session reports: the pump passes events on whatever they are)."""
 
     def __init__(self) -> None:
         self.out = bytearray()
         self.resets = 0
-        self.current_exchange: int | None = 7
+        self.exchange: int | None = 7
 
-    busy = True
+    @property
+    def busy(self) -> bool:
+        return True
 
-    def receive(self, data: bytes, now: float) -> list:
+    @property
+    def current_exchange(self) -> int | None:
+        return self.exchange
+
+    def receive(self, data: bytes, now: float) -> list[Any]:
         if b"boom" in data:
             raise ValueError("Exceeds the limit (4300 digits) for integer string conversion: " + "9" * 5000)
         self.out += b"\x06"
         return [data]
 
-    def poll(self, now: float) -> list:
+    def poll(self, now: float) -> list[Any]:
         return []
 
     def next_deadline(self) -> float | None:
@@ -40,7 +49,7 @@ class EchoSession:
 
     def reset(self) -> None:
         self.resets += 1
-        self.current_exchange = None
+        self.exchange = None
 
 
 async def pair():  # type: ignore[no-untyped-def]
@@ -132,7 +141,8 @@ async def test_a_reader_that_dies_anyway_is_reported_and_restarted() -> None:
         pump._reader = None
         pump._start_reader()
         event = await asyncio.wait_for(pump.next_event(), 2)
-        assert isinstance(event, ReaderStopped) and isinstance(event.error, RuntimeError)
+        assert isinstance(event, Failed) and isinstance(event.error, ReaderStopped) and event.exchange == 7
+        assert isinstance(event.error.error, RuntimeError) and "a bug nobody foresaw" in str(event.error)
         pump._read_loop = original  # type: ignore[method-assign]
         pump.restart()
         await peer.write(b"again")
