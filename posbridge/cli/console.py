@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from posbridge.ecr.client import EcrClient
 from posbridge.cli.formatting import format_result
-from posbridge.model import InvalidRequest, PosbridgeError, parse_amount
+from posbridge.model import InvalidRequest, PosbridgeError, Result, parse_amount
+
+if TYPE_CHECKING:  # prompt_toolkit is imported when the console starts, not with the CLI
+    from prompt_toolkit.input import Input
+    from prompt_toolkit.output import Output
 
 HELP = """commands (amounts in roubles, e.g. 150.00):
   sale AMOUNT                      preauth AMOUNT
@@ -75,7 +79,7 @@ class Console:
 
     async def _dispatch(self, command: str, args: list[str]) -> str:
         ecr = self.client
-        money: dict[str, Callable[..., Awaitable[Any]]] = {
+        money: dict[str, Callable[[list[str]], Awaitable[Result]]] = {
             "sale": lambda a: ecr.sale(parse_amount(a[0])),
             "preauth": lambda a: ecr.preauth(parse_amount(a[0])),
             "refund": lambda a: ecr.refund(parse_amount(a[0]), rrn=a[1]),
@@ -83,7 +87,7 @@ class Console:
             "completion": lambda a: ecr.completion(parse_amount(a[0]), rrn=a[1], auth_code=_opt(a, 2)),
             "cancel-preauth": lambda a: ecr.cancel_preauth(parse_amount(a[0]), rrn=a[1], auth_code=_opt(a, 2)),
         }
-        plain: dict[str, Callable[[], Awaitable[Any]]] = {
+        plain: dict[str, Callable[[], Awaitable[Result]]] = {
             "settlement": ecr.settlement, "short-report": ecr.short_report, "full-report": ecr.full_report,
             "slip-copy": ecr.slip_copy, "test": ecr.test_connection,
         }
@@ -120,8 +124,10 @@ def _opt(args: list[str], index: int) -> str | None:
     return args[index] if len(args) > index else None
 
 
-async def run_console(client: EcrClient, *, trace: bool = False, input: Any = None, output: Any = None) -> None:
-    """The interactive loop (prompt_toolkit): history, completion, output above the prompt."""
+async def run_console(client: EcrClient, *, trace: bool = False, input: Input | None = None,
+                      output: Output | None = None) -> None:
+    """The interactive loop (prompt_toolkit): history, completion, output above the prompt.
+    ``input`` and ``output`` default to the terminal's (tests pass a pipe and a DummyOutput)."""
     from prompt_toolkit import PromptSession
     from prompt_toolkit.completion import WordCompleter
     from prompt_toolkit.patch_stdout import patch_stdout

@@ -25,7 +25,7 @@ import contextlib
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from posbridge.devices import Device, FaultPlan, open_device
 from posbridge.devices.faults import with_faults
@@ -33,6 +33,9 @@ from posbridge.devices.faults import with_faults
 from posbridge.ecr.client import EcrClient
 from posbridge.journal import Journal
 from posbridge.emulator.terminal import VirtualTerminal
+
+if TYPE_CHECKING:
+    from posbridge.devices.fakeusb import FakeUsbBackend  # needs pyusb: imported where used
 
 TRANSPORTS = ("virtual", "pty", "tcp", "usb")
 # pid.codes' test ids (VID 0x1209, PID 0x0001 is reserved for testing): no real terminal has them.
@@ -83,7 +86,7 @@ class TerminalLink:
         self.client_url = ""
         self.terminal_device: Device | None = None
         self.client_device: Device | None = None  # set when the link opened it (usb, faults)
-        self.usb_backend: Any = None
+        self.usb_backend: FakeUsbBackend | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -116,10 +119,12 @@ class TerminalLink:
             self.terminal_device = await open_device(f"pty://{link}", faults=terminal_faults)
             self.client_url = f"serial://{link}?baudrate=115200"
         else:
+            from posbridge.devices.tcp import TcpListenDevice
+
             listener = await open_device("tcp-listen://127.0.0.1:0")
-            port = listener.port  # type: ignore[attr-defined]
+            assert isinstance(listener, TcpListenDevice)  # what open_device makes of tcp-listen://
             self.terminal_device = with_faults(listener, terminal_faults)
-            self.client_url = f"tcp://127.0.0.1:{port}"
+            self.client_url = f"tcp://127.0.0.1:{listener.port}"
         self._task = asyncio.get_running_loop().create_task(
             self.terminal.serve(self.terminal_device, keep_open=True))
         port_or_device: str | Device = self.client_url

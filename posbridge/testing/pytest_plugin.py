@@ -10,13 +10,16 @@ Choose the protocol and transport with ``--posbridge-protocol`` and ``--posbridg
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
-
+from typing import TYPE_CHECKING, AsyncIterator
 
 from posbridge.testing import TRANSPORTS, TerminalLink
 
+if TYPE_CHECKING:
+    import pytest
 
-def pytest_addoption(parser: Any) -> None:
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """The options that choose the ``posbridge_link`` fixture's protocol and transport."""
     group = parser.getgroup("posbridge")
     group.addoption("--posbridge-protocol", default="inpas", help="protocol of the posbridge_link fixture")
     group.addoption("--posbridge-transport", default="virtual", choices=TRANSPORTS,
@@ -27,7 +30,7 @@ try:
     import pytest_asyncio
 
     @pytest_asyncio.fixture
-    async def posbridge_link(request: Any) -> AsyncIterator[TerminalLink]:
+    async def posbridge_link(request: pytest.FixtureRequest) -> AsyncIterator[TerminalLink]:
         """A running virtual terminal with a connected ECR client (``.terminal``, ``.client``)."""
         config = request.config
         async with TerminalLink(config.getoption("--posbridge-protocol"),
