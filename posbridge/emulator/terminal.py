@@ -59,7 +59,7 @@ import time
 from collections import defaultdict, deque
 from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Coroutine, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Coroutine, Sequence, TypeVar
 
 from transitions import Machine
 
@@ -891,7 +891,7 @@ def _describe_result(result: Result) -> str:
 
 
 @contextlib.asynccontextmanager
-async def running_terminal(terminal: VirtualTerminal, url: str):
+async def running_terminal(terminal: VirtualTerminal, url: str) -> AsyncIterator[VirtualTerminal]:
     """Run ``terminal`` on ``url`` in a background task for the duration of the block."""
     device = await open_device(url)
     task = asyncio.get_running_loop().create_task(terminal.serve(device, keep_open=True))
