@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..common.errors import InvalidRequest, PosbridgeError
 from ..common.model import Operation
@@ -33,9 +32,7 @@ __all__ = [
     "IniFileError",
     "decode_config",
     "parse_ops_ini",
-    "load_ops_ini",
     "default_ops_table",
-    "read_text_file",
 ]
 
 #: posbridge's operation ids (the ID column) and the domain operation each one is. A cancel of a
@@ -191,16 +188,6 @@ def parse_ops_ini(text: str | bytes, source: str = "ops.ini") -> OpsTable:
             raise IniFileError(source, number, "NAME is empty")
         entries.append(OpsEntry(int(match.group("code")), fields["cls"], fields["id"], name, number))
     return OpsTable(entries, source)
-
-
-def read_text_file(path: str | Path) -> str:
-    """A configuration file's text: UTF-8 (with or without BOM), else CP1251 as Windows tools write it."""
-    return decode_config(Path(path).read_bytes())
-
-
-def load_ops_ini(path: str | Path) -> OpsTable:
-    """Load an ops.ini-format file (UTF-8 or CP1251); IniFileError (with the line) if it is bad."""
-    return parse_ops_ini(read_text_file(path), source=str(path))
 
 
 _DEFAULT: OpsTable | None = None
