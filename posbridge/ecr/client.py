@@ -134,7 +134,7 @@ class EcrClient:
         lock_wait: float = DEFAULT_LOCK_WAIT,
     ) -> None:
         self.port = port
-        # A ProtocolSpec too: e.g. protocols.arcus2.spec.spec_for_installation(ops.ini, rc_res.ini)
+        # A ProtocolSpec too: e.g. arcus2.spec.spec_for_installation(parse_ops_ini(ops.ini bytes), texts)
         self.protocol = protocol if isinstance(protocol, protocols.ProtocolSpec) else protocols.get(protocol)
         self.journal = journal if journal is not None else Journal()
         self.terminal_id = terminal_id

@@ -198,7 +198,7 @@ class VirtualTerminal:
         on_operation: Callable[[Request, Result], None] | None = None,
         trace: Trace | None = None,
     ) -> None:
-        # A ProtocolSpec too: e.g. protocols.arcus2.spec.spec_for_installation(ops.ini, rc_res.ini)
+        # A ProtocolSpec too: e.g. arcus2.spec.spec_for_installation(parse_ops_ini(ops.ini bytes), texts)
         self.protocol = protocol if isinstance(protocol, protocols.ProtocolSpec) else protocols.get(protocol)
         self.config = config or TerminalConfig()
         merchant = self.config.merchant
