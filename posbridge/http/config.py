@@ -34,7 +34,7 @@ import ipaddress
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,7 @@ class TerminalSettings:
     port: str
     protocol: str = "inpas"
     terminal_id: str | None = None
-    num_device: int = 0
+    num_device: int = 0  # KKM's NumDevice; 0: the terminal's place in the configuration, from 1
     deadline: float = DEFAULT_DEADLINE
     lock_wait: float = DEFAULT_LOCK_WAIT
     recovery_retry: float = DEFAULT_RECOVERY_RETRY
@@ -97,6 +97,9 @@ class ServiceConfig:
     def __post_init__(self) -> None:
         if not self.terminals:
             raise ConfigError("no terminal configured: give --terminal NAME=URL or [[terminals]] in --config")
+        if any(t.num_device == 0 for t in self.terminals):  # unnumbered: KKM's NumDevice is the place, from 1
+            numbered = tuple(replace(t, num_device=t.num_device or i) for i, t in enumerate(self.terminals, 1))
+            object.__setattr__(self, "terminals", numbered)
         names = [t.name for t in self.terminals]
         if len(set(names)) != len(names):
             raise ConfigError(f"terminal names must differ: {', '.join(names)}")

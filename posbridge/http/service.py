@@ -496,25 +496,24 @@ class Service:
         """TerminalParameters and GetOperationByCards: from the settings and the journal, the terminal
         is not asked (nothing stored: they change nothing)."""
         worker = self.worker(spec.terminal)
+        started = time.monotonic()
         base: dict[str, Any] = {"command_id": spec.command_id, "terminal": worker.name, "operation": spec.operation,
                                 "status": "approved"}
         if spec.operation == "TerminalParameters":
             base.update(terminal_id=worker.settings.terminal_id, protocol=worker.settings.protocol,
                         print_slip_on_terminal=False, short_slip=False, partial_cancellation=False,
                         list_card_transactions=True, consumer_display=False)
-            return base
-        base["operations"] = self._card_operations(worker)
+        else:
+            base["operations"] = self._card_operations(worker)
+        self.log.command(at=self.clock().isoformat(timespec="milliseconds"), command_id=spec.command_id,
+                         terminal=worker.name, operation=spec.operation, status="approved",
+                         duration_ms=round((time.monotonic() - started) * 1000))
         return base
 
     def _card_operations(self, worker: TerminalWorker) -> list[dict[str, Any]]:
-        rows = self.store.since(worker.name, None)
-        settled = [r for r in rows if r.operation == "Settlement" and (r.outcome or {}).get("terminal_status") ==
-                   Status.APPROVED.value]
-        after = settled[-1].accepted_at if settled else None
         table = []
-        for row in rows:
-            if (after is not None and row.accepted_at <= after) or row.operation not in (*_SIX_KINDS,
-                                                                                         "EmergencyReversal"):
+        for row in self.store.since(worker.name, self.store.last_settlement(worker.name)):
+            if row.operation not in (*_SIX_KINDS, "EmergencyReversal"):
                 continue
             view = self.view(row.command_id)
             if view is None or view["status"] != "approved":

@@ -159,6 +159,12 @@ class CommandStore:
                        "ORDER BY accepted_at DESC LIMIT 1", (terminal, rrn)).fetchall()
         return self._row(rows[0]) if rows else None
 
+    def last_settlement(self, terminal: str) -> datetime | None:
+        """When the terminal's latest approved Settlement command was accepted (None: never)."""
+        rows = self._x("SELECT MAX(accepted_at) FROM commands WHERE terminal = ? AND operation = 'Settlement' "
+                       "AND json_extract(outcome, '$.terminal_status') = 'approved'", (terminal,)).fetchall()
+        return datetime.fromisoformat(rows[0][0]) if rows and rows[0][0] else None
+
     def since(self, terminal: str, after: datetime | None) -> list[CommandRow]:
         """The terminal's commands accepted after ``after`` (all when None), oldest first."""
         if after is None:

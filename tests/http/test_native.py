@@ -135,6 +135,10 @@ async def test_local_operations_and_reports():
         assert status == 200 and test["status"] == "approved"
         status, copy = await s.post("/v1/terminals/kassa1/SlipCopy", {})
         assert status == 200 and copy["status"] == "approved" and "КОПИЯ" in copy["slip"]
+        await s.post("/v1/terminals/kassa1/Settlement", {})
+        await s.post("/v1/terminals/kassa1/Pay", {"command_id": "l2", "amount": 2000})
+        _, table = await s.post("/v1/terminals/kassa1/GetOperationByCards", {})
+        assert [(row["command_id"], row["Amount"]) for row in table["operations"]] == [("l2", 2000)]
 
 
 async def test_a_lost_outcome_is_unknown_until_recovery_resolves_it(tmp_path):
