@@ -33,6 +33,7 @@ from typing import Any, Generic, TypeVar, Union
 from posbridge.devices import Device, DeviceClosed, DeviceError
 from posbridge.protocols.common.describe import EntryKind, FrameDescription
 from posbridge.protocols.common.errors import Disconnected, LinkError
+from posbridge.protocols.common.model import mask_card_numbers
 from posbridge.protocols.common.session import Failed, Session, SessionEvent
 
 Trace = Callable[[str, bytes], None]  # ("rx" | "tx", bytes)
@@ -59,12 +60,14 @@ class ReaderStopped(LinkError):
 
     def __init__(self, error: BaseException | None) -> None:
         self.error = error
-        super().__init__("reader_stopped", _short(error) if error is not None else "")
+        super().__init__("reader_stopped", summarize_error(error) if error is not None else "")
 
 
-def _short(error: BaseException, limit: int = 200) -> str:
-    text = f"{type(error).__name__}: {error}"
-    return text if len(text) <= limit else text[:limit] + "…"
+def summarize_error(error: BaseException, limit: int = 200) -> str:
+    """``error`` in one line for a log or an event: its type and message, digit runs that could be
+    a card number masked (an exception may quote a field from the line), at most ``limit`` characters."""
+    text = mask_card_numbers(f"{type(error).__name__}: {error}")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class LinkClosed:
@@ -140,7 +143,7 @@ class SessionPump(Generic[S]):
         error = task.exception()
         if error is None:
             return  # a normal end: the device closed, or its only peer left for good
-        log.error("the reader of %s stopped: %s", self.device.url, _short(error))
+        log.error("the reader of %s stopped: %s", self.device.url, summarize_error(error))
         self.events.put_nowait(Failed(ReaderStopped(error), exchange=self._current_exchange()))
 
     async def stop(self) -> None:
@@ -220,7 +223,7 @@ class SessionPump(Generic[S]):
         try:
             self.trace(direction, data)
         except Exception as error:
-            log.warning("the trace callback failed on %d %s bytes: %s", len(data), direction, _short(error),
+            log.warning("the trace callback failed on %d %s bytes: %s", len(data), direction, summarize_error(error),
                         exc_info=log.isEnabledFor(logging.DEBUG))
 
     async def _write_all(self) -> None:
@@ -269,15 +272,15 @@ class SessionPump(Generic[S]):
         try:
             self.session.reset()
         except Exception as error:  # pragma: no cover - a reset that fails leaves nothing better
-            log.error("resetting the session of %s failed: %s", self.device.url, _short(error))
+            log.error("resetting the session of %s failed: %s", self.device.url, summarize_error(error))
 
     def _session_failed(self, error: Exception) -> list[PumpEvent]:
         """The session raised: log it, reset it, and report the exchange in hand as failed."""
         log.error("the %s session of %s raised %s; the exchange in hand is dropped", type(self.session).__name__,
-                  self.device.url, _short(error), exc_info=log.isEnabledFor(logging.DEBUG))
+                  self.device.url, summarize_error(error), exc_info=log.isEnabledFor(logging.DEBUG))
         exchange = self._current_exchange()
         self._reset_session()
-        return [Failed(PumpError(_short(error)), exchange=exchange)]
+        return [Failed(PumpError(summarize_error(error)), exchange=exchange)]
 
     async def _read_loop(self) -> None:
         session = self.session
@@ -303,9 +306,9 @@ class SessionPump(Generic[S]):
             except Exception as error:  # a device error: never a dead reader while the device is open
                 if self.device.closed:
                     return
-                log.warning("reading %s failed: %s (retrying in %g s)", self.device.url, _short(error), retry)
+                log.warning("reading %s failed: %s (retrying in %g s)", self.device.url, summarize_error(error), retry)
                 if retry == _READ_RETRY_FIRST:  # the line is gone for now: once per failure
-                    self._changed_then_dispatch(self._closed(_short(error)))
+                    self._changed_then_dispatch(self._closed(summarize_error(error)))
                 await asyncio.sleep(retry)
                 retry = min(retry * 2, _READ_RETRY_MAX)
                 continue
@@ -357,7 +360,7 @@ class WireLogger:
         try:
             entries = self.describe(buffer)
         except Exception as error:  # a describer bug costs a log line, never the link
-            decoded = [{"problems": [{"reason": "describe", "detail": _short(error)}]}]
+            decoded = [{"problems": [{"reason": "describe", "detail": summarize_error(error)}]}]
         else:
             last = entries[-1] if entries else None
             if last is not None and last.kind is EntryKind.INCOMPLETE and len(buffer) < self.limit:

@@ -81,7 +81,7 @@ from posbridge.emulator.config import TerminalConfig
 from posbridge.emulator.host import BankHost, HostConfig, HostDecision
 from posbridge.journal import Journal, OperationRecord
 from posbridge.model import Operation, Request, Result, Slips, Status, format_amount, mask_card_numbers
-from posbridge.pump import LinkClosed, ReaderStopped, SessionPump, Trace
+from posbridge.pump import LinkClosed, ReaderStopped, SessionPump, Trace, summarize_error
 from posbridge.emulator.scenario import Scenario
 from posbridge.emulator.slips import TITLES, SlipPrinter
 
@@ -289,7 +289,7 @@ class VirtualTerminal:
                 try:
                     stop = self._dispatch(pump, event)
                 except Exception as error:  # never let one event end the service
-                    log.error("handling %s failed: %s", type(event).__name__, _short(error),
+                    log.error("handling %s failed: %s", type(event).__name__, summarize_error(error),
                               exc_info=log.isEnabledFor(logging.DEBUG))
                     continue
                 if stop:
@@ -426,7 +426,7 @@ class VirtualTerminal:
                                                        None, force_thread=True)
             await self._books(job, request, result, decision, False, f"not served: {why}")
         except Exception as error:
-            log.error("recording a dropped request failed: %s", _short(error))
+            log.error("recording a dropped request failed: %s", summarize_error(error))
 
     async def _idle_watchdog(self, pump: SessionPump) -> None:
         """The idle policy (module docstring): hang up on a quiet line when another ECR waits."""
@@ -448,7 +448,7 @@ class VirtualTerminal:
                     device.drop_peer(f"no request for {now - since:.1f} s while another ECR waits")
                     self._last_activity = now
             except Exception as error:  # the policy must never stop the terminal
-                log.warning("idle policy: %s", _short(error))
+                log.warning("idle policy: %s", summarize_error(error))
 
     # --- one operation ----------------------------------------------------------------------------
     async def _run_job(self, job: _Job) -> None:
@@ -460,7 +460,7 @@ class VirtualTerminal:
         except asyncio.CancelledError:
             raise
         except Exception as error:  # a bug or a broken journal: answer what we can, serve on
-            log.error("operation failed inside the terminal: %s", _short(error),
+            log.error("operation failed inside the terminal: %s", summarize_error(error),
                       exc_info=log.isEnabledFor(logging.DEBUG))
             await self._last_resort(job, error)
         finally:
@@ -534,7 +534,7 @@ class VirtualTerminal:
         try:
             pump.act(lambda now: pump.session.send_progress(text, now))
         except Exception as error:
-            log.warning("progress packet not sent: %s", _short(error))
+            log.warning("progress packet not sent: %s", summarize_error(error))
 
     async def _busy(self, job: _Job, seconds: float, text: str) -> bool:
         """Wait ``seconds`` while telling the ECR what we do (``text``); True if the operation was
@@ -564,7 +564,7 @@ class VirtualTerminal:
         try:
             pump.act(lambda now: pump.session.send_prompt(prompt, timeout, now))
         except Exception as error:
-            log.warning("cashier dialog not sent: %s", _short(error))
+            log.warning("cashier dialog not sent: %s", summarize_error(error))
             return None
         try:
             # The session times the dialog out itself; this bound only guards against a lost event.
@@ -601,7 +601,7 @@ class VirtualTerminal:
             log.info("%s -> %s: %s", _describe_job(job), _describe_result(result),
                      "result delivered" if delivered else f"result NOT delivered ({why})")
         except Exception as again:
-            log.error("the terminal could not answer after an internal error: %s", _short(again))
+            log.error("the terminal could not answer after an internal error: %s", summarize_error(again))
 
     # --- sending ----------------------------------------------------------------------------------
     async def _deliver(self, job: _Job, result: Result, decision: HostDecision | None) -> None:
@@ -645,7 +645,7 @@ class VirtualTerminal:
                 pump.act(lambda now: pump.session.send_result(attempt, now))
                 return attempt
             except Exception as error:
-                log.warning("the answer could not be encoded (%s); trying a smaller one", _short(error))
+                log.warning("the answer could not be encoded (%s); trying a smaller one", summarize_error(error))
         return None
 
     async def _books(self, job: _Job, request: Request, result: Result, decision: HostDecision | None,
@@ -656,7 +656,7 @@ class VirtualTerminal:
             try:
                 await self._off_loop(None, self.journal.ledger.set_result_delivered, op_id, delivered)
             except Exception as error:
-                log.error("journaling the delivery of operation %s failed: %s", op_id, _short(error))
+                log.error("journaling the delivery of operation %s failed: %s", op_id, summarize_error(error))
         self._keep(result, delivered)
         log.info("%s -> %s: %s", _describe_job(job), _describe_result(result),
                  "result delivered" if delivered else f"result NOT delivered ({why})")
@@ -664,7 +664,7 @@ class VirtualTerminal:
             try:
                 self.on_operation(request, result)
             except Exception as error:
-                log.error("the on_operation callback failed: %s", _short(error),
+                log.error("the on_operation callback failed: %s", summarize_error(error),
                           exc_info=log.isEnabledFor(logging.DEBUG))
 
     def _keep(self, result: Result, delivered: bool) -> None:
@@ -716,7 +716,7 @@ class VirtualTerminal:
             return await self._off_loop(operation, render)
         except Exception as error:
             log.error("the slip of %s could not be laid out (%s); a minimal one is sent", operation.value,
-                      _short(error))
+                      summarize_error(error))
             return self._safe_render(result, (), minimal=True)
 
     def _fitting(self, result: Result, head: list[str], listed: list[OperationRecord],
@@ -745,7 +745,7 @@ class VirtualTerminal:
                 return Slips(customer="\n".join(slips.customer.splitlines()[:40]))
             return slips
         except Exception as error:
-            log.error("the slip could not be laid out: %s", _short(error))
+            log.error("the slip could not be laid out: %s", summarize_error(error))
             return Slips()
 
     def _report_details(self, operation: Operation, batch: int) -> tuple[list[str], list[OperationRecord]]:
@@ -815,7 +815,7 @@ class VirtualTerminal:
             decision = await self._off_loop(None, self.host.record_refusal, request, status, code, text, card,
                                             force_thread=force_thread)
         except Exception as error:
-            log.error("journaling the terminal's own refusal failed: %s", _short(error))
+            log.error("journaling the terminal's own refusal failed: %s", summarize_error(error))
         money = isinstance(request.operation, Operation) and request.operation.moves_money
         result = Result(
             operation=request.operation, status=status, response_code=code, host_code=code,
@@ -850,10 +850,6 @@ def _slip_bytes(slips: Slips) -> int:
 def _clip(text: str, limit: int = 24, tame: bool = False) -> str:
     text = mask_card_numbers(str(text)) if tame else str(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _short(error: BaseException, limit: int = 200) -> str:
-    return _clip(f"{type(error).__name__}: {error}", limit, tame=True)
 
 
 def _describe_request(request: Request) -> str:

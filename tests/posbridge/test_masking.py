@@ -66,3 +66,14 @@ def test_every_layer_uses_the_one_implementation() -> None:
     assert not hasattr(arcus2_fields, "mask_pan_text")
     assert safe_masked_pan(None) is None and safe_masked_pan("") == ""
     assert safe_masked_pan("4111 1111 1111 1111") == mask_pan("4111 1111 1111 1111")
+
+
+def test_errors_in_logs_and_events_mask_card_numbers() -> None:
+    """The pump and the terminal summarize exceptions with one function, which masks."""
+    from posbridge.emulator import terminal
+    from posbridge.pump import summarize_error
+
+    text = summarize_error(ValueError("field pan=4111111111111111 unreadable"))
+    assert text == "ValueError: field pan=411111******1111 unreadable"
+    assert len(summarize_error(RuntimeError("x" * 500), limit=50)) == 50
+    assert terminal.summarize_error is summarize_error
