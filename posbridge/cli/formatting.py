@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from posbridge.model import Result, format_amount
+from posbridge.model import Result, format_amount, mask_pan
+
+
+def _shown_pan(result: Result) -> str | None:
+    """The result's PAN as output may show it: masked again (defence in depth; a masked PAN is kept)."""
+    return mask_pan(result.masked_pan) if result.masked_pan else result.masked_pan
 
 
 def format_result(result: Result, *, slips: bool = True, cashier_slip: bool = True) -> str:
@@ -15,7 +20,7 @@ def format_result(result: Result, *, slips: bool = True, cashier_slip: bool = Tr
     lines = [f"{result.operation.value}: {result.status.value.upper()} (code {code}) {result.response_text}".rstrip()]
     details = {
         "amount": format_amount(result.amount, result.currency or 643) if result.amount is not None else None,
-        "card": f"{result.card_scheme or ''} {result.masked_pan or ''}".strip() or None,
+        "card": f"{result.card_scheme or ''} {_shown_pan(result) or ''}".strip() or None,
         "rrn": result.rrn, "auth code": result.auth_code, "terminal": result.terminal_id,
         "transaction id": result.transaction_id,
     }
@@ -44,7 +49,7 @@ def result_to_json(result: Result) -> dict[str, Any]:
         "operation": result.operation.value, "status": result.status.value, "approved": result.approved,
         "response_code": result.response_code, "host_code": result.host_code,
         "response_text": result.response_text, "amount": result.amount, "currency": result.currency,
-        "rrn": result.rrn, "auth_code": result.auth_code, "masked_pan": result.masked_pan,
+        "rrn": result.rrn, "auth_code": result.auth_code, "masked_pan": _shown_pan(result),
         "card_scheme": result.card_scheme, "terminal_id": result.terminal_id,
         "transaction_id": result.transaction_id,
         "host_datetime": result.host_datetime.isoformat() if result.host_datetime else None,

@@ -77,3 +77,14 @@ def test_errors_in_logs_and_events_mask_card_numbers() -> None:
     assert text == "ValueError: field pan=411111******1111 unreadable"
     assert len(summarize_error(RuntimeError("x" * 500), limit=50)) == 50
     assert terminal.summarize_error is summarize_error
+
+
+def test_cli_output_masks_whatever_a_result_carries() -> None:
+    """A Result built by hand (or by a buggy mapping) with a full number is still masked on output."""
+    from posbridge.cli.formatting import format_result, result_to_json
+    from posbridge.model import Operation, Result, Status
+
+    result = Result(Operation.SALE, Status.APPROVED, masked_pan="4111111111111111", card_scheme="VISA")
+    assert "4111111111111111" not in format_result(result)
+    assert "VISA 411111******1111" in format_result(result)
+    assert result_to_json(result)["masked_pan"] == "411111******1111"
