@@ -82,6 +82,7 @@ class Emulator:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(5)
+        self.process.stdout.close()  # type: ignore[union-attr]  # the ready line's pipe
 
     def terminal_journal(self) -> Journal:
         return Journal(self.journal, readonly=True)
