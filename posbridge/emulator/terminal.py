@@ -119,6 +119,9 @@ TRANSITIONS: list[TransitionConfigDict] = [
 ]
 CARD_OPERATIONS = frozenset({Operation.SALE, Operation.PREAUTH, Operation.REFUND})
 REPORT_OPERATIONS = frozenset({Operation.FULL_REPORT, Operation.SETTLEMENT})
+# Batch-wide journal queries, run in a worker thread even on an in-memory journal: the totals of a
+# 5,000-operation batch take ~50 ms (benchmarks/journal_calls.py), too long to stall the loop.
+OFF_LOOP_OPERATIONS = REPORT_OPERATIONS | {Operation.SHORT_REPORT}
 
 # posbridge's own response codes for refusals the terminal makes itself (not the host's).
 CODE_BAD_MESSAGE = "913"  # invalid message format (the manual's code)
@@ -676,7 +679,7 @@ class VirtualTerminal:
                         force_thread: bool = False) -> T:
         """Run ``fn`` in a worker thread where it is heavy (reports, settlement, a journal that
         fsyncs on every step), inline otherwise (a sale in memory costs less than the hop)."""
-        if force_thread or self._journal_on_disk or operation in REPORT_OPERATIONS:
+        if force_thread or self._journal_on_disk or operation in OFF_LOOP_OPERATIONS:
             return await asyncio.to_thread(fn, *args)
         return fn(*args)
 
