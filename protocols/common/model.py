@@ -158,16 +158,18 @@ def mask_pan(pan: str) -> str:
     return "*" * n
 
 
-_DIGIT_RUN = re.compile(r"[0-9]{12,}")
+# 12 or more digits, written together or in groups split by single spaces or dashes (4111 1111 …).
+_DIGIT_RUN = re.compile(r"[0-9](?:[ -]?[0-9]){11,}")
 _LONGEST_PAN = 19
 
 
 def mask_card_numbers(text: str) -> str:
     """Free text (an error, a field from the line) fit for a log: every run of 12 or more digits,
-    which could be a card number, is masked by :func:`mask_pan`; a run longer than any card number
-    (a hostile 5,000-digit field) is shown by its first 4 digits and its length."""
+    together or in groups split by single spaces or dashes, which could be a card number, is masked
+    by :func:`mask_pan`; a run longer than any card number (a hostile 5,000-digit field) is shown
+    by its first 4 digits and its length."""
     def one(match: re.Match[str]) -> str:
-        digits = match.group(0)
+        digits = match.group(0).replace(" ", "").replace("-", "")
         return mask_pan(digits) if len(digits) <= _LONGEST_PAN else f"{digits[:4]}…({len(digits)} digits)"
 
     return _DIGIT_RUN.sub(one, text)

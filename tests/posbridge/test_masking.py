@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -56,6 +58,16 @@ def test_mask_card_numbers_in_free_text() -> None:
     assert mask_card_numbers("pan 4111111111111111 rrn 123456789012") == "pan 411111******1111 rrn 123456**9012"
     assert mask_card_numbers("stan 12345678901 ok") == "stan 12345678901 ok"  # 11 digits: no card number
     assert mask_card_numbers("x" + "7" * 5000) == "x7777…(5000 digits)"
+    assert mask_card_numbers("got '4111 1111 1111 1111'") == "got '411111******1111'"
+    assert mask_card_numbers("pan 4111-1111-1111-1111.") == "pan 411111******1111."
+    assert mask_card_numbers("at 2024-01-01 12:00:00, stan 000123") == "at 2024-01-01 12:00:00, stan 000123"
+
+
+@given(st.text(alphabet="0123456789 -ab", max_size=60))
+def test_no_card_number_survives_mask_card_numbers(text: str) -> None:
+    masked = mask_card_numbers(text)
+    joined = re.sub(r"(?<=[0-9])[ -](?=[0-9])", "", masked)  # 4111 1111 … read as one number
+    assert re.search(r"[0-9]{12}", joined) is None, masked
 
 
 def test_every_layer_uses_the_one_implementation() -> None:
