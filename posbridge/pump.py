@@ -16,8 +16,8 @@ one foresaw) is logged, the session is reset and the exchange in hand is reporte
 :class:`~posbridge.protocols.common.session.Failed` with a :class:`PumpError`; a device that fails to read
 is retried with a back-off until it is closed; a callback that raises (the trace, a wire logger, a
 console that cannot print) is logged and costs nothing else. Should the reader task end anyway, the
-exchange in hand hears it as ``Failed(ReaderStopped(...))`` -- never a silent hang -- and
-:meth:`SessionPump.restart` starts the reader again.
+exchange in hand hears it as ``Failed(ReaderStopped(...))`` -- never a silent hang -- and the pump
+starts a new reader (the session afresh) shortly after.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ log = logging.getLogger("posbridge.pump")
 wire_log = logging.getLogger("posbridge.wire")
 
 _READ_RETRY_FIRST, _READ_RETRY_MAX = 0.05, 1.0  # back-off after a device read error, seconds
+_RESTART_STEP, _RESTART_MAX = 0.05, 2.0  # back-off before a reader that died again is restarted, seconds
 
 
 class PumpError(LinkError):
@@ -54,8 +55,8 @@ class PumpError(LinkError):
 class ReaderStopped(LinkError):
     """The pump's reader task ended although the device is still open; ``error`` is why.
 
-    Reported as ``Failed(ReaderStopped(...), exchange=...)``: the exchange in hand cannot go on, as
-    nothing is read until :meth:`SessionPump.restart` is called.
+    Reported as ``Failed(ReaderStopped(...), exchange=...)``: the exchange in hand cannot go on (the
+    pump starts a new reader with the session reset).
     """
 
     def __init__(self, error: BaseException | None) -> None:
@@ -115,19 +116,30 @@ class SessionPump(Generic[S]):
         self._outbox: list[bytes] = []
         self._timer: asyncio.TimerHandle | None = None
         self._armed_for: float | None = None
+        self._restart: asyncio.TimerHandle | None = None
+        self._restart_delay = 0.0  # at once the first time: the next operation must find a reader
+        self._stopped = False
         self.last_rx = float("-inf")  # clock() when bytes last arrived
 
     def start(self) -> None:
         """Start pumping on the running loop."""
         if self._reader is None:
             self._loop = asyncio.get_running_loop()
+            self._stopped = False
             self._start_reader()
             self._changed()
 
     def restart(self) -> None:
-        """Start the reader again after a :class:`ReaderStopped` (the session starts afresh)."""
-        if self._loop is None or self.reading or self.device.closed:
+        """Start the reader again after a :class:`ReaderStopped` (the session starts afresh).
+
+        The pump does so by itself shortly after reporting it (with a growing pause should the
+        reader keep dying); calling it sooner is harmless.
+        """
+        if self._loop is None or self._stopped or self.reading or self.device.closed:
             return
+        if self._restart is not None:
+            self._restart.cancel()
+            self._restart = None
         self._reset_session()
         self._start_reader()
         self._changed()
@@ -143,13 +155,25 @@ class SessionPump(Generic[S]):
         error = task.exception()
         if error is None:
             return  # a normal end: the device closed, or its only peer left for good
-        log.error("the reader of %s stopped: %s", self.device.url, summarize_error(error))
+        log.error("the reader of %s stopped: %s; starting it again in %g s", self.device.url, summarize_error(error),
+                  self._restart_delay)
         self.events.put_nowait(Failed(ReaderStopped(error), exchange=self._current_exchange()))
+        if self._loop is not None and self._restart is None:
+            self._restart = self._loop.call_later(self._restart_delay, self._restart_now)
+            self._restart_delay = min(max(_RESTART_STEP, self._restart_delay * 2), _RESTART_MAX)
+
+    def _restart_now(self) -> None:
+        self._restart = None
+        self.restart()
 
     async def stop(self) -> None:
         """Stop pumping; bytes the session still wanted sent are written first, if possible."""
+        self._stopped = True
         with contextlib.suppress(Exception):
             await self.flush()
+        if self._restart is not None:
+            self._restart.cancel()
+            self._restart = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -314,6 +338,7 @@ class SessionPump(Generic[S]):
                 continue
             just_closed = False
             retry = _READ_RETRY_FIRST
+            self._restart_delay = 0.0  # this reader lives: a later death is restarted at once again
             self._traced("rx", data)
             now = self.last_rx = self.clock()
             try:

@@ -123,7 +123,8 @@ class FrameDescription:
         return next((f for f in self.fields if key in (f.key, f.name)), None)
 
     def summary(self) -> str:
-        """One line for people: ``STX v2 length 27 crc ok request(Q): 25:operation_code=1, …``."""
+        """One line for people: ``STX v2 length 27 crc ok request(Q): 25:operation_code=1, …`` (values
+        with line breaks escaped, long ones clipped: :meth:`to_dict` has them whole)."""
         if self.kind is EntryKind.CONTROL:
             return self.name
         if self.kind is EntryKind.NOISE:
@@ -142,7 +143,7 @@ class FrameDescription:
         text = " ".join(words)
         if self.fields:
             text += ": " + ", ".join(
-                (f"{f.key}:{f.name}" if f.key != f.name else f.key) + f"={f.value}" for f in self.fields)
+                (f"{f.key}:{f.name}" if f.key != f.name else f.key) + f"={_one_line(f.value)}" for f in self.fields)
         for problem in self.problems:
             text += f" [{problem.reason}{': ' + problem.detail if problem.detail else ''}]"
         return text
@@ -162,6 +163,13 @@ class FrameDescription:
         if self.problems:
             out["problems"] = [p.to_dict() for p in self.problems]
         return out
+
+
+def _one_line(value: str, limit: int = 80) -> str:
+    """A value for a one-line summary: line breaks and other control characters escaped, a long
+    value (a slip, a hostile 5,000-digit field) shown by its head and its length."""
+    text = value if value.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
+    return text if len(text) <= limit else f"{text[:limit]}…({len(value)} characters)"
 
 
 FrameDescriber = Callable[[bytes, int, int], tuple[FrameDescription, int]]

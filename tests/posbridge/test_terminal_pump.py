@@ -9,7 +9,11 @@ import uuid
 
 from typing import Any
 
+import pytest
+
 from posbridge.devices import DeviceError, open_device
+from posbridge.emulator.config import TerminalConfig
+from posbridge.testing import TerminalLink
 from posbridge.pump import PumpError, ReaderStopped, SessionPump
 from posbridge.protocols.common.session import Failed, Session
 
@@ -125,7 +129,7 @@ async def test_a_device_that_fails_to_read_is_retried_not_abandoned() -> None:
         await pump.stop()
 
 
-async def test_a_reader_that_dies_anyway_is_reported_and_restarted() -> None:
+async def test_a_reader_that_dies_anyway_is_reported_and_restarted_by_itself() -> None:
     end, peer = await pair()
     pump = SessionPump(end, EchoSession(), keep_open=True)
     pump.start()
@@ -144,10 +148,65 @@ async def test_a_reader_that_dies_anyway_is_reported_and_restarted() -> None:
         assert isinstance(event, Failed) and isinstance(event.error, ReaderStopped) and event.exchange == 7
         assert isinstance(event.error.error, RuntimeError) and "a bug nobody foresaw" in str(event.error)
         pump._read_loop = original  # type: ignore[method-assign]
-        pump.restart()
-        await peer.write(b"again")
-        assert await asyncio.wait_for(pump.next_event(), 2) == b"again"
+        await peer.write(b"again")  # read once the pump has started a new reader by itself
+        later = [await asyncio.wait_for(pump.next_event(), 2)]
+        while later[-1] != b"again":  # the dying loop may have been restarted (and died) meanwhile
+            later.append(await asyncio.wait_for(pump.next_event(), 2))
+        assert all(isinstance(e, Failed) and isinstance(e.error, ReaderStopped) for e in later[:-1])
+        assert pump.reading
     finally:
         await pump.stop()
         await end.close()
         await peer.close()
+
+
+# --- callbacks and a dead reader, on a whole sale ---------------------------------------------------
+@pytest.mark.parametrize("protocol", ["inpas", "arcus2"])
+async def test_raising_callbacks_leave_the_sale_completing(protocol: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A trace on both ends and a progress callback that all raise: logged, and the sale ends approved."""
+    calls: list[str] = []
+
+    def trace(direction: str, data: bytes) -> None:
+        calls.append(direction)
+        raise RuntimeError("the console cannot print")
+
+    def progress(event: object) -> None:
+        calls.append("progress")
+        raise RuntimeError("the display is gone")
+
+    config = TerminalConfig(card_delay=0.3, progress_interval=0.05)
+    async with TerminalLink(protocol, trace=trace, config=config,
+                            client_options={"trace": trace, "on_progress": progress}) as link:
+        result = await asyncio.wait_for(link.client.sale(1_00), 20)
+        assert result.approved
+        assert (await asyncio.wait_for(link.client.sale(2_00), 20)).approved  # and the link serves on
+    assert {"rx", "tx", "progress"} <= set(calls)
+    assert "the trace callback failed" in caplog.text and "the progress callback failed" in caplog.text
+
+
+class Fatal(BaseException):
+    """What no ``except Exception`` catches: the reader task dies of it."""
+
+
+@pytest.mark.parametrize("protocol", ["inpas", "arcus2"])
+async def test_a_reader_that_dies_mid_exchange_fails_it_typed_never_hangs(protocol: str) -> None:
+    fast = {"ack_timeout": 0.3}  # the next sale waits for a quiet line: a few ACK timers
+    async with TerminalLink(protocol, config=TerminalConfig(timers=dict(fast)), client_options={"timers": fast}) as link:
+        client = link.client
+        await client.open()
+        assert client._pump is not None
+        session = client._pump.session
+
+        def dying(data: bytes, now: float) -> list[Any]:
+            raise Fatal("the interpreter is going down")
+
+        session.receive = dying  # type: ignore[method-assign]
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(ReaderStopped) as caught:
+            await asyncio.wait_for(client.sale(3_00), 20)
+        assert asyncio.get_running_loop().time() - started < 5  # the exchange heard it at once
+        assert isinstance(caught.value.error, Fatal) and caught.value.reason == "reader_stopped"
+        [entry] = client.unresolved()  # journaled as unknown, for recovery
+        assert entry.state == "unknown" and "reader_stopped" in (entry.error or "")
+        del session.receive  # the session's own method again
+        assert (await asyncio.wait_for(client.sale(4_00), 20)).approved  # the pump's new reader serves on
