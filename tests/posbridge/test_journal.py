@@ -20,8 +20,10 @@ from posbridge.journal import (
     EcrEntry,
     Journal,
     JournalError,
+    check_journal,
     safe_masked_pan,
 )
+from posbridge.journal.storage import MIGRATIONS, SCHEMA_V1
 from posbridge.model import Operation, Request, Result, Status, Totals
 
 Op = Operation
@@ -60,6 +62,91 @@ def test_schema_is_versioned_and_files_use_wal(tmp_path: Path) -> None:
     with pytest.raises(JournalError, match="newer"):
         Journal(path)
 
+
+
+def _schema_of(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Every table's and view's columns (name, type, not null, default, key), and every index."""
+    raw = sqlite3.connect(path)
+    try:
+        names = [r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+                                           "ORDER BY name")]
+        schema = {name: [tuple(c[1:]) for c in raw.execute(f"PRAGMA table_info({name})")] for name in names}
+        schema["indexes"] = [tuple(r) for r in raw.execute(
+            "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'index' ORDER BY name")]
+        return schema
+    finally:
+        raw.close()
+
+
+def _version_1_journal(path: Path) -> None:
+    """A journal as the first schema left it, with one ECR entry and one terminal operation."""
+    raw = sqlite3.connect(path)
+    raw.executescript(SCHEMA_V1)
+    raw.execute("INSERT INTO ecr_entries (terminal, state, created_at, updated_at, operation, amount, currency, "
+                "transaction_id) VALUES ('T1', 'sent', '2025-03-10T12:00:00.000000', "
+                "'2025-03-10T12:00:00.000000', 'sale', 100, 643, '7')")
+    raw.execute("INSERT INTO ops (terminal_id, batch, stan, operation, status, code, text, amount, currency, "
+                "host_datetime) VALUES ('00344224', 1, '7', 'sale', 'approved', '00', 'ОДОБРЕНО', 100, 643, "
+                "'2025-03-10T12:00:01.000000')")
+    raw.execute("PRAGMA user_version = 1")
+    raw.commit()
+    raw.close()
+
+
+def test_a_version_1_journal_is_migrated_in_order_and_keeps_its_rows(tmp_path: Path) -> None:
+    assert len(MIGRATIONS) == SCHEMA_VERSION - 1
+    old, new = tmp_path / "old.sqlite", tmp_path / "new.sqlite"
+    _version_1_journal(old)
+    with pytest.raises(JournalError, match="schema 1, not 2; open it once with a posbridge command that writes"):
+        Journal(old, readonly=True)  # a reader never upgrades
+    with Journal(old) as j:
+        assert j.storage.schema_version() == SCHEMA_VERSION
+        [entry] = j.ecr.unresolved()
+        assert (entry.terminal, entry.state, entry.request.amount, entry.owner, entry.port) == \
+            ("T1", "sent", 100, None, None)
+        [op] = j.ledger.operations()
+        assert op.transaction_id == "7" and op.result_delivered is None
+        j.ledger.set_result_delivered(op.id, False)  # a column version 2 added
+        assert [o.id for o in j.ledger.undelivered_operations()] == [op.id]
+    Journal(new).close()
+    assert _schema_of(old) == _schema_of(new)  # upgraded and new journals have the same tables
+
+
+def test_the_parts_share_one_connection_and_one_transaction(journal: Journal) -> None:
+    assert journal.ledger._storage is journal.ecr._storage is journal.export._storage is journal.storage
+    request = Request(Op.SALE, amount=100, currency=643, transaction_id="1")
+    with pytest.raises(RuntimeError), journal.transaction():
+        journal.ecr.begin(request, "T1")
+        journal.ledger.open_batch("00344224", T0)
+        raise RuntimeError("boom")
+    assert journal.ecr.unresolved() == [] and journal.ledger.batch_number("00344224") == 1
+    assert journal.export.rows() == []
+
+
+def test_check_journal_names_what_needs_attention(tmp_path: Path) -> None:
+    path = tmp_path / "ecr.sqlite"
+    with Journal(path, clock=Clock()) as j:
+        sale = j.ecr.begin(Request(Op.SALE, amount=100, currency=643, transaction_id="1"), "T1")
+        j.ecr.sent(sale)
+        j.ecr.unknown(sale, "no answer")
+        flagged = j.ecr.begin(Request(Op.SALE, amount=200, currency=643, transaction_id="2"), "T1")
+        j.ecr.sent(flagged)
+        j.ecr.flag(flagged, None, how="batch_settled", note="settled before recovery")
+        done = j.ecr.begin(Request(Op.SALE, amount=300, currency=643, transaction_id="3"), "T1")
+        j.ecr.sent(done)
+        j.ecr.finish(done, Result(Op.SALE, Status.APPROVED, "00", "ОДОБРЕНО", amount=300, currency=643))
+    report = check_journal(path)
+    assert report.ok, report.text
+    lines = report.text.splitlines()
+    assert lines[0] == f"journal {path}"
+    assert lines[1] == f"  schema {SCHEMA_VERSION}; SQLite integrity: ok"
+    assert lines[2] == "  terminal side: 0 operation(s); ECR side: 1 done, 1 refund_needed, 1 unknown"
+    assert lines[3] == "  1 ECR operation(s) with an unknown outcome: run `posbridge recover`"
+    assert lines[4] == ("  1 ECR operation(s) need a person: their batch was settled "
+                        f"(see `posbridge export --journal {path} --side ecr`)")
+    assert lines[5] == "  sound"
+    missing = check_journal(tmp_path / "none.sqlite")
+    assert not missing.ok and "NOT USABLE" in missing.text and "no such file" in missing.text
 
 def test_memory_journal_needs_no_file() -> None:
     with Journal() as j:
