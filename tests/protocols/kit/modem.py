@@ -68,23 +68,18 @@ class Line:
         self.fault = fault
         self.carried = 0  # bytes offered to the line so far
         self.injected = False
-        self.log = bytearray()  # what arrived at the far end
 
     def carry(self, data: bytes) -> bytes:
         """The bytes that reach the far end of ``data`` (the fault applied when its byte passes)."""
         start, self.carried = self.carried, self.carried + len(data)
         fault = self.fault
         if fault is None or not start <= fault.position < self.carried:
-            self.log += data
             return data
         at = fault.position - start
         self.injected = True
         if fault.kind == "drop":
-            out = data[:at] + data[at + 1:]
-        else:
-            out = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
-        self.log += out
-        return out
+            return data[:at] + data[at + 1:]
+        return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
 
 
 @dataclass
