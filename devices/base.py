@@ -31,9 +31,6 @@ class Device(abc.ABC):
 
     url: str
     _closed: bool = False
-    reconnects: bool = False
-    """True for devices that serve one peer after another (``tcp-listen://``): after DeviceClosed
-    has reported a peer's departure, ``read`` waits for the next peer instead of failing again."""
 
     @abc.abstractmethod
     async def read(self, max_bytes: int = 4096) -> bytes:
@@ -61,6 +58,12 @@ class Device(abc.ABC):
     def closed(self) -> bool:
         """True once :meth:`close` has been called."""
         return self._closed
+
+    @property
+    def reconnects(self) -> bool:
+        """True for devices that serve one peer after another (``tcp-listen://``): after DeviceClosed
+        has reported a peer's departure, ``read`` waits for the next peer instead of failing again."""
+        return False
 
     async def __aenter__(self: _D) -> _D:
         return self

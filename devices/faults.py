@@ -57,6 +57,7 @@ __all__ = ["DirectionFaults", "FaultPlan", "FaultSpecError", "FaultyDevice", "In
 
 Direction = Literal["tx", "rx"]
 DIRECTIONS: tuple[Direction, Direction] = ("tx", "rx")
+_DIRECTION_OF: dict[str, Direction] = {"tx": "tx", "rx": "rx"}  # a word of a spec as a Direction
 MAX_LOG = 10_000  # injected faults remembered per device (a probabilistic fault on a long run...)
 
 
@@ -163,12 +164,13 @@ class FaultPlan:
             item = raw.strip()
             if not item:
                 continue  # "drop@1," or an empty spec: nothing to add
-            direction: str | None = None
+            direction: Direction | None = None
             body = item
             head, colon, rest = item.partition(":")
             if colon:
-                direction, body = head.strip().lower(), rest.strip()
-                if direction not in DIRECTIONS:
+                word, body = head.strip().lower(), rest.strip()
+                direction = _DIRECTION_OF.get(word)
+                if direction is None:
                     raise FaultSpecError(
                         f"fault {item!r}: direction must be 'tx' (what the device writes) or 'rx' "
                         f"(what it reads), not {head.strip()!r}")
@@ -291,7 +293,7 @@ class _Builder:
             drop_at=frozenset(self.drop_at),
             corrupt_at=tuple(sorted(self.corrupt_at.items())),
             silence=tuple((pos, seconds, line) for pos, (seconds, line) in sorted(self.silence.items())),
-            **self.scalars,  # type: ignore[arg-type]
+            **self.scalars,  # type: ignore[arg-type]  # each parsed to its field's type by add()
         )
 
 
@@ -437,9 +439,9 @@ class FaultyDevice(Device):
         return [f"{f.direction}:{f.kind}@{f.position}" for f in self.injected]
 
     @property
-    def reconnects(self) -> bool:  # type: ignore[override]
+    def reconnects(self) -> bool:
         """As the wrapped device (a listener serves the next peer after a disconnect fault too)."""
-        return bool(getattr(self.inner, "reconnects", False))
+        return self.inner.reconnects
 
     @property
     def waiting_peers(self) -> bool:

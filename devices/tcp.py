@@ -148,7 +148,10 @@ class TcpListenDevice(FdDevice):
     :meth:`drop_peer` hangs up on the current one (it is then reported as gone, as if it had left).
     """
 
-    reconnects = True
+    @property
+    def reconnects(self) -> bool:
+        """True: after a peer leaves, ``read`` waits for the next one."""
+        return True
 
     def __init__(self, loop: asyncio.AbstractEventLoop, listener: socket.socket) -> None:
         host, port = listener.getsockname()[:2]

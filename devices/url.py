@@ -63,13 +63,13 @@ def _is_pyserial_scheme(scheme: str) -> bool:
 
 def _load(point: EntryPoint, scheme: str) -> Opener:
     try:
-        opener = point.load()
+        opener: Opener = point.load()
     except Exception as error:  # e.g. pty's termios off POSIX: this scheme only is unavailable
         raise DeviceError(f"{scheme}:// is not available here ({point.value}): "
                           f"{type(error).__name__}: {error}") from error
     if not callable(opener):
         raise DeviceError(f"{scheme}:// is registered as {point.value}, which is not an opener")
-    return opener  # type: ignore[no-any-return]  # an entry point's object is Any by nature
+    return opener
 
 
 def opener_for(scheme: str, url: str = "") -> Opener:

@@ -20,7 +20,7 @@ import struct
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import NoReturn, Union
+from typing import BinaryIO, NoReturn, Union
 
 from construct import (
     Bytes,
@@ -134,7 +134,7 @@ _FS_BYTE = bytes([FS])
 class _ValueBytes(Construct):
     """Bytes up to the next FS or the end of the body; FS itself is left for the next field."""
 
-    def _parse(self, stream, context, path):  # type: ignore[no-untyped-def]
+    def _parse(self, stream: BinaryIO, context: object, path: str) -> bytes:
         data = bytearray()
         while True:
             byte = stream.read(1)
@@ -145,7 +145,7 @@ class _ValueBytes(Construct):
                 return bytes(data)
             data += byte
 
-    def _build(self, obj, stream, context, path):  # type: ignore[no-untyped-def]
+    def _build(self, obj: bytes, stream: BinaryIO, context: object, path: str) -> bytes:
         if _FS_BYTE in obj:
             raise ValidationError("a value cannot hold FS (0x1C)", path=path)
         stream_write(stream, obj, len(obj), path)

@@ -58,11 +58,11 @@ class RequestContext:
     original_operation: str | None = None
 
 
-def _ordered(message_class: str, values: Mapping[str, object]) -> Message:
+def _ordered(message_class: str, values: Mapping[str, str | int | None]) -> Message:
     """A message of the given fields (None and "" dropped), in key-table order."""
     kept = [(key, value) for key, value in values.items() if value is not None and value != ""]
     kept.sort(key=lambda item: _ORDER.get(item[0], len(_ORDER)))
-    return Message(message_class, dict(kept))  # type: ignore[arg-type]
+    return Message(message_class, dict(kept))
 
 
 # --- ECR side --------------------------------------------------------------------------------------
@@ -208,7 +208,7 @@ def message_to_request(message: Message, ops: OpsTable) -> tuple[Request, Reques
         "original_datetime": original_datetime,
     }
     context = RequestContext(raw_code, transaction_id, raw_original)
-    return Request(**values), context  # type: ignore[arg-type]
+    return Request(**values), context  # type: ignore[arg-type]  # values typed per key above; Request checks them
 
 
 def result_to_message(result: Result, context: RequestContext) -> Message:
@@ -219,7 +219,7 @@ def result_to_message(result: Result, context: RequestContext) -> Message:
     """
     when = result.host_datetime
     totals = result.totals
-    values: dict[str, object] = {
+    values: dict[str, str | int | None] = {
         "operation": context.operation_code,
         "response_code": response_code_for(result.status, result.host_code or result.response_code),
         "host_code": result.host_code or result.response_code,
@@ -239,7 +239,7 @@ def result_to_message(result: Result, context: RequestContext) -> Message:
         "slip": _text(format_slip(result.slips)),
     }
     if totals is not None:
-        values.update({key: getattr(totals, key) for key in _TOTALS_KEYS})
+        values.update({key: int(getattr(totals, key)) for key in _TOTALS_KEYS})  # Totals' counts and sums
         values["currency"] = f"{totals.currency:03d}"
     return _ordered(RESULT, values)
 

@@ -221,7 +221,7 @@ class Request:
 
     def with_changes(self, **changes: object) -> Request:
         """A copy with some fields replaced."""
-        return replace(self, **changes)  # type: ignore[arg-type]
+        return replace(self, **changes)  # type: ignore[arg-type]  # names and types checked by replace() at run time
 
 
 @dataclass(frozen=True)
@@ -284,4 +284,4 @@ class Result:
 
     def with_changes(self, **changes: object) -> Result:
         """A copy with some fields replaced."""
-        return replace(self, **changes)  # type: ignore[arg-type]
+        return replace(self, **changes)  # type: ignore[arg-type]  # names and types checked by replace() at run time

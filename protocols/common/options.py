@@ -78,7 +78,9 @@ class ProtocolOptions:
             raise OptionsError(f"unknown {cls.protocol} option(s): {', '.join(unknown)} "
                                f"(known: {', '.join(known)})")
         hints = typing.get_type_hints(cls)
-        converted = {name: _convert(cls.protocol, name, hints[name], value) for name, value in values.items()}
+        # Any: each value was converted to its field's own type just above, which mypy cannot follow.
+        converted: dict[str, Any] = {name: _convert(cls.protocol, name, hints[name], value)
+                                     for name, value in values.items()}
         try:
             return cls(**converted)
         except OptionsError:

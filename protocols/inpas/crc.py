@@ -14,6 +14,7 @@ _crc16_buypass = crcmod.predefined.mkPredefinedCrcFun("crc-16-buypass")
 CHECK_VALUE = 0xFEE8
 
 
-def crc16_buypass(data: bytes) -> int:
+def crc16_buypass(data: bytes | bytearray | memoryview) -> int:
     """Return the CRC-16/BUYPASS of ``data`` (any bytes-like object) as an int in 0..0xFFFF."""
-    return _crc16_buypass(data)
+    crc: int = _crc16_buypass(data)  # crcmod has no type information
+    return crc

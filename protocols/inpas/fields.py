@@ -10,7 +10,7 @@ from __future__ import annotations
 import codecs
 import struct
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Union
+from typing import Iterator, Mapping, TypeVar, Union
 
 from ..common.errors import InvalidRequest
 from ..common.model import mask_pan
@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 FieldValue = Union[str, bytes]
+_Key = TypeVar("_Key", bound=Union[int, str])  # a tag (an int, a Tag member) or a field name
 
 
 @dataclass(frozen=True)
@@ -219,7 +220,7 @@ class Message:
 
     __slots__ = ("fields",)
 
-    def __init__(self, fields: Mapping[int | str, str | bytes | int] | None = None) -> None:
+    def __init__(self, fields: Mapping[_Key, FieldValue | int] | None = None) -> None:
         """Build a message; keys are tags (or field names), ints become ASCII decimal.
 
         Raises :class:`InvalidRequest` for a tag outside 0..255, an unknown name or a value of

@@ -116,7 +116,7 @@ _CUSTOM_COMMANDS = {
     Operation.FULL_REPORT: CustomCommand.FULL_REPORT,
     Operation.SLIP_COPY: CustomCommand.SLIP_COPY,
 }
-_OPERATION_BY_CUSTOM = {code: op for op, code in _CUSTOM_COMMANDS.items()}
+_OPERATION_BY_CUSTOM = {int(code): op for op, code in _CUSTOM_COMMANDS.items()}
 # The original operation a cancel names in tag 34.
 _ORIGINAL_CODES = {Operation.SALE: OpCode.SALE, Operation.PREAUTH: OpCode.PREAUTH,
                    Operation.COMPLETION: OpCode.COMPLETION, Operation.REFUND: OpCode.REFUND}
@@ -159,7 +159,8 @@ def request_to_message(request: Request, ecr_id: str | None = DEFAULT_ECR_ID) ->
     if request.terminal_id:
         fields[Tag.TERMINAL_ID] = request.terminal_id
     if op is Operation.CANCEL:
-        fields[Tag.ORIGINAL_OPERATION] = int(_ORIGINAL_CODES.get(request.original_operation, OpCode.SALE))
+        original = request.original_operation
+        fields[Tag.ORIGINAL_OPERATION] = int(_ORIGINAL_CODES.get(original, OpCode.SALE) if original else OpCode.SALE)
     elif op is Operation.CANCEL_PREAUTH:
         fields[Tag.ORIGINAL_OPERATION] = int(OpCode.PREAUTH)
     if op in _CUSTOM_COMMANDS:
@@ -273,7 +274,7 @@ def result_to_message(result: Result, context: RequestContext) -> Message:
     }
     if context.custom_command is not None:
         fields[Tag.COMMAND_MODE_2] = context.custom_command
-    optional: dict[int, object] = {
+    optional: dict[int, str | int | None] = {
         Tag.AMOUNT: result.amount,
         Tag.CURRENCY: f"{result.currency:03d}" if result.currency else None,
         Tag.HOST_DATETIME: result.host_datetime.strftime(DATETIME_FORMAT) if result.host_datetime else None,
@@ -285,8 +286,8 @@ def result_to_message(result: Result, context: RequestContext) -> Message:
         Tag.MERCHANT_ID: result.merchant_id,
     }
     for tag, value in optional.items():
-        if value not in (None, ""):
-            fields[tag] = value  # type: ignore[assignment]
+        if value is not None and value != "":
+            fields[tag] = value
     if result.totals is not None:
         totals = result.totals
         fields.update({
@@ -408,14 +409,14 @@ def _operation_of(message: Message) -> tuple[Operation, RequestContext]:
         raw_original = message.get(Tag.ORIGINAL_OPERATION)
         original = _digits(raw_original, Tag.ORIGINAL_OPERATION, code) if raw_original is not None else None
         return (Operation.CANCEL_PREAUTH if original == OpCode.PREAUTH else Operation.CANCEL), context
-    by_code = {
+    by_code: dict[int, Operation] = {
         OpCode.SALE: Operation.SALE, OpCode.REFUND: Operation.REFUND, OpCode.REFUND_ALT: Operation.REFUND,
         OpCode.PREAUTH: Operation.PREAUTH, OpCode.COMPLETION: Operation.COMPLETION,
         OpCode.EMERGENCY_REVERSAL: Operation.EMERGENCY_REVERSAL, OpCode.SETTLEMENT: Operation.SETTLEMENT,
         OpCode.TEST_CONNECTION: Operation.TEST_CONNECTION,
     }
     if code in by_code:
-        return by_code[code], context  # type: ignore[index]
+        return by_code[code], context
     raise UnsupportedMessage(f"operation code {code} is not supported", str(code))
 
 

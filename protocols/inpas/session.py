@@ -205,8 +205,9 @@ class InpasEcrSession(_SessionBase[EcrEvent], EcrSession):
         if intermediate:
             # Gateway mode (the ECR relays the terminal's host traffic) is not offered: say so, the
             # terminal then uses its own connection or declines.
+            sub_command = message.get(Tag.COMMAND_MODE_2)  # one of _GATEWAY_COMMANDS, so text
             self.link.send(Message({Tag.OPERATION: int(OpCode.CUSTOM_COMMAND),
-                                    Tag.COMMAND_MODE_2: message.get(Tag.COMMAND_MODE_2),
+                                    Tag.COMMAND_MODE_2: sub_command if isinstance(sub_command, str) else "",
                                     Tag.COMMAND_RESULT: 1}), now)
             self._state = _Ecr.ANSWERING
             return events
