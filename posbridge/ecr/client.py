@@ -124,7 +124,7 @@ class EcrClient:
         *,
         journal: Journal | None = None,
         terminal_id: str | None = None,
-        timers: dict[str, float] | None = None,
+        timers: protocols.OptionsLike = None,
         on_prompt: PromptHandler | None = None,
         on_progress: ProgressHandler | None = None,
         clock: Callable[[], datetime] = datetime.now,
@@ -138,7 +138,8 @@ class EcrClient:
         self.protocol = protocol if isinstance(protocol, protocols.ProtocolSpec) else protocols.get(protocol)
         self.journal = journal if journal is not None else Journal()
         self.terminal_id = terminal_id
-        self.timers = timers or {}
+        self.timers = timers  # the protocol's options, or a mapping of them (ProtocolSpec.options)
+        self.protocol.options(timers)  # a bad key or value fails here, in one line, before any line is opened
         self.on_prompt = on_prompt
         self.on_progress = on_progress
         self.clock = clock

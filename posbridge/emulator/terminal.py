@@ -74,6 +74,7 @@ from posbridge.protocols.common.session import (
     RequestRejected,
     ResultDelivered,
     ResultUndelivered,
+    TerminalSession,
 )
 
 from posbridge.emulator.cards import Card, CardReader
@@ -259,7 +260,7 @@ class VirtualTerminal:
         return terminal
 
     # --- running ----------------------------------------------------------------------------------
-    def new_session(self) -> Any:
+    def new_session(self) -> TerminalSession:
         """A fresh protocol session for the terminal's side, with the configured timers."""
         return self.protocol.terminal_session(timers=self.config.timers, part_size=self.config.part_size)
 
@@ -284,7 +285,7 @@ class VirtualTerminal:
         self._pump = pump
         pump.start()
         watchdog = None
-        if keep_open and getattr(device, "reconnects", False) and self.config.idle_timeout > 0:
+        if keep_open and device.reconnects and self.config.idle_timeout > 0:
             watchdog = loop.create_task(self._idle_watchdog(pump), name="posbridge-idle-policy")
         try:
             while True:

@@ -222,3 +222,13 @@ def test_a_scenarios_timers_table_reaches_the_session_typed() -> None:
     bad = VirtualTerminal.from_scenario(scenario_from_dict({"terminal": {"timers": {"t1": 2}}}), protocol="inpas")
     with pytest.raises(OptionsError, match=r"^unknown inpas option\(s\): t1 "):
         bad.new_session()
+
+
+def test_the_client_checks_its_timers_when_it_is_made_not_when_it_opens_the_line() -> None:
+    from posbridge.ecr.client import EcrClient
+    from posbridge.journal import Journal
+
+    with pytest.raises(OptionsError, match=r"^unknown arcus2 option\(s\): t1 "):
+        EcrClient("virtual://never-opened", "arcus2", journal=Journal(), timers={"t1": 2.0})
+    client = EcrClient("virtual://never-opened", "arcus2", journal=Journal(), timers=Arcus2Options(link_version=1))
+    assert client.protocol.options(client.timers).link_version == 1
