@@ -31,7 +31,8 @@ def _start(args: list[str], marker: str) -> tuple[subprocess.Popen[str], str]:
         if proc.poll() is not None:
             break
     proc.kill()
-    raise AssertionError(f"posbridge {args[0]} did not start: {''.join(seen)}{proc.stdout.read()}")
+    rest, _ = proc.communicate()  # reaps the process and closes its pipe
+    raise AssertionError(f"posbridge {args[0]} did not start: {''.join(seen)}{rest}")
 
 
 def start_emulator(link: Path, *extra: str) -> subprocess.Popen[str]:

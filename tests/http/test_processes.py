@@ -5,6 +5,7 @@ truth; the service as the terminal's one owner; refusing an open address without
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -73,11 +74,16 @@ def test_curl_runs_every_operation_through_serve_and_settlement_matches(tmp_path
         _, commands = curl("GET", f"{base}/v1/commands/k2")
         assert commands["status"] == "approved" and commands["origin"] == "kkm"
     finally:
-        log = stop(serve) if serve is not None else ""
+        output = stop(serve) if serve is not None else ""
         stop(emulator)
-    for line in log.splitlines():
-        assert "4111111111111111" not in line
-    assert (tmp_path / "serve.log").exists()
+    assert serve is not None and serve.returncode == 0 and "posbridge serve stopped" in output  # SIGTERM: clean
+    lines = [json.loads(line) for line in (tmp_path / "serve.log").read_text(encoding="utf-8").splitlines()]
+    logged = [(line["command_id"], line["operation"], line["status"]) for line in lines]
+    assert logged == [("c1", "Pay", "approved"), ("c2", "ReturnPayment", "approved"), ("c3", "Pay", "approved"),
+                      ("c4", "CancelPayment", "approved"), ("c5", "Authorisation", "approved"),
+                      ("c6", "AuthConfirmation", "approved"), ("k1", "Pay", "approved"), ("k2", "Pay", "approved"),
+                      ("k3", "ReturnPayment", "approved"), ("day1", "Settlement", "approved")]
+    assert "4111111111111111" not in output + (tmp_path / "serve.log").read_text(encoding="utf-8")
 
 
 @pytest.mark.timeout(120)
