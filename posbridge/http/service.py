@@ -558,6 +558,8 @@ def _judge(row: CommandRow, entry: EcrEntry | None) -> tuple[str, str | None, di
     if entry.state == "resolved":
         how = entry.how or ""
         text = _RESOLVED.get(how, f"resolved by recovery ({how})")
+        if how == "not_sent" and row.error:  # the line could not be opened: say why
+            return "error", mask_card_numbers(f"{row.error}; {text}"), None
         return "error", text, {"outcome": how, "note": text}
     why = mask_card_numbers(row.error or entry.error or "the outcome was lost")
     return "unknown", f"{why}; the outcome is unknown until recovery resolves it", None

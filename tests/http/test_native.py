@@ -242,3 +242,24 @@ async def test_openapi_is_served():
     async with in_process() as s:
         status, document = await s.get("/openapi.json")
         assert status == 200 and "/Execute" in document["paths"]
+
+
+async def test_an_unreachable_terminal_is_an_error_that_says_why_and_nothing_is_sent(tmp_path):
+    config = ServiceConfig(terminals=(TerminalSettings("kassa1", f"serial://{tmp_path}/no-such-tty", lock_wait=1.0),),
+                           journal=":memory:")
+    service = Service(config)
+    from aiohttp.test_utils import TestClient, TestServer
+
+    async with TestClient(TestServer(make_app(service))) as client:
+        response = await client.get("/v1/terminals")
+        for _ in range(50):
+            terminal = (await response.json())["terminals"][0]
+            if terminal["state"] == "idle":
+                break
+            await asyncio.sleep(0.02)
+            response = await client.get("/v1/terminals")
+        assert terminal["connected"] is False and "cannot open the terminal" in terminal["last_error"]
+        response = await client.post("/v1/terminals/kassa1/Pay", json={"command_id": "n1", "amount": 100})
+        body = await response.json()
+        assert response.status == 200 and body["status"] == "error" and "no-such-tty" in body["error"]
+        assert "nothing was sent" in body["error"] and body["journal_state"] == "resolved"
