@@ -220,6 +220,10 @@ class FrameToken:
 Token = Union[Control, Noise, FrameToken, BadFrame]
 
 
+_OUTSIDE = re.compile(b"[>\x06\x15]")  # what ends a run of noise: a start or a control byte
+_INSIDE = re.compile(b"[>\n]")  # what ends a line: its end, or the start of another frame
+
+
 class FrameScanner:
     """Cut a byte stream, fed in any pieces, into frames, control bytes and noise.
 
@@ -245,34 +249,40 @@ class FrameScanner:
     def feed(self, data: bytes) -> list[Token]:
         """Consume ``data`` and return the tokens it completes, in stream order."""
         tokens: list[Token] = []
-        noise = bytearray()
-        for i, byte in enumerate(bytes(data)):
-            at = self._pos + i
-            if self._line:
-                if byte == START[0]:
-                    tokens.append(BadFrame(DecodeError("format", self._line_at, "a new frame before the line ended")))
-                    self._start(at)
-                    continue
-                self._line.append(byte)
-                if byte == END[0]:
-                    tokens.append(self._token())
-                elif len(self._line) >= MAX_FRAME:
+        data = bytes(data)
+        pos, end = 0, len(data)
+        while pos < end:
+            if not self._line:  # outside a frame: noise runs, control bytes, or a start
+                match = _OUTSIDE.search(data, pos)
+                stop = match.start() if match else end
+                if stop > pos:
+                    tokens.append(Noise(data[pos:stop]))
+                if match is None:
+                    break
+                if data[stop] == START[0]:
+                    self._start(self._pos + stop)
+                else:
+                    tokens.append(Control(data[stop]))
+                pos = stop + 1
+                continue
+            match = _INSIDE.search(data, pos, min(end, pos + MAX_FRAME - len(self._line)))
+            if match is None:  # the line goes on past this piece, or past the longest frame
+                take = min(end, pos + MAX_FRAME - len(self._line))
+                self._line += data[pos:take]
+                pos = take
+                if len(self._line) >= MAX_FRAME:
                     tokens.append(BadFrame(DecodeError("length", self._line_at, f"no line end in {MAX_FRAME} bytes")))
                     self._line.clear()
                 continue
-            if byte == START[0] or byte in CONTROL_BYTES:
-                if noise:
-                    tokens.append(Noise(bytes(noise)))
-                    noise.clear()
-                if byte == START[0]:
-                    self._start(at)
-                else:
-                    tokens.append(Control(byte))
+            stop = match.start()
+            if data[stop] == START[0]:  # a new frame before this line ended
+                tokens.append(BadFrame(DecodeError("format", self._line_at, "a new frame before the line ended")))
+                self._start(self._pos + stop)
             else:
-                noise.append(byte)
-        if noise:
-            tokens.append(Noise(bytes(noise)))
-        self._pos += len(data)
+                self._line += data[pos: stop + 1]
+                tokens.append(self._token())
+            pos = stop + 1
+        self._pos += end
         return tokens
 
     def _start(self, at: int) -> None:
