@@ -495,7 +495,7 @@ class BlockingEcrClient:
         *,
         journal: Journal | None = None,
         terminal_id: str | None = None,
-        timers: dict[str, float] | None = None,
+        timers: protocols.OptionsLike = None,
         on_prompt: PromptHandler | None = None,
         on_progress: ProgressHandler | None = None,
         clock: Callable[[], datetime] = datetime.now,
