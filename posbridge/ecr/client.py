@@ -33,7 +33,7 @@ from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 
 from posbridge import protocols
 from posbridge.devices import Device, open_device
-from posbridge.protocols.common.errors import AnswerMismatch, Disconnected, ExchangeTimeout, LinkError
+from posbridge.protocols.common.errors import AnswerMismatch, Disconnected, ExchangeTimeout, LinkError, NotSupported
 from posbridge.protocols.common.session import CashierPrompt, Completed, EcrSession, Failed, Progress
 
 from posbridge.ecr.answers import answer_problems
@@ -305,7 +305,10 @@ class EcrClient:
 
     def abort(self) -> None:
         """Ask the terminal to abort the operation in progress (Arcus ``A``: it answers 998 while it
-        waits for the card or PIN). NotImplementedError for protocols without one (INPAS SA)."""
+        waits for the card or PIN). :class:`NotSupported` (a NotImplementedError) for protocols
+        without one (INPAS SA), whether or not an operation runs: ``capabilities.abort`` says so."""
+        if not self.protocol.capabilities.abort:
+            raise NotSupported(f"{self.protocol.title} has no ECR-side abort")
         pump = self._pump
         if pump is not None:
             pump.act(pump.session.abort)

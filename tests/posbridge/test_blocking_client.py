@@ -7,9 +7,11 @@ import pydoc
 import textwrap
 from pathlib import Path
 
+import pytest
 from mypy import api as mypy_api
 
 from posbridge.ecr import BlockingEcrClient, EcrClient
+from posbridge.protocols.common.errors import NotSupported
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -79,3 +81,15 @@ def test_mypy_sees_the_methods_and_their_types(tmp_path: Path) -> None:
         '[arg-type]',
         'error: "BlockingEcrClient" has no attribute "no_such_operation"  [attr-defined]',
     ], out + err
+
+
+@pytest.mark.parametrize("protocol, can_abort", [("inpas", False), ("arcus2", True)])
+async def test_abort_follows_the_protocols_capability_whether_or_not_an_operation_runs(
+        protocol: str, can_abort: bool) -> None:
+    client = EcrClient("virtual://abort-capability", protocol)
+    assert client.protocol.capabilities.abort is can_abort
+    if can_abort:
+        client.abort()  # nothing runs: nothing to abort, and no error
+    else:
+        with pytest.raises(NotSupported, match="no ECR-side abort"):
+            client.abort()
