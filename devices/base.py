@@ -135,10 +135,6 @@ class _Inbox:
             waiters, self._waiters = self._waiters, []
         _wake(waiters)
 
-    @property
-    def at_eof(self) -> bool:
-        return self._eof is not None or self._closed is not None
-
     def discard(self) -> int:
         with self._lock:
             n = len(self._buf)

@@ -65,10 +65,6 @@ class TerminalProfile:
     def name(self) -> str:
         return f"{self.vendor} {self.model}"
 
-    @property
-    def has_usb_ids(self) -> bool:
-        return self.usb_vendor_id is not None
-
     def matches_usb(self, vendor_id: int | None, product_id: int | None) -> bool:
         """True if a USB device (or USB serial port) with these ids is this model."""
         if self.usb_vendor_id is None or vendor_id != self.usb_vendor_id:

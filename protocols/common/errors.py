@@ -95,13 +95,6 @@ class ExchangeAborted(LinkError):
         super().__init__("aborted", detail)
 
 
-class ProtocolViolation(LinkError):
-    """The peer sent something the protocol does not allow at this point."""
-
-    def __init__(self, detail: str = "") -> None:
-        super().__init__("protocol", detail)
-
-
 class Disconnected(LinkError):
     """The byte stream closed under the exchange."""
 

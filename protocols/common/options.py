@@ -88,10 +88,6 @@ class ProtocolOptions:
         except (TypeError, ValueError) as error:  # a subclass's own range check
             raise OptionsError(f"{cls.protocol} options: {error}") from None
 
-    def to_mapping(self) -> dict[str, object]:
-        """The options as a plain mapping (every field, defaults included)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
 
 def _convert(protocol: str, name: str, hint: Any, value: object) -> object:
     """``value`` as the type ``hint`` asks for (float, int, bool, or one of them | None)."""

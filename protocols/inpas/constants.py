@@ -5,7 +5,6 @@ from __future__ import annotations
 SOH, STX, EOT, ENQ, ACK, NAK = 0x01, 0x02, 0x04, 0x05, 0x06, 0x15
 
 #: Bytes that start a frame: STX a whole message, SOH one part of a multi-part message.
-START_BYTES = frozenset({STX, SOH})
 
 #: Single-byte link signals; outside a frame they are events, inside a frame just data.
 CONTROL_BYTES = frozenset({EOT, ENQ, ACK, NAK})
