@@ -32,7 +32,7 @@ async def test_the_loops_executor_threads():
     await asyncio.to_thread(time.sleep, 0.01)
 
 def test_a_thread_joined_late():
-    thread = threading.Thread(target=time.sleep, args=(0.2,))
+    thread = threading.Thread(target=time.sleep, args=(0.1,))
     thread.start()
 
 def test_clean():
@@ -41,7 +41,9 @@ def test_clean():
 
 
 @pytest.mark.timeout(120)
-def test_the_leak_check_fails_exactly_the_leaking_tests(pytester: pytest.Pytester) -> None:
+def test_the_leak_check_fails_exactly_the_leaking_tests(pytester: pytest.Pytester,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POSBRIDGE_LEAK_GRACE", "0.3")  # each leaking test waits out the grace period
     pytester.makeconftest(CONFTEST.read_text(encoding="utf-8"))
     pytester.makeini("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n")
     pytester.makepyfile(test_leaky=LEAKY_TESTS)
