@@ -9,30 +9,48 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 START_TIMEOUT = 20.0
 
+_OUTPUT: dict[int, tuple[list[str], threading.Thread]] = {}
+"""What each started process printed, read by a thread from the first line on: a process whose
+pipe nobody reads blocks on its next log line once the pipe's 64 KB are full (its event loop with
+it), which would look like a hung service."""
+
+
+def _drain(proc: subprocess.Popen[str], lines: list[str]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+
 
 def _start(args: list[str], marker: str) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen([sys.executable, "-m", "posbridge", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, encoding="utf-8",
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert proc.stdout is not None
+    lines: list[str] = []
+    reader = threading.Thread(target=_drain, args=(proc, lines), daemon=True)
+    _OUTPUT[proc.pid] = (lines, reader)
+    reader.start()
     deadline = time.monotonic() + START_TIMEOUT
-    seen = []
     while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        seen.append(line)
-        if marker in line:
-            return proc, line
+        found = next((line for line in list(lines) if marker in line), None)
+        if found is not None:
+            return proc, found
         if proc.poll() is not None:
             break
-    proc.kill()
-    rest, _ = proc.communicate()  # reaps the process and closes its pipe
-    raise AssertionError(f"posbridge {args[0]} did not start: {''.join(seen)}{rest}")
+        time.sleep(0.02)
+    raise AssertionError(f"posbridge {args[0]} did not start: {stop(proc, signal.SIGKILL)}")
+
+
+def output(proc: subprocess.Popen[str]) -> str:
+    """What ``proc`` printed so far (stdout and stderr)."""
+    lines, _ = _OUTPUT.get(proc.pid, ([], None))
+    return "".join(lines)
 
 
 def start_emulator(link: Path, *extra: str) -> subprocess.Popen[str]:
@@ -58,11 +76,16 @@ def stop(proc: subprocess.Popen[str], how: int = signal.SIGTERM) -> str:
     if proc.poll() is None:
         proc.send_signal(how)
     try:
-        out, _ = proc.communicate(timeout=15)
+        proc.wait(timeout=15)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, _ = proc.communicate()
-    return out or ""
+        proc.wait()
+    lines, reader = _OUTPUT.pop(proc.pid, ([], None))
+    if reader is not None:
+        reader.join(timeout=5)  # to the end of the pipe (a grandchild holding it open: 5 s at most)
+    if proc.stdout is not None and (reader is None or not reader.is_alive()):
+        proc.stdout.close()
+    return "".join(lines)
 
 
 def curl(method: str, url: str, body: Any = None, *, user: str | None = None) -> tuple[int, Any]:

@@ -25,6 +25,16 @@ from posbridge.http.config import ServiceConfig, TerminalSettings
 from posbridge.http.service import Service
 
 
+class ServeLikeTestServer(TestServer):
+    """aiohttp's test server as ``posbridge serve`` runs the application: a client that hangs up
+    does not cancel its handler (aiohttp's test server cancels it; the real runner does not, so a
+    test would not see what production does)."""
+
+    async def _make_runner(self, **kwargs: Any) -> Any:
+        kwargs["handler_cancellation"] = False
+        return await super()._make_runner(**kwargs)
+
+
 @dataclass
 class InProcess:
     """A running service (``client`` speaks HTTP to it) and the virtual terminals behind it."""
@@ -63,7 +73,7 @@ async def in_process(names: tuple[str, ...] = ("kassa1",), *, journal: str = ":m
     config = ServiceConfig(terminals=tuple(settings), journal=journal, log_file=log_file, queue_limit=queue_limit,
                            auth=auth)
     service = Service(config)
-    client = TestClient(TestServer(make_app(service)))
+    client = TestClient(ServeLikeTestServer(make_app(service)))
     try:
         await client.start_server()
         yield InProcess(client, service, terminals)
