@@ -22,11 +22,12 @@ from aiohttp import web
 
 from posbridge.http import kkm, native
 from posbridge.http.config import ServiceConfig, config_from_args
-from posbridge.http.native import SERVICE, json_response
+from posbridge.http.native import SERVICE, ClientGone, json_response
 from posbridge.http.openapi import openapi_document
 from posbridge.http.operations import FieldError
 from posbridge.http.service import Service, Unavailable
 from posbridge.journal import JournalError
+from posbridge.model import mask_card_numbers
 
 __all__ = ["make_app", "run_serve", "serve"]
 
@@ -41,8 +42,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _error(status: int, field: str, message: str, **headers: str) -> web.Response:
-    return json_response({"status": "error", "field": field, "error": message}, status=status,
-                         headers=headers or None)
+    # Masked: both may quote what the client sent (an unknown field, a path), a card number too.
+    return json_response({"status": "error", "field": mask_card_numbers(field), "error": mask_card_numbers(message)},
+                         status=status, headers=headers or None)
 
 
 @web.middleware
@@ -50,8 +52,18 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     """Every failure as JSON naming the field: bad input 4xx, a full queue 503, a bug 500."""
     try:
         return await handler(request)
+    except ClientGone:
+        log.info("%s %s: the client hung up before its request was read", request.method,
+                 mask_card_numbers(request.path))
+        return _error(400, "body", "the connection closed before the body arrived")  # nobody reads it
     except FieldError as error:
-        return _error(error.http_status, error.field, str(error))
+        response = _error(error.http_status, error.field, str(error))
+        if error.http_status == 408:
+            # Answered, then hung up: aiohttp would linger up to 10 s more reading the dribbled body.
+            await response.prepare(request)
+            await response.write_eof()
+            request.protocol.force_close()
+        return response
     except Unavailable as error:
         return _error(503, "terminal", str(error), **{"Retry-After": "5"})
     except JournalError as error:
@@ -69,7 +81,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except asyncio.CancelledError:
         raise
     except Exception:
-        log.exception("%s %s failed", request.method, request.path)
+        log.exception("%s %s failed", request.method, mask_card_numbers(request.path))
         return _error(500, "server", "internal error (the service's log has the details)")
 
 
@@ -135,7 +147,10 @@ async def serve(config: ServiceConfig, *, ready: Callable[[str], None] | None = 
                 stop: asyncio.Event | None = None) -> None:
     """Run the service until ``stop`` is set (or SIGTERM / SIGINT when ``stop`` is None)."""
     service = Service(config)
-    runner = web.AppRunner(make_app(service), access_log=None, handle_signals=False, shutdown_timeout=10.0)
+    # handler_cancellation off (aiohttp's default, said aloud): a client that hangs up does not
+    # cancel its request's handler; the operation is the terminal worker's and finishes anyway.
+    runner = web.AppRunner(make_app(service), access_log=None, handle_signals=False, shutdown_timeout=10.0,
+                           handler_cancellation=False)
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.host, config.port)

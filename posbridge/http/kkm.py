@@ -31,6 +31,7 @@ from posbridge.http.operations import (
     parse_universal_id,
 )
 from posbridge.http.service import Service, TerminalWorker, Unavailable
+from posbridge.model import mask_card_numbers
 
 __all__ = ["KKM_COMMANDS", "routes"]
 
@@ -97,9 +98,11 @@ def _kkm_error(command: str, id_command: str, num_device: int, error: FieldError
     if isinstance(error, Unavailable):
         body = _answer(command, id_command, num_device, 2, str(error))
         return json_response(body, status=503, headers={"Retry-After": "5"})
-    field = _FIELD_NAMES.get(error.field, error.field)
+    field = mask_card_numbers(_FIELD_NAMES.get(error.field, error.field))
     status = 3 if error.http_status == 404 else 2
-    body = _answer(command, id_command, num_device, status, f"{field}: {error}", Field=field)
+    # Masked: a refused Command, IdCommand or field may quote what the register sent, a card number too.
+    body = _answer(mask_card_numbers(command), mask_card_numbers(id_command), num_device, status,
+                   mask_card_numbers(f"{field}: {error}"), Field=field)
     return json_response(body, status=error.http_status)
 
 
@@ -114,14 +117,15 @@ async def execute(request: web.Request) -> web.Response:
         raw_id = body.get("IdCommand")
         id_command = raw_id if isinstance(raw_id, str) else ""
         device = body.get("NumDevice", 0) or 0
-        if isinstance(device, str) and device.isdigit():
+        if isinstance(device, str) and device.isascii() and device.isdigit():
             device = int(device)
         if isinstance(device, bool) or not isinstance(device, int) or device < 0:
             raise FieldError("NumDevice", "NumDevice must be 0 (the first idle terminal) or a device number")
         num_device = device
         if command == "GetRezult":
             return _get_rezult(service, body)
-        worker = service.worker_by_device(device)
+        worker = _retried_on(service, raw_id) if device == 0 else None
+        worker = worker or service.worker_by_device(device)
         num_device = worker.settings.num_device
         if command == "PrintSlipOnTerminal":
             # "Does the terminal print the slips?" No: posbridge hands them to the register (Slip).
@@ -162,12 +166,22 @@ async def execute(request: web.Request) -> web.Response:
         return _kkm_error(command, id_command, num_device, error)
 
 
+def _retried_on(service: Service, id_command: object) -> TerminalWorker | None:
+    """The terminal a command already accepted under ``id_command`` runs on: NumDevice 0 ("the first
+    idle terminal") in a retry means the terminal the first attempt took, not the one idle now —
+    else the retry of a payment still running would land on another terminal and be told 409."""
+    if not isinstance(id_command, str) or not id_command:
+        return None
+    row = service.store.get(id_command)
+    return service.workers.get(row.terminal) if row is not None else None
+
+
 def _timeout(value: object) -> float | None:
     """KKM's Timeout: 1 = asynchronous (answer at once, then GetRezult); n = wait up to n seconds;
     absent or 0 = wait for the outcome."""
     if value in (None, "", 0):
         return None
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, (int, Decimal)) or not 0 < value <= 3600:
         raise FieldError("Timeout", "Timeout must be seconds from 1 to 3600 (1: asynchronous)")
@@ -191,8 +205,8 @@ def _get_rezult(service: Service, body: dict[str, Any]) -> web.Response:
         raise FieldError("IdCommand", "GetRezult needs the IdCommand of the command to look up")
     view = service.view(id_command)
     if view is None:
-        answer = _answer("GetRezult", id_command, 0, 3, f"IdCommand: no command {id_command!r} was ever accepted",
-                         Field="IdCommand")
+        answer = _answer("GetRezult", mask_card_numbers(id_command), 0, 3,
+                         mask_card_numbers(f"IdCommand: no command {id_command!r} was ever accepted"), Field="IdCommand")
         return json_response(answer, status=404)
     original = next((k for k, v in KKM_COMMANDS.items() if v == view["operation"]), view["operation"])
     if view["origin"] == "native":

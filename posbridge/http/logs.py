@@ -3,7 +3,8 @@
 1C's driver standard (4.0 on) requires a driver to keep a log; this is it. Each line says which
 command, on which terminal, which operation, how much, the outcome and how long it took. Card
 numbers never reach it: the card is the masked one the terminal returned, and every free text (an
-error, a command id) goes through :func:`~posbridge.model.mask_card_numbers` first.
+error, a command id) goes through :func:`~posbridge.model.mask_card_numbers` first — all but a
+well-formed RRN (12 characters at most, the terminal's own field).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import logging
 import logging.handlers
 import os
+import re
 from typing import Any
 
 from posbridge.model import mask_card_numbers, mask_pan
@@ -20,6 +22,10 @@ __all__ = ["COMMAND_LOGGER", "CommandLog"]
 
 COMMAND_LOGGER = "posbridge.http.commands"
 """The logger the lines go to (a handler for the rotating file is added to it)."""
+
+_RRN = re.compile(r"^[0-9A-Za-z]{1,12}$")
+"""An RRN as the terminal returns it: 12 characters at most, shorter than any card number; kept as
+it is (masking its 12 digits like a card number made the log useless for matching the bank's report)."""
 
 
 class CommandLog:
@@ -46,6 +52,8 @@ class CommandLog:
                 continue
             if key == "card" and isinstance(value, str):
                 value = mask_pan(value)
+            elif key == "rrn" and isinstance(value, str) and _RRN.match(value):
+                pass
             elif isinstance(value, str):
                 value = mask_card_numbers(value)
             line[key] = value

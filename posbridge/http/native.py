@@ -8,6 +8,7 @@ journaled or sent (``docs/http-service.md`` has the table).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from decimal import Decimal
 from functools import partial
@@ -26,6 +27,9 @@ SERVICE = web.AppKey("service", Service)
 """Where the application keeps its :class:`Service`."""
 
 MAX_WAIT = 3600.0
+BODY_TIMEOUT = 10.0
+"""Seconds a client may take to send its body (a few hundred bytes): one that dribbles it must not
+hold a connection for ever (408)."""
 NATIVE_FIELDS = frozenset({"command_id", "amount", "currency", "rrn", "auth_code", "universal_id",
                            "receipt_number", "original_amount", "detailed", "wait"})
 
@@ -38,15 +42,53 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
+class ClientGone(Exception):
+    """The client closed the connection before its request was read: nobody to answer."""
+
+
+def _check_text(field: str, value: object) -> None:
+    """A string with a lone surrogate (``"\\ud800"`` is valid JSON) cannot be stored or answered."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise FieldError(field, f"{field} is not valid Unicode text (a lone surrogate escape)", 400) from None
+    elif isinstance(value, list):
+        for item in value:
+            _check_text(field, item)
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a key given twice (json.loads keeps the last: ``{"amount": 100,
+    "amount": 1000000}`` would charge what a proxy or a log did not see) and lone surrogates."""
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        _check_text("body", key)
+        if key in data:
+            raise FieldError(key, f"{key} is given twice: which value is meant is ambiguous", 400)
+        _check_text(key, value)
+        data[key] = value
+    return data
+
+
 async def read_json(request: web.Request) -> dict[str, Any]:
     """The request's JSON object, numbers with a fraction as Decimal (never float); FieldError 400
-    naming ``body`` when it is not one."""
-    raw = await request.read()
+    naming ``body`` when it is not one (or naming a key given twice), 408 when the body takes more
+    than :data:`BODY_TIMEOUT` seconds; :class:`ClientGone` when the client hung up meanwhile."""
+    try:
+        raw = await asyncio.wait_for(request.read(), BODY_TIMEOUT)
+    except asyncio.TimeoutError:
+        raise FieldError("body", f"the body did not arrive within {BODY_TIMEOUT:g} s", 408) from None
+    except ConnectionError:
+        raise ClientGone() from None
     if not raw.strip():
         return {}
     try:
-        data = json.loads(raw.decode("utf-8-sig"), parse_float=Decimal, parse_constant=_no_constant)
-    except (UnicodeDecodeError, ValueError) as error:
+        data = json.loads(raw.decode("utf-8-sig"), parse_float=Decimal, parse_constant=_no_constant,
+                          object_pairs_hook=_json_object)
+    except FieldError:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise FieldError("body", f"the body is not JSON: {str(error)[:120]}", 400) from None
     if not isinstance(data, dict):
         raise FieldError("body", f"the body must be a JSON object, got {type(data).__name__}", 400)

@@ -42,6 +42,12 @@ _COMMAND_ID = re.compile(r"^[^\x00-\x20/\\\x7f?#%]{1,64}$")
 _RRN = re.compile(r"^[0-9A-Za-z]{1,12}$")
 _AUTH_CODE = re.compile(r"^[0-9A-Za-z ]{1,6}$")
 MAX_RECEIPT_NUMBER = 32
+# An amount written as text: ASCII digits, at most one decimal point or comma (KKM registers send
+# "10,50"). Decimal() also takes "1e3" (1000 roubles), "1_000" and other scripts' digits: never meant.
+_AMOUNT_TEXT = re.compile(r"^[0-9]+(?:[.,][0-9]+)?$")
+# 13 or more digits in a row (or in groups split by single spaces or dashes): a card number's
+# length. Fields stored and echoed in every answer (receipt_number, universal_id) must not carry one.
+_CARD_LIKE = re.compile(r"[0-9](?:[ -]?[0-9]){12,}")
 
 APPROVED_STATUSES = (Status.APPROVED, Status.APPROVED_OFFLINE, Status.CONDITIONAL)
 """Terminal statuses that mean the operation was performed (money moved for money operations)."""
@@ -160,15 +166,18 @@ def parse_command_id(value: object, *, required: bool, field: str = "command_id"
             raise FieldError(field, f"{field} is required for an operation that moves money: it is the "
                                     "idempotency key that keeps a retried request from charging twice")
         return None
-    if not isinstance(value, str) or not _COMMAND_ID.match(value):
+    if not isinstance(value, str) or not _COMMAND_ID.match(value) or value in (".", ".."):
+        # "." and ".." are refused too: URL libraries normalise GET /v1/commands/.. away.
         raise FieldError(field, f"{field} must be 1-64 printable characters without spaces, '/', '\\', "
-                                "'?', '#' or '%'")
+                                "'?', '#' or '%' (and not '.' or '..')")
     return value
 
 
 def _number(value: object, field: str) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, (int, Decimal, float, str)):
         raise FieldError(field, f"{field} must be a number, got {type(value).__name__}")
+    if isinstance(value, str) and not _AMOUNT_TEXT.match(value.strip()):
+        raise FieldError(field, f"{field} must be a number such as 10.50, got {value.strip()[:20]!r}")
     try:
         number = Decimal(value.strip().replace(",", ".")) if isinstance(value, str) else Decimal(str(value))
     except InvalidOperation:
@@ -221,6 +230,9 @@ def parse_universal_id(text: object, field: str = "universal_id") -> dict[str, s
     if not isinstance(text, str) or not text.strip() or len(text) > 200:
         raise FieldError(field, f"{field} must be a text of at most 200 characters such as "
                                 "'CN:411111******1111;RN:26;RRN:123456789012;AC:123456'")
+    if _CARD_LIKE.search(text):
+        raise FieldError(field, f"{field} carries 13 or more digits in a row, a card number's length: its CN "
+                                "part must be the masked card (411111******1111)")
     parts: dict[str, str] = {}
     for piece in text.strip().strip(";").split(";"):
         key, colon, value = piece.partition(":")
@@ -302,6 +314,9 @@ def build_spec(terminal: str, kind: OperationKind, *, command_id: str, amount: i
             or not 0 < len(str(receipt_number)) <= MAX_RECEIPT_NUMBER or ";" in str(receipt_number):
         raise FieldError(names["receipt_number"], f"{names['receipt_number']} must be a text of at most "
                                                   f"{MAX_RECEIPT_NUMBER} characters without ';'")
+    elif _CARD_LIKE.search(str(receipt_number)):
+        raise FieldError(names["receipt_number"], f"{names['receipt_number']} has 13 or more digits in a row, "
+                                                  "a card number's length: it is stored and echoed in every answer")
     if original_amount is not None and kind.name != "CancelPayment":
         raise FieldError(names["original_amount"], f"{kind.name} takes no {names['original_amount']}")
     if original_amount is not None and amount is not None and amount != original_amount:

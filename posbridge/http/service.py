@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections import deque
 from contextvars import ContextVar
@@ -27,9 +28,12 @@ from pathlib import Path
 from typing import Any, Callable
 from uuid import uuid4
 
+from filelock import FileLock, Timeout
+
 from posbridge.devices import DeviceError
 from posbridge.ecr import EcrClient, Recovery
-from posbridge.journal import EcrEntry, EcrLog, Journal, Storage, default_journal_path
+from posbridge.ecr.ownership import TerminalBusy
+from posbridge.journal import EcrEntry, EcrLog, Journal, JournalError, Storage, default_journal_path
 from posbridge.model import PosbridgeError, Request, Result, Status, mask_card_numbers
 from posbridge.protocols.common.errors import LinkError
 
@@ -44,7 +48,7 @@ from posbridge.http.operations import (
 )
 from posbridge.http.store import CommandRow, CommandStore, commands_path_for
 
-__all__ = ["LinkingJournal", "QueueFull", "Service", "TerminalWorker", "Unavailable"]
+__all__ = ["LinkingJournal", "QueueFull", "Service", "ServiceBusy", "TerminalWorker", "Unavailable"]
 
 log = logging.getLogger("posbridge.http")
 
@@ -66,6 +70,40 @@ class QueueFull(Unavailable):
         super().__init__(f"terminal {terminal} has {waiting} operations waiting, the most it queues: "
                          "try again when one has finished")
         self.terminal = terminal
+
+
+class ServiceBusy(PosbridgeError):
+    """Another ``posbridge serve`` uses this command store (so this journal): the service does not
+    start. Two services on one store would each call the other's running commands "stopped" at
+    start, and answer for commands the other runs."""
+
+
+class StoreLock:
+    """The one-service-per-command-store lock: a file lock beside the store, held from start to stop
+    (the kernel releases it if the service dies, even by SIGKILL); the holder's pid is written in it."""
+
+    def __init__(self, store_path: str) -> None:
+        self.path = f"{store_path}.lock"
+        # As the terminal lock (posbridge/ecr/ownership.py): flock, never a soft lock, the file kept.
+        self._lock = FileLock(self.path, timeout=0, thread_local=False, fallback_to_soft=False,
+                              preserve_lock_file=True)
+
+    def acquire(self) -> None:
+        """Take the lock at once, or raise :class:`ServiceBusy` naming the holder."""
+        try:
+            self._lock.acquire()
+        except Timeout:
+            holder = ""
+            with contextlib.suppress(OSError):
+                holder = Path(self.path).read_text(encoding="utf-8").strip()
+            raise ServiceBusy(f"another posbridge serve{f' (pid {holder})' if holder.isdigit() else ''} uses the "
+                              f"command store {self.path[:-5]}: one service per journal") from None
+        with contextlib.suppress(OSError):  # who holds it, for the next one's message (flock: not released)
+            Path(self.path).write_text(str(os.getpid()), encoding="utf-8")
+
+    def release(self) -> None:
+        """Give the lock up."""
+        self._lock.release()
 
 
 class _LinkingEcrLog(EcrLog):
@@ -155,14 +193,22 @@ class TerminalWorker:
         }
 
     # --- the worker -----------------------------------------------------------------------------
-    async def run(self) -> None:
-        """Take the terminal, resolve what an earlier run left unknown, then serve the queue."""
+    async def take(self) -> None:
+        """Open the terminal, at the service's start. TerminalBusy propagates: another program owns
+        the terminal, and a service that cannot own it must not start (it would accept commands it
+        can only fail, each after ``lock_wait``). Any other failure (unplugged, no such port) is
+        recorded: the client opens the line again for the next operation."""
         self._doing("recovering")
         try:
             await self.client.open()
             self.connected = True
+        except TerminalBusy:
+            raise
         except (PosbridgeError, DeviceError, OSError) as error:
             self._failed(f"cannot open the terminal: {error}")
+
+    async def run(self) -> None:
+        """Resolve what an earlier run left unknown, then serve the queue (after :meth:`take`)."""
         if self.client.unresolved():
             await self.recover("at start")
         self._doing("idle")
@@ -171,11 +217,17 @@ class TerminalWorker:
             job = self.waiting.popleft()
             try:
                 await self._run(job)
+            except Exception:  # the queue must outlive any one command: a bug, a store that cannot write
+                log.exception("terminal %s: command %s failed", self.name, mask_card_numbers(job.spec.command_id))
             finally:
                 self.current = None
                 self._doing("idle")
                 self.service.job_done(job)
-            self.service.log_command(job.spec.command_id, time.monotonic() - (job.started or time.monotonic()))
+            try:
+                self.service.log_command(job.spec.command_id, time.monotonic() - (job.started or time.monotonic()))
+            except (PosbridgeError, OSError) as error:
+                log.error("terminal %s: no log line for command %s: %s", self.name,
+                          mask_card_numbers(job.spec.command_id), mask_card_numbers(str(error)))
 
     async def _wait_for_work(self) -> None:
         """Wait for a job; while an operation's outcome stays open, try recovery again meanwhile,
@@ -237,8 +289,9 @@ class TerminalWorker:
             outcome = result_fields(result, spec.receipt_number)
             self.connected, self.last_error = True, None
         except asyncio.CancelledError:
-            service.store.finish(spec.command_id, now=service.clock(),
-                                 error="the service stopped during the operation")
+            with contextlib.suppress(JournalError):  # the journal holds the truth either way
+                service.store.finish(spec.command_id, now=service.clock(),
+                                     error="the service stopped during the operation")
             raise
         except (PosbridgeError, DeviceError, OSError, ValueError) as failure:
             error = f"{type(failure).__name__}: {failure}"
@@ -248,7 +301,13 @@ class TerminalWorker:
         except Exception as failure:  # a bug must not stop the terminal's queue; said in the log
             error = f"internal error: {type(failure).__name__}: {failure}"
             log.exception("terminal %s: %s failed", self.name, spec.operation)
-        service.store.finish(spec.command_id, now=service.clock(), outcome=outcome, error=error)
+        try:
+            service.store.finish(spec.command_id, now=service.clock(), outcome=outcome, error=error)
+        except JournalError as failure:
+            # Disk full, say: the journal has the outcome (GET tells it, without the slip); the
+            # terminal's queue goes on.
+            log.error("terminal %s: the outcome of command %s could not be stored (the journal has it): %s",
+                      self.name, mask_card_numbers(spec.command_id), mask_card_numbers(str(failure)))
         if self._left_open(spec.command_id):
             await self.recover(f"after {spec.operation} lost its outcome")  # resolved now, not at the next sale
 
@@ -283,6 +342,7 @@ class Service:
         self._jobs: dict[str, Job] = {}
         self._running = False
         self._files_open = False
+        self._store_lock: StoreLock | None = None
 
     # --- life -------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -290,11 +350,20 @@ class Service:
         config = self.config
         if config.journal == str(default_journal_path()):
             Path(config.journal).parent.mkdir(parents=True, exist_ok=True)
-        self.store = CommandStore(config.commands or commands_path_for(config.journal))
+        store_path = config.commands or commands_path_for(config.journal)
+        if store_path != ":memory:":
+            self._store_lock = StoreLock(store_path)
+            self._store_lock.acquire()  # before the store is touched: another service's rows are its own
+        try:
+            self.store = CommandStore(store_path)
+        except BaseException:
+            self._release_store()
+            raise
         try:
             self.journal = LinkingJournal(config.journal, store=self.store)
         except BaseException:
             self.store.close()
+            self._release_store()
             raise
         log_file = config.log_file
         if log_file is None and config.journal not in ("", ":memory:"):
@@ -304,11 +373,26 @@ class Service:
         for row in self.store.unfinished(other_than=self.instance):  # left by a run that was killed
             self.store.finish(row.command_id, now=self.clock(),
                               error="the service stopped before this command finished")
-        for settings in config.terminals:
-            worker = TerminalWorker(settings, self)
-            self.workers[settings.name] = worker
-            worker.task = asyncio.get_running_loop().create_task(worker.run(), name=f"posbridge-serve-{settings.name}")
+        try:
+            for settings in config.terminals:
+                worker = TerminalWorker(settings, self)
+                self.workers[settings.name] = worker
+                await worker.take()
+        except BaseException:  # a terminal another program owns: give back what was taken, do not start
+            for worker in self.workers.values():
+                with contextlib.suppress(Exception):
+                    await worker.client.close()
+            self.workers.clear()
+            await self.close()
+            raise
+        for worker in self.workers.values():
+            worker.task = asyncio.get_running_loop().create_task(worker.run(), name=f"posbridge-serve-{worker.name}")
         self._running = True
+
+    def _release_store(self) -> None:
+        if self._store_lock is not None:
+            self._store_lock.release()
+            self._store_lock = None
 
     async def stop(self, grace: float = 30.0) -> None:
         """Stop the terminals: waiting commands end as not sent; a running operation gets ``grace``
@@ -347,6 +431,7 @@ class Service:
         self.log.close()
         self.journal.close()
         self.store.close()
+        self._release_store()
 
     # --- commands -------------------------------------------------------------------------------
     def worker(self, name: str, field_name: str = "terminal") -> TerminalWorker:

@@ -131,3 +131,42 @@ def test_serve_refuses_an_open_address_without_authentication(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "needs authentication" in done.stderr, done.stderr
     assert not (tmp_path / "ecr.sqlite3").exists()  # refused before anything was opened
+
+
+@pytest.mark.timeout(90)
+def test_a_second_serve_on_the_same_journal_or_terminal_is_refused_and_the_first_keeps_the_truth(tmp_path):
+    # Before: a second serve on the same journal started, called the first one's queued payment
+    # "error: the service stopped before this command finished" (the first approved it), and took
+    # commands it could only fail after a minute; on another journal it accepted commands for a
+    # terminal it could never own.
+    scenario = tmp_path / "slow.toml"
+    scenario.write_text("[host]\nlatency = 1.0\n", encoding="utf-8")
+    link = tmp_path / "ttyPOS"
+    journal = tmp_path / "ecr.sqlite3"
+    emulator = start_emulator(link, "--scenario", str(scenario))
+    serve = None
+    try:
+        serve, base = start_serve(journal, terminal=f"kassa1=serial://{link}")
+        for command_id in ("p1", "p2"):
+            status, _ = curl("POST", f"{base}/v1/terminals/kassa1/Pay", {"command_id": command_id, "amount": 100,
+                                                                        "wait": 0})
+            assert status == 202
+        same_journal = subprocess.run([sys.executable, "-m", "posbridge", "serve", "--listen", "127.0.0.1:0",
+                                       "--journal", str(journal), "--terminal", f"kassa1=serial://{link}"],
+                                      capture_output=True, text=True, timeout=30)
+        assert same_journal.returncode == 2, same_journal.stderr
+        assert "another posbridge serve" in same_journal.stderr and f"pid {serve.pid}" in same_journal.stderr
+        config = tmp_path / "other.toml"
+        config.write_text(f'journal = "{tmp_path / "other.sqlite3"}"\n[[terminals]]\nname = "kassa1"\n'
+                          f'port = "serial://{link}"\nlock_wait = 1\n', encoding="utf-8")
+        same_terminal = subprocess.run([sys.executable, "-m", "posbridge", "serve", "--listen", "127.0.0.1:0",
+                                        "--config", str(config)], capture_output=True, text=True, timeout=30)
+        assert same_terminal.returncode == 2 and "terminal busy" in same_terminal.stderr, same_terminal.stderr
+        assert same_terminal.stderr.strip().count("\n") == 0  # one line, no traceback
+        for command_id in ("p1", "p2"):
+            body = poll(f"{base}/v1/commands/{command_id}", lambda b: b["status"] != "running", timeout=20)
+            assert body["status"] == "approved" and body["error"] is None, body
+    finally:
+        if serve is not None:
+            stop(serve)
+        stop(emulator)
