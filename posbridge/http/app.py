@@ -22,7 +22,7 @@ from aiohttp import web
 
 from posbridge.http import kkm, native
 from posbridge.http.config import ServiceConfig, config_from_args
-from posbridge.http.native import SERVICE, ClientGone, json_response
+from posbridge.http.native import SERVICE, ClientGone, answer_and_hang_up, json_response
 from posbridge.http.openapi import openapi_document
 from posbridge.http.operations import FieldError
 from posbridge.http.service import Service, Unavailable
@@ -58,12 +58,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return _error(400, "body", "the connection closed before the body arrived")  # nobody reads it
     except FieldError as error:
         response = _error(error.http_status, error.field, str(error))
-        if error.http_status == 408:
-            # Answered, then hung up: aiohttp would linger up to 10 s more reading the dribbled body.
-            await response.prepare(request)
-            await response.write_eof()
-            request.protocol.force_close()
-        return response
+        return await answer_and_hang_up(request, response) if error.http_status == 408 else response
     except Unavailable as error:
         return _error(503, "terminal", str(error), **{"Retry-After": "5"})
     except JournalError as error:

@@ -21,7 +21,7 @@ from uuid import uuid4
 
 from aiohttp import web
 
-from posbridge.http.native import SERVICE, json_response, read_json
+from posbridge.http.native import SERVICE, answer_and_hang_up, json_response, read_json
 from posbridge.http.operations import (
     OPERATIONS,
     FieldError,
@@ -163,7 +163,10 @@ async def execute(request: web.Request) -> web.Response:
         view = await service.submit(spec, origin="kkm", wait=wait)
         return json_response(kkm_view(service, command, view, warning))
     except (FieldError, Unavailable) as error:
-        return _kkm_error(command, id_command, num_device, error)
+        response = _kkm_error(command, id_command, num_device, error)
+        if isinstance(error, FieldError) and error.http_status == 408:
+            return await answer_and_hang_up(request, response)
+        return response
 
 
 def _retried_on(service: Service, id_command: object) -> TerminalWorker | None:

@@ -193,19 +193,22 @@ async def test_a_client_that_hangs_up_while_sending_the_body_is_not_an_internal_
     assert errors == [], [r.getMessage() for r in errors]
 
 
-async def test_a_body_sent_too_slowly_is_408_and_nothing_happens(monkeypatch):
+@pytest.mark.parametrize(("path", "field"), [("/v1/terminals/kassa1/Pay", b'"field": "body"'),
+                                           ("/Execute", b'"Field": "body"')], ids=["native", "kkm"])
+async def test_a_body_sent_too_slowly_is_408_the_connection_closed_and_nothing_happens(monkeypatch, path, field):
     monkeypatch.setattr(native, "BODY_TIMEOUT", 0.3)
     async with in_process() as s:
-        sock = _raw_request(s, b"POST /v1/terminals/kassa1/Pay HTTP/1.1\r\nHost: x\r\n"
-                               b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        sock = _raw_request(s, f"POST {path} HTTP/1.1\r\nHost: x\r\n".encode()
+                            + b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
         sock.setblocking(False)
         loop = asyncio.get_running_loop()
         try:
             answer = await asyncio.wait_for(loop.sock_recv(sock, 4096), 5)
+            closed = await asyncio.wait_for(loop.sock_recv(sock, 4096), 2)  # b"": hung up, no lingering
         finally:
             sock.close()
-        assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
-        assert b'"field": "body"' in answer
+        assert answer.startswith(b"HTTP/1.1 408") and field in answer, answer
+        assert closed == b""
         _nothing_stored(s)
 
 
