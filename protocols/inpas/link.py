@@ -114,6 +114,10 @@ class InpasLink:
         self._out += head.frames[head.index]
         head.sends += 1
         self._ack_deadline = now + self.timers.ack_timeout
+        # A control byte after our own frame answers it, whatever noise came before: without this,
+        # one corrupted ACK made every later ACK (of the resends too) count as noise until the
+        # peer's next frame, and a delivered result was believed undelivered.
+        self._after_noise = False
 
     def _acknowledged(self, now: float) -> list[LinkEvent]:
         head = self._queue[0]
