@@ -111,7 +111,7 @@ def _open_journal(args: argparse.Namespace) -> Journal:
 
 def _make_client(args: argparse.Namespace, journal: Journal, on_prompt: PromptHandler | None = None) -> EcrClient:
     return EcrClient(args.port, args.protocol, journal=journal, terminal_id=args.terminal_id,
-                     deadline=args.timeout, lock_wait=args.lock_wait, on_prompt=on_prompt)
+                     deadline=args.timeout, lock_wait=args.lock_wait, on_prompt=on_prompt, record=args.record)
 
 
 def _print_recovery(recoveries: list[Recovery], out: TextIO = sys.stderr) -> None:
@@ -200,13 +200,19 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 
 async def _run_emulate(args: argparse.Namespace) -> int:
     from posbridge.emulator.cards import Card, load_cards
-    from posbridge.pump import WireLogger
+    from posbridge.pump import Trace, WireLogger
     from posbridge.emulator.scenario import load_scenario
     from posbridge.emulator.terminal import VirtualTerminal
 
     scenario = load_scenario(args.scenario) if args.scenario else None
     # -vv: every frame on the line, in hex and decoded (card numbers masked)
-    trace = WireLogger(protocols.get(args.protocol).describe) if args.verbose >= 2 else None
+    trace: Trace | None = WireLogger(protocols.get(args.protocol).describe) if args.verbose >= 2 else None
+    recorder = None
+    if args.record:  # the capture and the wire log both see every byte
+        from posbridge.capture import CaptureWriter, chain_traces
+
+        recorder = CaptureWriter(args.record, args.protocol, side="terminal", link={"port": args.port})
+        trace = chain_traces(recorder, trace)
     terminal = VirtualTerminal.from_scenario(scenario, protocol=args.protocol, journal_path=args.journal,
                                              seed=args.seed, trace=trace)
     if args.idle_timeout is not None:
@@ -229,9 +235,12 @@ async def _run_emulate(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, task.cancel)
     try:
-        await terminal.run(args.port, ready=ready, faults=args.fault)
+        await terminal.run(args.port, ready=ready, faults=args.fault or (scenario.faults if scenario else None))
     except asyncio.CancelledError:
         print("posbridge virtual terminal stopped", flush=True)
+    finally:
+        if recorder is not None:
+            recorder.close()
     return 0
 
 
@@ -267,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="tcp-listen: hang up on a connection with no request for this long when another "
                               "ECR waits (default 2; 0 = never)")
     emulate.add_argument("--seed", type=int, default=None, help="seed for RRNs and authorization codes")
+    emulate.add_argument("--record", metavar="FILE", help="write every byte on the line to a capture (JSON lines, "
+                         "card numbers masked) for `posbridge replay`")
     emulate.add_argument("--fault", metavar="SPEC", help="line faults, e.g. 'rx:drop@12,split=3,seed=7'"
                          " (grammar: devices/faults.py); rx = what the terminal receives")
 
@@ -320,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     console = sub.add_parser("console", help="technician's console: run operations, watch the line")
     _link_options(console)
     console.add_argument("--trace", action="store_true", help="show every byte on the line from the start")
+    from posbridge.cli.replay import add_replay_arguments
+
+    add_replay_arguments(sub.add_parser("replay", help="play a capture's requests against a terminal and compare "
+                                                       "its answers (exit 0 identical, 1 different, 2 bad input)"))
     return parser
 
 
@@ -337,6 +352,8 @@ def _link_options(p: argparse.ArgumentParser) -> None:
                         "unknown and recovered")
     p.add_argument("--lock-wait", type=_seconds, default=DEFAULT_LOCK_WAIT,
                    help="seconds to wait for a terminal another process is using (default %(default)g)")
+    p.add_argument("--record", metavar="FILE", help="write every byte on the line to a capture (JSON lines, card "
+                   "numbers masked) for `posbridge replay`")
 
 
 def _seconds(text: str) -> float:
@@ -386,6 +403,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_serve(args)
         if args.command == "console":
             return asyncio.run(_run_console(args))
+        if args.command == "replay":
+            from posbridge.cli.replay import run_replay
+
+            return run_replay(args)
         return asyncio.run(_run_operation(args))
     except KeyboardInterrupt:
         return 130

@@ -112,7 +112,7 @@ from posbridge.model import (
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from Python 3.11; posbridge runs on 3.10
 
-__all__ = ["FAULTS", "TEXTS", "BankHost", "HostConfig", "HostDecision", "Limits"]
+__all__ = ["FAULTS", "TEXTS", "BankHost", "Forced", "HostConfig", "HostDecision", "Limits"]
 
 FAULTS = (None, "no_connection", "answer_lost", "request_not_sent")
 """Faults the host can be told to have (``HostConfig.fault``)."""
@@ -187,6 +187,20 @@ class HostConfig:
 
 
 @dataclass(frozen=True)
+class Forced:
+    """An outcome rule's say in one decision (see :meth:`BankHost.process`)."""
+
+    fault: str | None = None
+    decline_code: str | None = None
+    decline_text: str | None = None
+    approve: bool = False
+
+    def __post_init__(self) -> None:
+        if self.fault not in FAULTS:
+            raise ValueError(f"unknown host fault {self.fault!r}; one of {FAULTS}")
+
+
+@dataclass(frozen=True)
 class HostDecision:
     """The host's answer to one request (see the module docstring for codes).
 
@@ -233,6 +247,7 @@ class _Ctx:
     card: Card | None
     now: datetime
     batch: int
+    force_approval: bool = False  # an outcome rule approves past the test-card table and limits
 
 
 class _Columns(TypedDict, total=False):
@@ -282,8 +297,13 @@ class BankHost:
         tid = self.config.terminal_id
         return self.journal.ledger.batch_totals(tid, self.journal.ledger.batch_number(tid), self.config.currency)
 
-    def process(self, request: Request, card: Card | None = None) -> HostDecision:
-        """Decide ``request``; ``card`` is the card read for a sale, pre-authorization or refund."""
+    def process(self, request: Request, card: Card | None = None, forced: Forced | None = None) -> HostDecision:
+        """Decide ``request``; ``card`` is the card read for a sale, pre-authorization or refund.
+
+        ``forced`` is an outcome rule's (posbridge.emulator.rules): a host fault, a decline with its
+        code and text, or an approval past the test-card table and limits. It applies after the
+        duplicate and format checks and is journaled like any decision, so totals follow the journal.
+        """
         now = self._clock().replace(microsecond=0)
         try:
             op = Operation(request.operation)
@@ -303,9 +323,13 @@ class BankHost:
                 self._check_format(ctx)
             except _Decline as d:
                 return self._decline(ctx, d)
-            fault = self.config.fault
+            fault = forced.fault if forced is not None and forced.fault else self.config.fault
             if fault is not None and not (fault == "answer_lost" and op is Operation.EMERGENCY_REVERSAL):
                 return self._fault(ctx, fault)
+            if forced is not None and forced.decline_code is not None:
+                return self._decline(ctx, _Decline(forced.decline_code,
+                                                   forced.decline_text or TEXTS.get(forced.decline_code, "ОТКЛОНЕНО")))
+            ctx.force_approval = forced is not None and forced.approve
             try:
                 return self._HANDLERS[op](self, ctx)
             except _Decline as d:
@@ -392,12 +416,13 @@ class BankHost:
         card = ctx.card
         assert card is not None  # _check_format declined a missing card
         rule = TEST_CARDS.get(card.pan)
-        if rule is not None and not rule.approved:
-            raise _Decline(rule.code, rule.text)
-        if rule is None:
-            self._check_card(card, ctx.now)
         pan_hash = self._pan_hash(card.pan)
-        self._check_limits(card, pan_hash, int(ctx.request.amount or 0), ctx.now)
+        if not ctx.force_approval:
+            if rule is not None and not rule.approved:
+                raise _Decline(rule.code, rule.text)
+            if rule is None:
+                self._check_card(card, ctx.now)
+            self._check_limits(card, pan_hash, int(ctx.request.amount or 0), ctx.now)
         rrn, auth = self._new_codes()
         return self._journal(ctx, Status.APPROVED, "00", rrn=rrn, auth_code=auth, pan_hash=pan_hash)
 

@@ -2,6 +2,8 @@
 
 ```toml
 seed = 7                         # RRNs and authorization codes
+faults = "rx:corrupt@40,seed=3"  # line faults (devices/faults.py grammar; rx = what the terminal receives);
+                                 # emulate --fault overrides it
 [terminal]
 terminal_id = "00344224"
 merchant_name = "ТЕСТ БАНК"
@@ -23,8 +25,12 @@ hold_ttl_hours = 168
 single_max = 0                   # minor units, 0 = no limit
 daily_max = 0
 [[cards]]                        # read by the next operations, in order; then 4111 1111 1111 1111
-pan = "5432543254325430"
+pan = "5432543254325430"         # or name = "insufficient_funds" (posbridge.emulator.rules.TEST_CARD_NAMES)
 expiry = "3012"
+[[rules]]                        # outcome rules, the first that matches decides (posbridge.emulator.rules)
+amount_ends = "05"
+outcome = "declined"
+code = "05"
 ```
 """
 
@@ -41,8 +47,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from posbridge.devices.faults import FaultPlan, FaultSpecError
 from posbridge.emulator.cards import Card
 from posbridge.emulator.host import HostConfig, Limits
+from posbridge.emulator.rules import Rule, RuleError, card_from_name, rule_from_dict
 from posbridge.emulator.slips import Merchant
 from posbridge.emulator.config import TerminalConfig
 
@@ -60,6 +68,8 @@ class Scenario:
     terminal: TerminalConfig = field(default_factory=TerminalConfig)
     host: HostConfig = field(default_factory=HostConfig)
     cards: list[Card] = field(default_factory=list)
+    rules: list[Rule] = field(default_factory=list)
+    faults: str | None = None  # byte-level line faults, the devices/faults.py grammar
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -73,7 +83,7 @@ def load_scenario(path: str | Path) -> Scenario:
 
 def scenario_from_dict(data: dict[str, Any]) -> Scenario:
     """Build a scenario from parsed TOML; unknown keys are errors, not silently ignored."""
-    _check_keys("", data, {"seed", "terminal", "host", "cards", "protocol"})
+    _check_keys("", data, {"seed", "faults", "terminal", "host", "cards", "rules", "protocol"})
     term = dict(data.get("terminal", {}))
     host = dict(data.get("host", {}))
     _check_keys("terminal.", term, {"terminal_id", "merchant_id", "merchant_name", "address", "copies",
@@ -101,11 +111,29 @@ def scenario_from_dict(data: dict[str, Any]) -> Scenario:
         hold_ttl=timedelta(hours=float(host.get("hold_ttl_hours", 168))), terminal_limits=limits)
     cards = []
     for i, card in enumerate(data.get("cards", [])):
-        _check_keys(f"cards[{i}].", card, {"pan", "expiry", "holder"})
-        if "pan" not in card:
-            raise ScenarioError(f"cards[{i}] needs a pan")
-        cards.append(Card(str(card["pan"]), str(card.get("expiry", "3012")), str(card.get("holder", ""))))
-    return Scenario(terminal, host_config, cards)
+        _check_keys(f"cards[{i}].", card, {"pan", "name", "expiry", "holder"})
+        if ("pan" in card) == ("name" in card):
+            raise ScenarioError(f"cards[{i}] needs a pan or a name (a test card's), not both")
+        try:
+            pan = card_from_name(str(card["pan"]) if "pan" in card else card["name"], f"cards[{i}].name")
+        except RuleError as error:
+            raise ScenarioError(str(error)) from None
+        cards.append(Card(pan, str(card.get("expiry", "3012")), str(card.get("holder", ""))))
+    rules = []
+    if not isinstance(data.get("rules", []), list):
+        raise ScenarioError("rules must be an array of tables ([[rules]])")
+    for i, rule in enumerate(data.get("rules", [])):
+        try:
+            rules.append(rule_from_dict(rule, f"rules[{i}]."))
+        except RuleError as error:
+            raise ScenarioError(str(error)) from None
+    faults = data.get("faults") or None
+    if faults is not None:
+        try:
+            FaultPlan.parse(str(faults))
+        except FaultSpecError as error:
+            raise ScenarioError(f"faults: {error}") from None
+    return Scenario(terminal, host_config, cards, rules, faults)
 
 
 def _check_keys(prefix: str, data: dict[str, Any], allowed: set[str]) -> None:

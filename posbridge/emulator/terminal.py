@@ -79,10 +79,11 @@ from posbridge.protocols.common.session import (
 
 from posbridge.emulator.cards import Card, CardReader
 from posbridge.emulator.config import TerminalConfig
-from posbridge.emulator.host import BankHost, HostConfig, HostDecision
+from posbridge.emulator.host import BankHost, Forced, HostConfig, HostDecision
 from posbridge.journal import Journal, OperationRecord
 from posbridge.model import Operation, Request, Result, Slips, Status, format_amount, mask_card_numbers
 from posbridge.pump import LinkClosed, ReaderStopped, SessionPump, Trace, summarize_error
+from posbridge.emulator.rules import Rule, RuleBook
 from posbridge.emulator.scenario import Scenario
 from posbridge.emulator.slips import TITLES, SlipPrinter
 
@@ -211,6 +212,7 @@ class VirtualTerminal:
         self.journal = journal or Journal()
         self.host = BankHost(self.journal, self.host_config, clock=clock)
         self.cards = card_reader or CardReader()
+        self.rules = RuleBook()  # outcome rules (posbridge.emulator.rules): scenarios, the control API
         self.printer = SlipPrinter(merchant, width=self.config.slip_width, copies=self.config.copies)
         self.clock = clock
         self.monotonic = monotonic
@@ -257,6 +259,7 @@ class VirtualTerminal:
         terminal = cls(protocol, config=scenario.terminal, host_config=host, journal=journal, clock=clock,
                        monotonic=monotonic, on_operation=on_operation, trace=trace)
         terminal.cards.present(*scenario.cards)
+        terminal.rules.add(*scenario.rules)
         return terminal
 
     # --- running ----------------------------------------------------------------------------------
@@ -491,14 +494,23 @@ class VirtualTerminal:
         self.receive_request()
         card: Card | None = None
         aborted = job.aborted.is_set()
+        rule: Rule | None = None
         if request.operation in CARD_OPERATIONS and not aborted:
             self.wait_for_card()
-            aborted = await self._busy(job, self.config.card_delay, "ВСТАВЬТЕ КАРТУ")
-            if not aborted:
-                card = self.cards.next_card()
+            # The card in the slot is taken from the queue now, so that a rule may match it and set
+            # this operation's delays; an operation aborted while the holder is slow still used it.
+            card = self.cards.next_card()
+            rule = self.rules.choose(request.operation, request.amount, card)
+            aborted = await self._busy(job, _or(rule.card_delay if rule else None, self.config.card_delay), "ВСТАВЬТЕ КАРТУ")
+            if aborted:
+                card = None  # never presented: the refusal names no card
+            else:
                 self.enter_pin()
-                aborted = await self._busy(job, self.config.pin_delay, "ВВЕДИТЕ ПИН")
-        if not aborted and card is not None and self.config.ask_last_digits and self.protocol.capabilities.cashier_dialog:
+                aborted = await self._busy(job, _or(rule.pin_delay if rule else None, self.config.pin_delay), "ВВЕДИТЕ ПИН")
+        elif not aborted and request.operation is not Operation.SLIP_COPY:
+            rule = self.rules.choose(request.operation, request.amount, None)
+        ask = rule.dialog if rule is not None and rule.dialog is not None else self.config.ask_last_digits
+        if not aborted and card is not None and ask and self.protocol.capabilities.cashier_dialog:
             self.ask_cashier()
             answer = await self._ask(job, "ВВЕДИТЕ ПОСЛЕДНИЕ 4 ЦИФРЫ КАРТЫ")
             if answer is None:
@@ -520,8 +532,14 @@ class VirtualTerminal:
             return
         self.authorize()
         job.abortable = False  # the host decides now: whatever happens next, the decision stands
-        decision = await self._off_loop(request.operation, self.host.process, request, card)
-        await self._busy(job, self.host_config.latency, "СОЕДИНЕНИЕ С БАНКОМ")
+        forced = None
+        if rule is not None and (rule.fault or rule.outcome):
+            forced = Forced(fault=rule.fault, decline_code=rule.code if rule.outcome == "declined" else None,
+                            decline_text=rule.text, approve=rule.outcome == "approved")
+        # Without a rule the host is called as before (tests stand in for it with (request, card)).
+        extra = () if forced is None else (forced,)
+        decision = await self._off_loop(request.operation, self.host.process, request, card, *extra)
+        await self._busy(job, _or(rule.host_delay if rule else None, self.host_config.latency), "СОЕДИНЕНИЕ С БАНКОМ")
         result = self._result(request, decision)
         result = result.with_changes(slips=await self._render(result, decision))
         await self._deliver(job, result, decision)
@@ -843,6 +861,11 @@ class VirtualTerminal:
                       cashier=f"{mark}\n{last.slips.cashier}" if last.slips.cashier else "")
         return last.with_changes(operation=Operation.SLIP_COPY, status=Status.APPROVED, slips=slips,
                                  transaction_id=request.transaction_id, response_code="00", host_code="00")
+
+
+def _or(value: float | None, default: float) -> float:
+    """A rule's delay if it sets one, else the configured one."""
+    return default if value is None else value
 
 
 def _slip_bytes(slips: Slips) -> int:
