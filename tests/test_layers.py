@@ -34,7 +34,8 @@ ROOM_MAY_IMPORT = {
     "model": {"protocols"},
     "pump": {"protocols", "devices"},
     "journal": {"model", "protocols"},
-    "ecr": {"journal", "model", "pump", "protocols", "devices"},
+    "capture": {"protocols"},
+    "ecr": {"capture", "journal", "model", "pump", "protocols", "devices"},
     "emulator": {"journal", "model", "pump", "protocols", "devices"},
 }
 FRONT_ENDS = {"cli", "testing", "http", "__init__", "__main__"}

@@ -27,8 +27,9 @@ import inspect
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 
 from posbridge import protocols
@@ -41,6 +42,7 @@ from posbridge.journal import EcrEntry, Journal
 from posbridge.model import RUB, Operation, Request, Result
 from posbridge.ecr.ownership import DEFAULT_LOCK_WAIT, TerminalLock, canonical_port, owner_alive, this_process
 from posbridge.pump import LinkClosed, SessionPump, Trace
+from posbridge.capture import CaptureWriter
 
 PromptHandler = Callable[[CashierPrompt], "tuple[str, bool] | Awaitable[tuple[str, bool]]"]
 ProgressHandler = Callable[[Progress], None]
@@ -115,6 +117,8 @@ class EcrClient:
     :class:`CashierPrompt` and returns ``(answer, ok)``; without it a dialog is declined.
     ``deadline`` bounds each operation (:data:`DEFAULT_DEADLINE`); ``lock_wait`` bounds the wait
     for a terminal another process is using (:data:`~posbridge.ecr.ownership.DEFAULT_LOCK_WAIT`).
+    ``record`` names a capture file (:mod:`posbridge.capture`, card numbers masked) that every byte
+    on the line is written to while the client is open; ``posbridge replay`` plays it back.
     """
 
     def __init__(
@@ -132,6 +136,7 @@ class EcrClient:
         trace: Trace | None = None,
         deadline: float = DEFAULT_DEADLINE,
         lock_wait: float = DEFAULT_LOCK_WAIT,
+        record: str | Path | None = None,
     ) -> None:
         self.port = port
         # A ProtocolSpec too: e.g. arcus2.spec.spec_for_installation(parse_ops_ini(ops.ini bytes), texts)
@@ -157,6 +162,8 @@ class EcrClient:
         self._lock = asyncio.Lock()
         self._line_suspect = False  # the last exchange failed: the terminal may still be resending
         self._failed_at = float("-inf")
+        self.record = record  # a capture file (posbridge.capture) written from open() to close()
+        self._recorder: CaptureWriter | None = None
 
     @property
     def journal_key(self) -> str:
@@ -180,11 +187,16 @@ class EcrClient:
         except BaseException:
             await self.owner.release()
             raise
+        if self.record is not None and self._recorder is None:
+            self._recorder = CaptureWriter(self.record, self.protocol, side="ecr",
+                                           link={"port": self.port_key, "options": asdict(self.protocol.options(self.timers))})
         session = self.protocol.ecr_session(timers=self.timers)
         self._pump = SessionPump(self._device, session, clock=self.monotonic, trace=self._trace)
         self._pump.start()
 
     def _trace(self, direction: str, data: bytes) -> None:
+        if self._recorder is not None:
+            self._recorder(direction, data)
         if self.trace is not None:  # looked up per call: a console may switch tracing on later
             self.trace(direction, data)
 
@@ -197,6 +209,9 @@ class EcrClient:
         if self._device is not None and self._owns_device:
             await self._device.close()
         self._device = None
+        if self._recorder is not None:
+            self._recorder.close()
+            self._recorder = None
         if opened:
             await self.owner.release()
 
@@ -506,6 +521,7 @@ class BlockingEcrClient:
         trace: Trace | None = None,
         deadline: float = DEFAULT_DEADLINE,
         lock_wait: float = DEFAULT_LOCK_WAIT,
+        record: str | Path | None = None,
     ) -> None:
         """See :class:`EcrClient` (the same parameters; callbacks run in the client's loop thread)."""
         self._loop = asyncio.new_event_loop()
@@ -515,7 +531,7 @@ class BlockingEcrClient:
         async def make() -> EcrClient:  # in the loop: the client's asyncio.Lock belongs to it
             return EcrClient(port, protocol, journal=journal, terminal_id=terminal_id, timers=timers,
                              on_prompt=on_prompt, on_progress=on_progress, clock=clock, monotonic=monotonic,
-                             trace=trace, deadline=deadline, lock_wait=lock_wait)
+                             trace=trace, deadline=deadline, lock_wait=lock_wait, record=record)
 
         self._client: EcrClient = self._call(make(), 10.0)
 
