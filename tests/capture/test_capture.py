@@ -242,3 +242,36 @@ def test_the_commands_record_and_replay(protocol, tmp_path):
         assert "terminal_id: recorded '00111111', replayed '00344224'" in done.stdout
     finally:
         _stop(process)
+
+
+async def test_the_console_records_while_it_traces(tmp_path):
+    """The console takes the client's trace for its own display; the capture goes on beside it."""
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    from posbridge.cli.console import run_console
+    from posbridge.cli.main import build_parser
+
+    assert build_parser().parse_args(["console", "--port", "tcp://x:1", "--record", "c.jsonl"]).record == "c.jsonl"
+    path = tmp_path / "console.jsonl"
+    async with TerminalLink("inpas", client_options={"record": path}) as link:
+        with create_pipe_input() as pipe:
+            pipe.send_text("sale 2.00\ntrace off\nsettlement\nquit\n")
+            await run_console(link.client, trace=True, input=pipe, output=DummyOutput())
+    capture = read_capture(path)
+    assert [e.request.operation for e in recorded_exchanges(capture)] == [Operation.SALE, Operation.SETTLEMENT]
+    posbridge_replay(path)
+
+
+async def test_a_replay_records_its_own_capture(tmp_path):
+    path, again = tmp_path / "day.jsonl", tmp_path / "again.jsonl"
+    await record_day("arcus2", path)
+    from posbridge.testing.capture import replay
+
+    async with TerminalLink("arcus2") as link:
+        assert await replay(read_capture(path), client=link.client, record=again) == []
+    second = read_capture(again)
+    assert second.header["link"]["replay_of"] == str(path)
+    assert [e.request.operation for e in recorded_exchanges(second)] == \
+        [e.request.operation for e in recorded_exchanges(read_capture(path))]
+    posbridge_replay(again)
