@@ -224,6 +224,13 @@ async def _run_emulate(args: argparse.Namespace) -> int:
               "the process list; prefer --cards FILE or a scenario's [[cards]]", file=sys.stderr, flush=True)
         terminal.cards.present(*(Card(pan) for pan in args.card))
 
+    control = None
+    if args.control:  # in this loop, beside the terminal; loopback only (checked before anything opens)
+        from posbridge.http.control import start_control
+
+        control, control_url = await start_control(terminal, args.control)
+        print(f"posbridge control API on {control_url} (GET {control_url}/openapi.json)", flush=True)
+
     def ready(device: Device) -> None:
         where = getattr(device, "link_path", None) or device.url
         print(f"posbridge virtual terminal ({terminal.protocol.title}) listening on {where}", flush=True)
@@ -241,6 +248,8 @@ async def _run_emulate(args: argparse.Namespace) -> int:
     finally:
         if recorder is not None:
             recorder.close()
+        if control is not None:
+            await control.cleanup()
     return 0
 
 
@@ -278,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     emulate.add_argument("--seed", type=int, default=None, help="seed for RRNs and authorization codes")
     emulate.add_argument("--record", metavar="FILE", help="write every byte on the line to a capture (JSON lines, "
                          "card numbers masked) for `posbridge replay`")
+    emulate.add_argument("--control", metavar="127.0.0.1:PORT", help="serve the control API (HTTP/JSON: cards, "
+                         "rules, faults, batch, settle, reset; GET /openapi.json) on this loopback address")
     emulate.add_argument("--fault", metavar="SPEC", help="line faults, e.g. 'rx:drop@12,split=3,seed=7'"
                          " (grammar: devices/faults.py); rx = what the terminal receives")
 

@@ -1,0 +1,132 @@
+"""The control API of `posbridge emulate`: in process (aiohttp test client) and a shell-script client
+(bash, printf, curl; no Python) against a real `posbridge emulate --control` process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from posbridge.emulator.terminal import VirtualTerminal
+from posbridge.http.control import ROUTES, ControlAddressError, make_control_app, parse_control_address
+from posbridge.model import Status
+from posbridge.testing import TerminalLink
+
+HERE = Path(__file__).resolve().parent
+
+
+async def _client(terminal: VirtualTerminal) -> TestClient:
+    client = TestClient(TestServer(make_control_app(terminal)))
+    await client.start_server()
+    return client
+
+
+def test_control_listens_on_loopback_only():
+    assert parse_control_address("127.0.0.1:0") == ("127.0.0.1", 0)
+    assert parse_control_address("[::1]:8080") == ("::1", 8080)
+    for bad in ("0.0.0.0:8080", "192.168.1.5:80", "example.com:80", "127.0.0.1", "127.0.0.1:99999"):
+        with pytest.raises(ControlAddressError) as error:
+            parse_control_address(bad)
+        assert "\n" not in str(error.value)
+
+
+async def test_openapi_lists_exactly_the_routes():
+    client = await _client(VirtualTerminal("inpas"))
+    try:
+        document = await (await client.get("/openapi.json")).json()
+        listed = {(method.upper(), path) for path, item in document["paths"].items() for method in item}
+        assert listed == set(ROUTES)
+        served = {(r.method, r.resource.canonical) for r in client.app.router.routes() if r.method != "HEAD"}
+        assert served == set(ROUTES)
+    finally:
+        await client.close()
+
+
+async def test_rules_cards_faults_batch_settle_reset_through_the_api():
+    async with TerminalLink("inpas") as link:
+        client = await _client(link.terminal)
+        try:
+            answer = await client.post("/rules", json={"operation": "sale", "code": "05", "once": True})
+            assert answer.status == 200
+            declined = await link.client.sale(10_00)
+            assert (declined.status, declined.response_code) == (Status.DECLINED, "05")
+            assert (await client.post("/cards", json={"cards": ["insufficient_funds"]})).status == 200
+            assert (await link.client.sale(10_00)).response_code == "116"
+            assert (await client.post("/faults", json={"host": "request_not_sent"})).status == 200
+            assert (await link.client.sale(10_00)).response_code == "151018"
+            assert (await client.post("/reset")).status == 200
+            assert (await link.client.sale(25_00)).approved
+            batch = await (await client.get("/batch")).json()
+            assert (batch["sale_count"], batch["sale_amount"]) == (1, 25_00)
+            operations = (await (await client.get("/operations")).json())["operations"]
+            assert [(o["status"], o["code"]) for o in operations][:2] == [("declined", "05"), ("declined", "116")]
+            settled = await (await client.post("/settle")).json()
+            assert (settled["sale_count"], settled["sale_amount"]) == (1, 25_00)
+            assert (await (await client.get("/batch")).json())["batch"] == batch["batch"] + 1
+            assert (await (await client.get("/health")).json())["status"] == "ok"
+        finally:
+            await client.close()
+
+
+@pytest.mark.parametrize(("path", "body", "field", "status"), [
+    ("/rules", {"outcome": "maybe"}, "outcome", 422),
+    ("/rules", {"rules": [{"code": "05"}, {"nth": 0, "code": "05"}]}, "rules[1].nth", 422),
+    ("/cards", {"cards": ["12"]}, "cards[0]", 422),
+    ("/cards", {"card": "approved"}, "card", 400),
+    ("/faults", {"host": "fire"}, "host", 422),
+    ("/faults", {"line": "rx:drop@3"}, "line", 422),
+])
+async def test_bad_input_is_json_naming_the_field(path, body, field, status):
+    client = await _client(VirtualTerminal("inpas"))
+    try:
+        answer = await client.post(path, json=body)
+        assert answer.status == status
+        assert (await answer.json())["field"] == field
+        missing = await client.get("/nowhere")
+        assert missing.status == 404 and (await missing.json())["field"] == "path"
+    finally:
+        await client.close()
+
+
+def test_emulate_refuses_a_control_address_that_is_not_loopback():
+    done = subprocess.run([sys.executable, "-m", "posbridge", "emulate", "--port", "tcp-listen://127.0.0.1:0",
+                           "--control", "0.0.0.0:0"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "loopback" in done.stderr
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the shell client needs curl")
+def test_a_shell_script_declines_the_next_sale_through_the_control_api():
+    emulator = subprocess.Popen(
+        [sys.executable, "-m", "posbridge", "emulate", "--port", "tcp-listen://127.0.0.1:0",
+         "--control", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert emulator.stdout is not None
+        control_line = emulator.stdout.readline()
+        terminal_line = emulator.stdout.readline()
+        control = re.search(r"on (http://127\.0\.0\.1:\d+)", control_line)
+        port = re.search(r"listening on \S*127\.0\.0\.1:(\d+)", terminal_line)
+        assert control and port, (control_line, terminal_line)
+        done = subprocess.run(["bash", str(HERE / "sale_client.sh"), port.group(1), control.group(1)],
+                              capture_output=True, text=True, timeout=30, env={"PATH": os.environ["PATH"]})
+        assert done.returncode == 0, done.stderr
+        wire = bytes.fromhex(done.stdout.strip())
+        assert wire[:1] == b"\x06"  # the request's ACK, then the answer frame
+        frame = wire[1:]
+        assert frame[:1] == b"\x02"
+        decoded = subprocess.run([sys.executable, "-m", "posbridge", "decode", frame.hex()],
+                                 capture_output=True, text=True, timeout=60)
+        answer = json.loads(decoded.stdout.splitlines()[0])
+        assert answer["check_ok"] is True
+        fields = {f["name"]: f["value"] for f in answer["fields"]}
+        assert (fields["host_response_code"], fields["response_text"], fields["amount"]) == ("05", "OTKAZ", "1005")
+    finally:
+        emulator.terminate()
+        emulator.wait(timeout=10)
