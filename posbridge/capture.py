@@ -43,7 +43,8 @@ from posbridge import __version__, protocols
 from posbridge.protocols import FrameDescription
 from posbridge.protocols.common.describe import EntryKind
 from posbridge.protocols.common.model import Request, mask_pan
-from posbridge.protocols.common.session import RequestReceived
+from posbridge.protocols.common.session import (CashierPrompt, Completed, EcrSession, Failed, PromptAnswered,
+                                                RequestReceived, RequestRejected)
 
 __all__ = ["CAPTURE_FORMAT", "VOLATILE_FIELDS", "Capture", "CaptureError", "CaptureLine", "CaptureWriter", "chain_traces",
            "Difference", "RecordedExchange", "compare_answers", "frames", "mask_bytes", "mask_decoded", "read_capture",
@@ -278,11 +279,13 @@ def _json_line(name: str, number: int, row: str) -> dict[str, Any]:
 
 @dataclass
 class RecordedExchange:
-    """One request found in a capture and the answer frames the terminal sent until the next one."""
+    """One request found in a capture, the answer frames the terminal sent until the next one, and
+    what the cashier answered to the terminal's dialog meanwhile."""
 
     line: int
     request: Request
     answers: list[dict[str, Any]] = field(default_factory=list)
+    prompt_answers: list[tuple[str, bool]] = field(default_factory=list)  # the cashier's, in order
 
 
 def frames(decoded: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -290,27 +293,53 @@ def frames(decoded: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def recorded_exchanges(capture: Capture, protocol: str | None = None) -> list[RecordedExchange]:
-    """The capture's requests, decoded by a terminal session of the protocol, each with its answers.
+    """The capture's requests, decoded by a terminal session of the protocol, each with its answers
+    and the cashier's answers to the terminal's dialog.
 
     The ECR's bytes go into one terminal session in order (its own replies are dropped); a
-    :class:`RequestReceived` ends a request, and the session is reset for the next one.
+    :class:`RequestReceived` starts an exchange. The terminal's bytes go into an ECR session started
+    with that request: a :class:`CashierPrompt` it reports is put to the terminal session
+    (``send_prompt``), so that the ECR's reply comes out as a :class:`PromptAnswered`, kept for
+    replay; its Completed or Failed ends the exchange and the terminal session is reset.
     """
     spec = protocols.get(protocol or capture.protocol)
-    session = spec.terminal_session(None)
+    terminal = spec.terminal_session(None)
+    ecr: EcrSession | None = None
     exchanges: list[RecordedExchange] = []
     for line in capture.lines:
         if line.direction == TERMINAL_TO_ECR:
             if exchanges:
                 exchanges[-1].answers.extend(frames(line.decoded))
+            if ecr is not None:
+                for ecr_event in ecr.receive(line.data, line.t):
+                    if isinstance(ecr_event, CashierPrompt):
+                        terminal.send_prompt(ecr_event.prompt, ecr_event.timeout, line.t)
+                        terminal.data_to_send()
+                    elif isinstance(ecr_event, (Completed, Failed)):  # the exchange is over
+                        terminal.reset()
+                        ecr = None
+                        break
+                if ecr is not None:
+                    ecr.data_to_send()
             continue
         if line.masked:
             raise CaptureError(f"{capture.path}:{line.number}: the ECR's bytes carried a card number, masked "
                                f"in the capture: this request cannot be replayed")
-        for event in session.receive(line.data, line.t):
+        events = terminal.receive(line.data, line.t)
+        if any(isinstance(event, RequestRejected) for event in events):
+            # A request the session took for one sent while the last is still in hand (an answer
+            # it never saw end, e.g. masked): the last exchange is over, take this one afresh.
+            terminal.reset()
+            events = terminal.receive(line.data, line.t)
+        for event in events:
             if isinstance(event, RequestReceived):
                 exchanges.append(RecordedExchange(line.number, event.request))
-                session.reset()
-        session.data_to_send()
+                ecr = spec.ecr_session(None)
+                ecr.start(event.request, line.t)
+                ecr.data_to_send()  # the request itself, already on the terminal's side
+            elif isinstance(event, PromptAnswered) and exchanges:
+                exchanges[-1].prompt_answers.append((event.answer, event.ok))
+        terminal.data_to_send()
     return exchanges
 
 

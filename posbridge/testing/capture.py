@@ -28,6 +28,7 @@ from posbridge.capture import (VOLATILE_FIELDS, Capture, CaptureError, CaptureWr
 from posbridge.ecr.client import EcrClient
 from posbridge.journal import Journal
 from posbridge.protocols.common.describe import EntryKind
+from posbridge.protocols.common.session import CashierPrompt
 from posbridge.testing.harness import TerminalLink
 
 __all__ = ["posbridge_replay", "replay", "replay_against_virtual_terminal"]
@@ -75,7 +76,8 @@ async def replay(capture: Capture, port: Any = None, *, protocol: str | None = N
     :class:`EcrClient` (or through ``client``, an open one of the capture's protocol, whose trace is
     borrowed meanwhile) and return where its answers differ from the recorded ones (empty: identical).
     A later request naming a recorded RRN or auth code (a refund of a recorded sale) gets the one
-    this terminal issued for the replayed original. ``record`` writes the replay's own capture."""
+    this terminal issued for the replayed original; the terminal's cashier dialog gets the recorded
+    cashier's answers, in order. ``record`` writes the replay's own capture."""
     name = protocol or capture.protocol
     try:
         spec = protocols.get(name)
@@ -106,6 +108,12 @@ async def replay(capture: Capture, port: Any = None, *, protocol: str | None = N
             request = exchange.request
             request = replace(request, rrn=issued.get(("rrn", request.rrn or ""), request.rrn),
                               auth_code=issued.get(("auth_code", request.auth_code or ""), request.auth_code))
+            answers = list(exchange.prompt_answers)  # the cashier's recorded replies, in order
+
+            def cashier(prompt: CashierPrompt, answers: list[tuple[str, bool]] = answers) -> tuple[str, bool]:
+                return answers.pop(0) if answers else ("", False)  # a dialog the recording did not have
+
+            ecr.on_prompt = cashier
             result = await ecr.execute(request)
             for name, now in (("rrn", result.rrn), ("auth_code", result.auth_code)):
                 then = _recorded_value(exchange.answers, name)
@@ -116,11 +124,11 @@ async def replay(capture: Capture, port: Any = None, *, protocol: str | None = N
 
     try:
         if client is not None:
-            saved, client.trace = client.trace, trace
+            saved, saved_prompt, client.trace = client.trace, client.on_prompt, trace
             try:
                 await run(client)
             finally:
-                client.trace = saved
+                client.trace, client.on_prompt = saved, saved_prompt
         else:
             async with EcrClient(port, spec, trace=trace, **options) as own:
                 await run(own)

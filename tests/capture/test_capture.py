@@ -275,3 +275,19 @@ async def test_a_replay_records_its_own_capture(tmp_path):
     assert [e.request.operation for e in recorded_exchanges(second)] == \
         [e.request.operation for e in recorded_exchanges(read_capture(path))]
     posbridge_replay(again)
+
+
+@pytest.mark.parametrize("cashier_types, approved", [("1111", True), ("9999", False)])
+async def test_the_cashier_dialog_is_replayed_with_the_recorded_answers(tmp_path, cashier_types, approved):
+    """INPAS asks the cashier for the card's last 4 digits: replay answers what the cashier typed."""
+    path = tmp_path / "dialog.jsonl"
+    asked = TerminalConfig(ask_last_digits=True)
+    async with TerminalLink("inpas", config=asked,
+                            client_options={"record": path, "on_prompt": lambda prompt: (cashier_types, True)}) as link:
+        assert (await link.client.sale(10_00)).approved is approved
+    [exchange] = recorded_exchanges(read_capture(path))
+    assert exchange.prompt_answers == [(cashier_types, True)]
+    assert await replay_against_virtual_terminal(path, config=asked) == []
+    # A terminal that does not ask: one answer frame fewer, reported.
+    differences = await replay_against_virtual_terminal(path)
+    assert differences and differences[0].key == "number of answer frames"
