@@ -178,7 +178,14 @@ class EcrClient:
         """
         if self._pump is not None:
             return
-        await self.owner.acquire("connected")
+        if self.record is not None and self._recorder is None:  # a capture that cannot be written fails first
+            self._recorder = CaptureWriter(self.record, self.protocol, side="ecr",
+                                           link={"port": self.port_key, "options": asdict(self.protocol.options(self.timers))})
+        try:
+            await self.owner.acquire("connected")
+        except BaseException:
+            self._close_recorder()
+            raise
         try:
             if isinstance(self.port, str):
                 self._device, self._owns_device = await open_device(self.port), True
@@ -186,13 +193,16 @@ class EcrClient:
                 self._device = self.port
         except BaseException:
             await self.owner.release()
+            self._close_recorder()
             raise
-        if self.record is not None and self._recorder is None:
-            self._recorder = CaptureWriter(self.record, self.protocol, side="ecr",
-                                           link={"port": self.port_key, "options": asdict(self.protocol.options(self.timers))})
         session = self.protocol.ecr_session(timers=self.timers)
         self._pump = SessionPump(self._device, session, clock=self.monotonic, trace=self._trace)
         self._pump.start()
+
+    def _close_recorder(self) -> None:
+        if self._recorder is not None:
+            self._recorder.close()
+            self._recorder = None
 
     def _trace(self, direction: str, data: bytes) -> None:
         if self._recorder is not None:
@@ -209,9 +219,7 @@ class EcrClient:
         if self._device is not None and self._owns_device:
             await self._device.close()
         self._device = None
-        if self._recorder is not None:
-            self._recorder.close()
-            self._recorder = None
+        self._close_recorder()
         if opened:
             await self.owner.release()
 

@@ -291,3 +291,11 @@ async def test_the_cashier_dialog_is_replayed_with_the_recorded_answers(tmp_path
     # A terminal that does not ask: one answer frame fewer, reported.
     differences = await replay_against_virtual_terminal(path)
     assert differences and differences[0].key == "number of answer frames"
+
+
+def test_a_capture_that_cannot_be_written_is_one_line_before_the_terminal_is_taken(tmp_path, capsys):
+    status = main(["sale", "1.00", "--port", "virtual://posbridge-no-terminal", "--journal", str(tmp_path / "j.sqlite"),
+                   "--record", str(tmp_path / "no" / "such" / "dir" / "c.jsonl")])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "c.jsonl" in err
