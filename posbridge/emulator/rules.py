@@ -33,7 +33,7 @@ from typing import Any, Mapping
 
 from posbridge.emulator.cards import Card
 from posbridge.emulator.host import FAULTS
-from posbridge.model import Operation, mask_pan
+from posbridge.model import Operation, mask_card_numbers, mask_pan
 
 __all__ = ["Rule", "RuleBook", "RuleError", "TEST_CARD_NAMES", "rule_from_dict", "card_from_name"]
 
@@ -110,6 +110,8 @@ class Rule:
             data["operation"] = self.operation.value
         if self.card is not None:
             data["card"] = mask_pan(self.card)
+        if self.text is not None:  # whoever wrote the rule may have quoted a card number
+            data["text"] = mask_card_numbers(self.text)
         return data
 
 

@@ -53,6 +53,8 @@ def test_card_shown_masked():
     rule = rule_from_dict({"card": "5432 5432 5432 5430", "outcome": "declined"})
     assert rule.card == "5432543254325430"
     assert "5432543254325430" not in str(rule.to_dict())
+    quoted = rule_from_dict({"code": "05", "text": "NO 4111111111111111"})
+    assert "4111111111111111" not in str(quoted.to_dict())
 
 
 async def test_forced_decline_is_journaled_and_totals_follow_the_journal():
