@@ -47,7 +47,7 @@ from posbridge.protocols.common.session import (CashierPrompt, Completed, EcrSes
                                                 RequestReceived, RequestRejected)
 
 __all__ = ["CAPTURE_FORMAT", "VOLATILE_FIELDS", "Capture", "CaptureError", "CaptureLine", "CaptureWriter", "chain_traces",
-           "Difference", "RecordedExchange", "compare_answers", "frames", "mask_bytes", "mask_decoded", "read_capture",
+           "Difference", "RecordedExchange", "compare_answers", "frames", "mask_bytes", "mask_decoded", "masked_line_bytes", "read_capture",
            "recorded_exchanges"]
 
 CAPTURE_FORMAT = 1
@@ -67,7 +67,7 @@ the host's RRN and authorization code, the STAN / transaction id the ECR numbers
 ``name`` or ``key``; everything else (operation, amounts, currency, response code and text, masked
 card number, terminal and merchant ids, settlement totals) must be identical."""
 
-_DIGIT_RUN = re.compile(rb"\d{13,19}")
+_DIGIT_RUN = re.compile(rb"(?<!\d)\d{13,19}(?!\d)")  # a longer run is no card number
 
 
 class CaptureError(ValueError):
@@ -119,23 +119,40 @@ def mask_bytes(data: bytes, masked_values: Iterable[str] = ()) -> bytes:
                           else m.group(0), out)
 
 
-_HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")
+_HEX_RUN = re.compile(r"[0-9a-fA-F]{26,}")  # bytes in hex, long enough to hold a card number
 
 
 def mask_decoded(value: Any) -> Any:
     """A description (``to_dict()``) fit for a capture: the describers mask the card numbers they
-    know as such, but a noise entry's ``data`` is the raw bytes in hex and a text field may carry a
-    number the describer took for something else: hex is masked as bytes, text as text (runs of
-    13-19 digits that could be card numbers)."""
+    know as such, but a noise entry's ``data`` (and its one-line summary) holds the raw bytes in hex
+    and a text field may carry a number the describer took for something else: runs of hex digits
+    are masked as bytes, then the text as text (runs of 13-19 digits that could be card numbers)."""
     if isinstance(value, dict):
         return {key: mask_decoded(item) for key, item in value.items()}
     if isinstance(value, list):
         return [mask_decoded(item) for item in value]
     if isinstance(value, str):
-        if len(value) >= 26 and _HEX.fullmatch(value):
-            return mask_bytes(bytes.fromhex(value)).hex()
+        value = _HEX_RUN.sub(_mask_hex_run, value)
         return mask_bytes(value.encode("utf-8")).decode("utf-8")
     return value
+
+
+def _mask_hex_run(match: re.Match[str]) -> str:
+    text = match.group(0)
+    if len(text) % 2:  # not whole bytes: leave the last digit out
+        return _mask_hex_run_even(text[:-1]) + text[-1]
+    return _mask_hex_run_even(text)
+
+
+def _mask_hex_run_even(text: str) -> str:
+    masked = mask_bytes(bytes.fromhex(text)).hex()
+    return masked if masked != bytes.fromhex(text).hex() else text  # keep the original's letter case
+
+
+def masked_line_bytes(data: bytes, entries: Iterable[FrameDescription]) -> bytes:
+    """``data`` fit to show or write, given its description: :func:`mask_bytes` with the card
+    numbers the describer found in it."""
+    return mask_bytes(data, _masked_values(entries))
 
 
 class CaptureWriter:
@@ -182,7 +199,7 @@ class CaptureWriter:
             self._line(direction, buffer[:cut], entries)
 
     def _line(self, direction: str, data: bytes, entries: list[FrameDescription]) -> None:
-        safe = mask_bytes(data, _masked_values(entries))
+        safe = masked_line_bytes(data, entries)
         self._write({"t": round(self.clock() - self._start, 6), "wall": datetime.now(timezone.utc).isoformat(),
                      "dir": self._direction(direction), "hex": safe.hex(),
                      "decoded": [mask_decoded(entry.to_dict()) for entry in entries], "masked": safe != data})

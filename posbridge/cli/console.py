@@ -13,6 +13,7 @@ import shlex
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from posbridge.capture import mask_decoded, masked_line_bytes
 from posbridge.ecr.client import EcrClient
 from posbridge.cli.formatting import format_result
 from posbridge.model import InvalidRequest, PosbridgeError, Result, parse_amount
@@ -55,9 +56,11 @@ class Console:
         if not self.tracing:
             return
         arrow = "->" if direction == "tx" else "<-"
-        self.show(f"{arrow} {data.hex(' ')}")
-        for item in self.client.protocol.describe(data):  # one schema for every protocol
-            self.show(f"   {item.summary()}")
+        items = self.client.protocol.describe(data)  # one schema for every protocol
+        # Card numbers masked in the hex too: a terminal may send a full one, and a screen is a log.
+        self.show(f"{arrow} {masked_line_bytes(data, items).hex(' ')}")
+        for item in items:
+            self.show(f"   {mask_decoded(item.summary())}")
 
     async def handle(self, line: str) -> str:
         """Run one command line; errors come back as text, never as exceptions (but quit)."""

@@ -299,3 +299,17 @@ def test_a_capture_that_cannot_be_written_is_one_line_before_the_terminal_is_tak
     assert status == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "c.jsonl" in err
+
+
+async def test_the_console_trace_shows_no_full_card_number():
+    from posbridge.cli.console import Console
+
+    async with TerminalLink("inpas") as link:
+        lines: list[str] = []
+        console = Console(link.client, lines.append)
+        console.tracing = True
+        console._trace("rx", _terminal_bytes_with_full_pan("inpas") + b"junk " + FULL_PAN.encode() + b"\r")
+    shown = "\n".join(lines)
+    assert lines and FULL_PAN not in shown and FULL_PAN.encode().hex(" ") not in shown
+    assert FULL_PAN.encode().hex() not in shown.replace(" ", "")
+    assert "411111******1111" in shown or "2a 2a 2a" in shown
