@@ -242,7 +242,8 @@ async def _run_emulate(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, task.cancel)
     try:
-        await terminal.run(args.port, ready=ready, faults=args.fault or (scenario.faults if scenario else None))
+        await terminal.run(args.port, ready=ready, faults=args.fault or (scenario.faults if scenario else None),
+                           switchable_faults=control is not None)  # POST /faults may change them
     except asyncio.CancelledError:
         print("posbridge virtual terminal stopped", flush=True)
     finally:

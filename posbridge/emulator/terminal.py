@@ -65,6 +65,7 @@ from transitions import Machine
 
 from posbridge import protocols
 from posbridge.devices import Device, open_device
+from posbridge.devices.faults import FaultPlan, FaultyDevice
 from posbridge.protocols.common.errors import Disconnected
 from posbridge.protocols.common.session import (
     AbortRequested,
@@ -213,6 +214,7 @@ class VirtualTerminal:
         self.host = BankHost(self.journal, self.host_config, clock=clock)
         self.cards = card_reader or CardReader()
         self.rules = RuleBook()  # outcome rules (posbridge.emulator.rules): scenarios, the control API
+        self.line: SwitchableFaults | None = None  # run(switchable_faults=True): its line faults can change
         self.printer = SlipPrinter(merchant, width=self.config.slip_width, copies=self.config.copies)
         self.clock = clock
         self.monotonic = monotonic
@@ -268,10 +270,15 @@ class VirtualTerminal:
         return self.protocol.terminal_session(timers=self.config.timers, part_size=self.config.part_size)
 
     async def run(self, url: str, *, ready: Callable[[Device], None] | None = None,
-                  faults: str | None = None) -> None:
+                  faults: str | None = None, switchable_faults: bool = False) -> None:
         """Open ``url`` and serve ECRs on it until cancelled; ``faults`` puts the line in a
-        :class:`~posbridge.devices.faults.FaultyDevice` (its spec; ``rx`` is what the terminal receives)."""
-        device = await open_device(url, faults=faults)
+        :class:`~posbridge.devices.faults.FaultyDevice` (its spec; ``rx`` is what the terminal receives).
+        ``switchable_faults``: the line's faults may change while it runs (:attr:`line`, the control API)."""
+        device: Device
+        if switchable_faults:
+            self.line = device = SwitchableFaults(await open_device(url), faults)
+        else:
+            device = await open_device(url, faults=faults)
         try:
             if ready:
                 ready(device)
@@ -861,6 +868,54 @@ class VirtualTerminal:
                       cashier=f"{mark}\n{last.slips.cashier}" if last.slips.cashier else "")
         return last.with_changes(operation=Operation.SLIP_COPY, status=Status.APPROVED, slips=slips,
                                  transaction_id=request.transaction_id, response_code="00", host_code="00")
+
+
+class SwitchableFaults(Device):
+    """A device whose line faults (the devices/faults.py grammar) can be changed while it serves:
+    each change starts a fresh :class:`~posbridge.devices.faults.FaultyDevice` around the same
+    line, so positions count from the change. Writes see the new faults at once; a read already
+    waiting (a serving terminal always has one) finishes with the old ones, so ``rx`` faults start
+    with the chunk after it. Bytes a ``delay`` fault still held are dropped with the old faults, as
+    a line glitch would. Other attributes (a listener's peers) are the line's."""
+
+    def __init__(self, inner: Device, faults: str | None = None) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self._current: Device = inner
+        self.spec: str | None = None
+        self.set_faults(faults)
+
+    def set_faults(self, spec: str | None) -> None:
+        """Apply ``spec`` from the next read and write on (None or "": no faults); FaultSpecError if bad."""
+        plan = FaultPlan.parse(spec) if spec else None
+        self._current = FaultyDevice(self.inner, plan) if plan is not None else self.inner
+        self.spec = plan.spec() if plan is not None else None
+
+    async def read(self, max_bytes: int = 4096) -> bytes:
+        return await self._current.read(max_bytes)
+
+    async def write(self, data: bytes) -> None:
+        await self._current.write(data)
+
+    def discard_input(self) -> int:
+        return self._current.discard_input()
+
+    async def close(self) -> None:
+        self._closed = True
+        await self.inner.close()
+
+    @property
+    def closed(self) -> bool:
+        return self.inner.closed
+
+    @property
+    def reconnects(self) -> bool:
+        return self.inner.reconnects
+
+    def __getattr__(self, name: str) -> Any:  # link_path, waiting_peers, peer_since, connected, drop_peer
+        if name.startswith("__") or name in ("inner", "_current"):
+            raise AttributeError(name)
+        return getattr(self.inner, name)
 
 
 def _or(value: float | None, default: float) -> float:

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 import posbridge
+from posbridge.devices.faults import FaultPlan, FaultSpecError
 from posbridge.emulator.cards import Card
 from posbridge.emulator.host import FAULTS
 from posbridge.emulator.rules import RuleError, card_from_name, rule_from_dict
@@ -147,20 +148,33 @@ async def delete_rules(request: web.Request) -> web.Response:
 
 
 async def post_faults(request: web.Request) -> web.Response:
-    """The host's fault for every operation from now on: ``{"host": "answer_lost"}`` (null: none).
-    Byte-level line faults are set when the emulator starts (--fault, a scenario's ``faults``)."""
+    """Faults from now on: ``{"host": "answer_lost"}`` (null: none) for every operation at the host;
+    ``{"line": "rx:corrupt@5,seed=1"}`` (null: none) for the bytes on the line, positions counted
+    from now (409 unless the line was opened switchable, as emulate --control does)."""
     data = _plain(await read_json(request))
     _only(data, {"host", "line"})
-    if "line" in data:
-        raise FieldError("line", "line faults cannot be changed while the emulator runs: start it with "
-                                 "--fault SPEC or a scenario's faults = \"...\"")
-    if "host" not in data:
-        raise FieldError("host", "host is required: no_connection, answer_lost, request_not_sent or null")
-    fault = data["host"]
+    if not data:
+        raise FieldError("host", "give host (a host fault or null) and/or line (a line fault spec or null)")
+    terminal = request.app[TERMINAL]
+    fault = data.get("host", terminal.host_config.fault)
     if fault not in FAULTS:
         raise FieldError("host", f"host must be one of {', '.join(f for f in FAULTS if f)} or null, not {fault!r}")
-    request.app[TERMINAL].host_config.fault = fault
-    return json_response({"status": "ok", "host": fault})
+    line = terminal.line
+    if "line" in data:
+        spec = data["line"]
+        if spec is not None and not isinstance(spec, str):
+            raise FieldError("line", "line must be a fault spec string (devices/faults.py grammar) or null")
+        if line is None:
+            raise FieldError("line", "this terminal's line faults cannot change (emulate opens a switchable "
+                                     "line with --control)", 409)
+        try:
+            FaultPlan.parse(spec or "")
+        except FaultSpecError as error:
+            raise FieldError("line", str(error)) from None
+    terminal.host_config.fault = fault
+    if line is not None and "line" in data:
+        line.set_faults(data["line"])
+    return json_response({"status": "ok", "host": fault, "line": line.spec if line is not None else None})
 
 
 async def get_batch(request: web.Request) -> web.Response:
@@ -272,11 +286,12 @@ def openapi_document() -> dict[str, Any]:
                 (400, 422)),
             "delete": _op("forget every rule"),
         },
-        "/faults": {"post": _op("the host fault for every operation from now on (null: none); line faults "
-                                "are set at start (--fault, a scenario's faults)", {
+        "/faults": {"post": _op("faults from now on: host (every operation at the host) and/or line (byte "
+                                "faults, the devices/faults.py grammar, positions counted from now); null: none", {
             "type": "object", "additionalProperties": False,
-            "properties": {"host": {"enum": [*(f for f in FAULTS if f), None]}},
-            "example": {"host": "answer_lost"}}, (400, 422))},
+            "properties": {"host": {"enum": [*(f for f in FAULTS if f), None]},
+                           "line": {"type": ["string", "null"], "example": "rx:corrupt@5,tx:split=7,seed=1"}},
+            "example": {"host": "answer_lost"}}, (400, 409, 422))},
         "/batch": {"get": _op("the open batch: number and totals from the journal")},
         "/operations": {"get": {**_op("journaled operations in order (card numbers masked)", errors=(422,)),
                                 "parameters": [{"name": "batch", "in": "query", "required": False,

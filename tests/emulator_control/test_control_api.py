@@ -3,18 +3,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from posbridge.emulator.terminal import VirtualTerminal
+from posbridge.devices import open_device
+from posbridge.ecr.client import EcrClient
+from posbridge.emulator.terminal import SwitchableFaults, VirtualTerminal
 from posbridge.http.control import ROUTES, ControlAddressError, make_control_app, parse_control_address
 from posbridge.model import Status
 from posbridge.testing import TerminalLink
@@ -81,7 +86,8 @@ async def test_rules_cards_faults_batch_settle_reset_through_the_api():
     ("/cards", {"cards": ["12"]}, "cards[0]", 422),
     ("/cards", {"card": "approved"}, "card", 400),
     ("/faults", {"host": "fire"}, "host", 422),
-    ("/faults", {"line": "rx:drop@3"}, "line", 422),
+    ("/faults", {"line": "rx:drop@3"}, "line", 409),  # this terminal's line is not switchable
+    ("/faults", {}, "host", 422),
 ])
 async def test_bad_input_is_json_naming_the_field(path, body, field, status):
     client = await _client(VirtualTerminal("inpas"))
@@ -130,3 +136,29 @@ def test_a_shell_script_declines_the_next_sale_through_the_control_api():
     finally:
         emulator.terminate()
         emulator.wait(timeout=10)
+
+
+async def test_line_faults_change_while_the_terminal_runs():
+    name = f"virtual://control-{uuid.uuid4().hex}"
+    terminal = VirtualTerminal("inpas")
+    line = terminal.line = SwitchableFaults(await open_device(name))
+    serving = asyncio.get_running_loop().create_task(terminal.serve(line, keep_open=True))
+    client = await _client(terminal)
+    try:
+        async with EcrClient(name, "inpas") as ecr:
+            assert (await ecr.sale(10_00)).approved
+            bad = await client.post("/faults", json={"line": "rx:explode@1"})
+            assert bad.status == 422 and (await bad.json())["field"] == "line"
+            answer = await client.post("/faults", json={"line": "tx:corrupt@5,seed=1"})
+            assert (await answer.json())["line"] == "tx:corrupt@5,seed=1"
+            assert (await ecr.sale(20_00)).approved  # the ECR NAKs the corrupted answer, the terminal resends
+            assert [f.kind for f in line._current.injected] == ["corrupt"]  # type: ignore[attr-defined]
+            assert (await (await client.post("/faults", json={"line": None})).json())["line"] is None
+            assert line._current is line.inner
+            assert (await ecr.sale(30_00)).approved
+    finally:
+        await client.close()
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+        await line.close()
