@@ -42,7 +42,7 @@ from typing import IO, Any, Literal
 from posbridge import __version__, protocols
 from posbridge.protocols import FrameDescription
 from posbridge.protocols.common.describe import EntryKind
-from posbridge.protocols.common.model import Request, mask_pan
+from posbridge.protocols.common.model import Request, mask_card_bytes
 from posbridge.protocols.common.session import (CashierPrompt, Completed, EcrSession, Failed, PromptAnswered,
                                                 RequestReceived, RequestRejected)
 
@@ -67,32 +67,10 @@ the host's RRN and authorization code, the STAN / transaction id the ECR numbers
 ``name`` or ``key``; everything else (operation, amounts, currency, response code and text, masked
 card number, terminal and merchant ids, settlement totals) must be identical."""
 
-_DIGIT_RUN = re.compile(rb"(?<!\d)\d{13,19}(?!\d)")  # a longer run is no card number
 
 
 class CaptureError(ValueError):
     """A capture that cannot be read or replayed; the message is one line naming where."""
-
-
-def _luhn_ok(digits: bytes) -> bool:
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        value = char - 48
-        if position % 2:
-            value *= 2
-            if value > 9:
-                value -= 9
-        total += value
-    return total % 10 == 0
-
-
-def _could_be_card(digits: bytes) -> bool:
-    """A run of 13-19 digits that could be a card number: Luhn-valid and starting as an issuer's
-    number does (Mir 2200-2204, Mastercard 2221-2720, 3, 4, 5, 6). A date-time (``20261203092430``),
-    a zero-padded merchant id or an amount is not masked, so requests that carry them replay."""
-    head = int(digits[:4])
-    issuer = digits[:1] in (b"3", b"4", b"5", b"6") or 2200 <= head <= 2204 or 2221 <= head <= 2720
-    return issuer and _luhn_ok(digits)
 
 
 def _masked_values(entries: Iterable[FrameDescription]) -> list[str]:
@@ -109,14 +87,13 @@ def _masked_values(entries: Iterable[FrameDescription]) -> list[str]:
 def mask_bytes(data: bytes, masked_values: Iterable[str] = ()) -> bytes:
     """``data`` with every card number replaced by its masked form, same length: the numbers the
     describer masked (found by their first 6 and last 4 digits) and any other run of 13-19 digits
-    that could be one (:func:`_could_be_card`)."""
+    that could be one (:func:`~posbridge.protocols.common.model.could_be_card_number`)."""
     out = data
     for value in set(masked_values):
         head, tail = value[:6], value[-4:]
         pattern = re.compile(re.escape(head.encode()) + rb"\d{%d}" % (len(value) - 10) + re.escape(tail.encode()))
         out = pattern.sub(value.encode(), out)
-    return _DIGIT_RUN.sub(lambda m: mask_pan(m.group(0).decode()).encode() if _could_be_card(m.group(0))
-                          else m.group(0), out)
+    return mask_card_bytes(out)
 
 
 _HEX_RUN = re.compile(r"[0-9a-fA-F]{26,}")  # bytes in hex, long enough to hold a card number

@@ -32,6 +32,7 @@ from typing import Any, Generic, TypeVar, Union
 
 from posbridge.devices import Device, DeviceClosed, DeviceError
 from posbridge.protocols.common.describe import EntryKind, FrameDescription
+from posbridge.protocols.common.model import mask_card_bytes
 from posbridge.protocols.common.errors import Disconnected, LinkError
 from posbridge.protocols.common.model import mask_card_numbers
 from posbridge.protocols.common.session import Failed, Session, SessionEvent
@@ -394,7 +395,7 @@ class WireLogger:
             decoded = [_clip_values(entry.to_dict()) for entry in entries]
         self._pending[direction] = buffer[cut:]
         if cut:
-            self.log.debug("%s %s %s", direction, buffer[:cut].hex(),
+            self.log.debug("%s %s %s", direction, mask_card_bytes(buffer[:cut]).hex(),
                            json.dumps(decoded, ensure_ascii=False, default=str))
 
 

@@ -15,6 +15,8 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from .model import mask_card_bytes
+
 __all__ = ["EntryKind", "FieldDescription", "FrameDescription", "FrameDescriber", "PartDescription", "Problem",
            "describe_stream"]
 
@@ -207,7 +209,7 @@ def describe_stream(data: bytes, *, start_bytes: bytes, control_names: Mapping[i
                 skipped = run.end() - run.start()
             else:
                 entries.append(FrameDescription(EntryKind.NOISE, run.start(), run.end() - run.start(),
-                                                data=run.group().hex()))
+                                                data=mask_card_bytes(run.group()).hex()))
         if match is None:
             break
         entry, pos = describe_frame(data, stop, skipped)

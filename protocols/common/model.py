@@ -158,6 +158,35 @@ def mask_pan(pan: str) -> str:
     return "*" * n
 
 
+_CARD_DIGIT_RUN = re.compile(rb"(?<!\d)\d{13,19}(?!\d)")  # a longer run is no card number
+
+
+def could_be_card_number(digits: bytes) -> bool:
+    """A run of 13-19 ASCII digits that could be a card number: Luhn-valid and starting as an
+    issuer's number does (Mir 2200-2204, Mastercard 2221-2720, 3, 4, 5, 6). A date-time
+    (``20261203092430``), a zero-padded merchant id or an amount is not one."""
+    if not 13 <= len(digits) <= 19 or not digits.isdigit():
+        return False
+    head = int(digits[:4])
+    if not (digits[:1] in (b"3", b"4", b"5", b"6") or 2200 <= head <= 2204 or 2221 <= head <= 2720):
+        return False
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = char - 48
+        if position % 2:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+def mask_card_bytes(data: bytes) -> bytes:
+    """``data`` (raw bytes from the line) with every run of digits that could be a card number
+    replaced by its masked form of the same length, so hex dumps and captures never hold one."""
+    return _CARD_DIGIT_RUN.sub(
+        lambda m: mask_pan(m.group(0).decode()).encode() if could_be_card_number(m.group(0)) else m.group(0),
+        data)
+
+
 # 12 or more digits, written together or in groups split by single spaces or dashes (4111 1111 …).
 _DIGIT_RUN = re.compile(r"[0-9](?:[ -]?[0-9]){11,}")
 _LONGEST_PAN = 19

@@ -100,3 +100,37 @@ def test_cli_output_masks_whatever_a_result_carries() -> None:
     assert "4111111111111111" not in format_result(result)
     assert "VISA 411111******1111" in format_result(result)
     assert result_to_json(result)["masked_pan"] == "411111******1111"
+
+
+def test_card_numbers_in_raw_bytes_are_masked_to_the_same_length_and_nothing_else() -> None:
+    from posbridge.protocols.common.model import could_be_card_number, mask_card_bytes
+
+    line = b"\x02 4111111111111111 20261203092430 000000001234567 2200000000000004 4111111111111112"
+    masked = mask_card_bytes(line)
+    assert len(masked) == len(line)
+    assert b"4111111111111111" not in masked and b"411111******1111" in masked
+    assert b"220000******0004" in masked
+    assert b"20261203092430" in masked  # a date-time is no card number
+    assert b"000000001234567" in masked  # nor a zero-padded id
+    assert b"4111111111111112" in masked  # not Luhn-valid
+    assert could_be_card_number(b"5500000000000004") and not could_be_card_number(b"55000000000000041234")
+
+
+def test_the_wire_log_and_describe_never_hold_a_full_card_number_in_hex(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from posbridge import protocols
+    from posbridge.pump import WireLogger
+
+    pan = b"4111111111111111"
+    for name in protocols.names():
+        spec = protocols.get(name)
+        noise = b"garbage " + pan + b" more garbage"
+        entries = spec.describe(noise)
+        assert all(pan.hex() not in str(entry.to_dict()) and pan.decode() not in str(entry.to_dict())
+                   for entry in entries)
+        logger = logging.getLogger(f"posbridge.wire.test.{name}")
+        with caplog.at_level(logging.DEBUG, logger=logger.name):
+            WireLogger(spec.describe, logger)("rx", noise)
+        assert caplog.text and pan.hex() not in caplog.text and pan.decode() not in caplog.text
+        caplog.clear()
