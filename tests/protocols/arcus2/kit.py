@@ -16,11 +16,8 @@ from posbridge.protocols.arcus2.fields import Message
 from posbridge.protocols.arcus2.frame import (
     BODY,
     FRAMES,
-    BadFrame,
-    Control,
     FrameScanner,
     FrameToken,
-    Noise,
     decode_body,
     decode_frame,
     encode_body,
@@ -114,15 +111,10 @@ class Arcus2Adapter(KitAdapter):
     def scanner(self) -> FrameScanner:
         return FrameScanner()
 
-    def token(self, token: object) -> tuple[Any, ...]:
-        if isinstance(token, FrameToken):
-            return ("frame", FORMAT_OF[token.version], token.body)
-        if isinstance(token, BadFrame):
-            return ("bad", token.error.reason, token.error.offset)
-        if isinstance(token, Control):
-            return ("control", token.byte)
-        assert isinstance(token, Noise), f"not a scanner token: {token!r}"
-        return ("noise", token.data)
+    frame_token = FrameToken
+
+    def frame_format(self, token: FrameToken) -> str:
+        return FORMAT_OF[token.version]
 
     def decoders(self) -> list[Any]:
         return [decode_frame, decode_body, Message.decode_body]

@@ -15,11 +15,8 @@ from posbridge.protocols.inpas.constants import CONTROL_BYTES, CRC_SIZE, MAX_FRA
 from posbridge.protocols.inpas.frame import (
     FRAME,
     RECORDS,
-    BadFrame,
-    Control,
     FrameScanner,
     FrameToken,
-    Noise,
     decode_frame,
     decode_records,
     encode_frame,
@@ -105,15 +102,10 @@ class InpasAdapter(KitAdapter):
     def scanner(self) -> FrameScanner:
         return FrameScanner()
 
-    def token(self, token: object) -> tuple[Any, ...]:
-        if isinstance(token, FrameToken):
-            return ("frame", FORMAT_OF[token.start], token.body)
-        if isinstance(token, BadFrame):
-            return ("bad", token.error.reason, token.error.offset)
-        if isinstance(token, Control):
-            return ("control", token.byte)
-        assert isinstance(token, Noise), f"not a scanner token: {token!r}"
-        return ("noise", token.data)
+    frame_token = FrameToken
+
+    def frame_format(self, token: FrameToken) -> str:
+        return FORMAT_OF[token.start]
 
     def decoders(self) -> list[Any]:
         return [decode_frame, decode_records, decode_part, Message.decode_body]

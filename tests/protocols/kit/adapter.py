@@ -27,6 +27,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from posbridge.protocols.common.errors import DecodeError
+from posbridge.protocols.common.link import BadFrame, Control, Noise
 
 DecodedFrame = tuple[str, bytes, int, int]
 
@@ -107,9 +108,23 @@ class KitAdapter(abc.ABC):
     def scanner(self) -> Any:
         """A new streaming scanner: ``feed(bytes) -> tokens``, ``pending``, ``reset()``."""
 
+    #: The protocol's frame token class (the other tokens are protocols/common's).
+    frame_token: type
+
     @abc.abstractmethod
+    def frame_format(self, token: Any) -> str:
+        """Which of :attr:`formats` a frame token of the scanner is."""
+
     def token(self, token: object) -> tuple[Any, ...]:
         """A scanner token, normalised (module docstring)."""
+        if isinstance(token, self.frame_token):
+            return ("frame", self.frame_format(token), token.body)  # type: ignore[attr-defined]
+        if isinstance(token, BadFrame):
+            return ("bad", token.error.reason, token.error.offset)
+        if isinstance(token, Control):
+            return ("control", token.byte)
+        assert isinstance(token, Noise), f"not a scanner token: {token!r}"
+        return ("noise", token.data)
 
     def decoders(self) -> list[Any]:
         """Every function that decodes untrusted bytes and may raise only DecodeError."""

@@ -11,7 +11,6 @@ import construct
 from hypothesis import strategies as st
 
 from posbridge.protocols.common.errors import DecodeError
-from posbridge.protocols.common.link import BadFrame, Control, Noise
 from tests.protocols.kit.adapter import DecodedFrame, KitAdapter, fast_or_reason
 from tests.protocols.toy.toyline.mapping import Message
 from tests.protocols.toy.toyline.frame import (
@@ -114,15 +113,10 @@ class ToyAdapter(KitAdapter):
     def scanner(self) -> FrameScanner:
         return FrameScanner()
 
-    def token(self, token: object) -> tuple[Any, ...]:
-        if isinstance(token, FrameToken):
-            return ("frame", "line", token.body)
-        if isinstance(token, BadFrame):
-            return ("bad", token.error.reason, token.error.offset)
-        if isinstance(token, Control):
-            return ("control", token.byte)
-        assert isinstance(token, Noise), f"not a scanner token: {token!r}"
-        return ("noise", token.data)
+    frame_token = FrameToken
+
+    def frame_format(self, token: FrameToken) -> str:
+        return "line"
 
     def decoders(self) -> list[Any]:
         return [decode_frame, decode_body, Message.decode]
