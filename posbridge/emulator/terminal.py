@@ -325,6 +325,12 @@ class VirtualTerminal:
             if self.state != "idle":
                 self.finish()
 
+    @property
+    def busy(self) -> bool:
+        """An operation is in hand or waiting, or its books (delivery, the outcome line) are not kept yet."""
+        return (self._job is not None or self._waiting is not None or self.state != "idle"
+                or any(not task.done() for task in self._tasks))
+
     async def _wait_for_work(self) -> None:
         """Let the operation in hand (already abandoned: nothing more is sent) finish its books."""
         tasks = [t for t in self._tasks if not t.done()]

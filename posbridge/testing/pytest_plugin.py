@@ -1,40 +1,129 @@
-"""pytest plugin (installed with posbridge): fixtures for testing cash-register code against the
-virtual terminal. A thin layer over :class:`posbridge.testing.TerminalLink`.
+"""pytest plugin (installed with posbridge, found through the ``pytest11`` entry point): a virtual
+terminal for testing cash-register code.
 
-    async def test_my_register(posbridge_link):
-        result = await posbridge_link.client.sale(150_00)
-        assert result.approved
+``posbridge_terminal`` — for *your* register code, blocking or async (no pytest-asyncio needed):
+a :class:`~posbridge.testing.background.BackgroundTerminal` running in a thread of its own. Open
+``posbridge_terminal.port`` as your code opens a real terminal (``serial.Serial(port)`` for a pty,
+``serial.serial_for_url(port)`` for pty and tcp); nothing else talks on the line::
 
-Choose the protocol and transport with ``--posbridge-protocol`` and ``--posbridge-transport``.
+    @pytest.mark.posbridge(protocol="inpas", transport="pty", card="insufficient_funds")
+    def test_declined_sale(posbridge_terminal):
+        posbridge_terminal.control.decline_next("51")
+        assert my_register.pay(posbridge_terminal.port, 150_00) == "declined"
+        assert posbridge_terminal.operations()[-1].code == "51"
+
+``posbridge_link`` — for tests of posbridge's own client (async; needs pytest-asyncio): a
+:class:`~posbridge.testing.TerminalLink`, a virtual terminal with a connected ``EcrClient``.
+
+Marker ``@pytest.mark.posbridge(protocol=, transport=, scenario=, card=, seed=, faults=, control=)``
+sets both fixtures up per test (``posbridge_link`` reads protocol and transport); options
+``--posbridge-protocol`` and ``--posbridge-transport`` set the defaults for a whole run.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, AsyncIterator
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
-from posbridge.testing import TRANSPORTS, TerminalLink
+import pytest
 
-if TYPE_CHECKING:
-    import pytest
+from posbridge.testing.harness import TRANSPORTS, TerminalLink
+
+if TYPE_CHECKING:  # imported where used: pytest starts without loading the emulator
+    from posbridge.emulator.scenario import Scenario
+    from posbridge.testing.background import BackgroundTerminal
+
+MARKER_KEYS = ("protocol", "transport", "scenario", "card", "seed", "faults", "control")
+MARKER_HELP = ("posbridge(protocol='inpas'|'arcus2', transport='pty'|'tcp'|'virtual', scenario=PATH|dict, "
+               "card=NAME_OR_NUMBER|[...], seed=INT, faults=SPEC, control=BOOL): the virtual terminal of "
+               "posbridge_terminal (protocol and transport also posbridge_link)")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """The options that choose the ``posbridge_link`` fixture's protocol and transport."""
+    """Run-wide defaults for the fixtures' protocol and transport."""
     group = parser.getgroup("posbridge")
-    group.addoption("--posbridge-protocol", default="inpas", help="protocol of the posbridge_link fixture")
-    group.addoption("--posbridge-transport", default="virtual", choices=TRANSPORTS,
-                    help="transport of the posbridge_link fixture")
+    group.addoption("--posbridge-protocol", default="inpas",
+                    help="protocol of the posbridge fixtures (inpas, arcus2; default inpas)")
+    group.addoption("--posbridge-transport", default=None, choices=TRANSPORTS,
+                    help="transport of the posbridge fixtures (default: posbridge_terminal pty where the OS "
+                         "has pseudo-terminals, else tcp; posbridge_link virtual)")
 
 
-try:
-    import pytest_asyncio
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER_HELP)
+    if config.pluginmanager.has_plugin("asyncio"):  # installed and not disabled with -p no:asyncio
+        config.pluginmanager.import_plugin("posbridge.testing.asyncio_fixtures")
+    else:
+        config.pluginmanager.register(_NoAsyncLink(), "posbridge-link")
 
-    @pytest_asyncio.fixture
-    async def posbridge_link(request: pytest.FixtureRequest) -> AsyncIterator[TerminalLink]:
-        """A running virtual terminal with a connected ECR client (``.terminal``, ``.client``)."""
-        config = request.config
-        async with TerminalLink(config.getoption("--posbridge-protocol"),
-                                transport=config.getoption("--posbridge-transport")) as link:
-            yield link
-except ImportError:  # pragma: no cover - the fixture needs pytest-asyncio
-    pass
+
+def marker_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The marker's keyword arguments (closest marker wins), checked."""
+    settings: dict[str, Any] = {}
+    for marker in reversed(list(request.node.iter_markers("posbridge"))):  # closest last: it overrides
+        if marker.args:
+            pytest.fail(f"@pytest.mark.posbridge takes keyword arguments only ({', '.join(MARKER_KEYS)})",
+                        pytrace=False)
+        settings.update(marker.kwargs)
+    unknown = sorted(set(settings) - set(MARKER_KEYS))
+    if unknown:
+        pytest.fail(f"@pytest.mark.posbridge: {unknown[0]} is not a setting (settings: {', '.join(MARKER_KEYS)})",
+                    pytrace=False)
+    return settings
+
+
+def _scenario(value: Any, request: pytest.FixtureRequest) -> Scenario | str | Mapping[str, Any] | None:
+    """A scenario path is looked up beside the test file, then from the rootdir."""
+    if value is None or isinstance(value, Mapping):
+        return value
+    if isinstance(value, (str, os.PathLike)):
+        path = Path(value)
+        if not path.is_absolute():
+            for base in (Path(request.path).parent, Path(str(request.config.rootpath))):
+                if (base / path).is_file():
+                    return str(base / path)
+        if not path.is_file():
+            pytest.fail(f"@pytest.mark.posbridge: scenario file {value} not found (beside the test file or "
+                        "from the rootdir)", pytrace=False)
+        return str(path)
+    return value  # a Scenario object
+
+
+@pytest.fixture
+def posbridge_terminal(request: pytest.FixtureRequest) -> Iterator[BackgroundTerminal]:
+    """A running virtual terminal for your register code (see the module docstring): ``.port`` to
+    open, ``.control`` to steer, ``.operations()`` / ``.batch()`` to assert on."""
+    from posbridge.testing.background import BACKGROUND_TRANSPORTS, BackgroundTerminal
+
+    settings = marker_settings(request)
+    transport = settings.get("transport") or request.config.getoption("--posbridge-transport") or \
+        ("pty" if hasattr(os, "openpty") else "tcp")
+    if transport not in BACKGROUND_TRANSPORTS:
+        pytest.fail(f"posbridge_terminal: transport must be one of {', '.join(BACKGROUND_TRANSPORTS)}, "
+                    f"not {transport!r}", pytrace=False)
+    cards = settings.get("card") or ()
+    if isinstance(cards, str):
+        cards = (cards,)
+    try:
+        terminal = BackgroundTerminal(
+            settings.get("protocol") or request.config.getoption("--posbridge-protocol"),
+            transport=transport, scenario=_scenario(settings.get("scenario"), request), cards=cards,
+            seed=settings.get("seed"), faults=settings.get("faults"),
+            control_address="127.0.0.1:0" if settings.get("control") else None)
+    except (ValueError, LookupError) as error:  # a bad scenario, card, fault spec or protocol: one line
+        pytest.fail(f"posbridge_terminal: {error}", pytrace=False)
+    with terminal:
+        yield terminal
+
+
+class _NoAsyncLink:
+    """``posbridge_link`` without pytest-asyncio: a clear error in place of pytest's generic one."""
+
+    @pytest.fixture(name="posbridge_link")
+    def posbridge_link(self) -> None:
+        """Needs pytest-asyncio (an async fixture)."""
+        pytest.fail("posbridge_link is an async fixture for posbridge's own EcrClient: pip install pytest-asyncio "
+                    "and set asyncio_mode = auto (or mark the test @pytest.mark.asyncio); for register code, "
+                    "blocking or not, use posbridge_terminal", pytrace=False)
