@@ -12,6 +12,9 @@ a :class:`~posbridge.testing.background.BackgroundTerminal` running in a thread 
         assert my_register.pay(posbridge_terminal.port, 150_00) == "declined"
         assert posbridge_terminal.operations()[-1].code == "51"
 
+``posbridge_replay`` — a capture (``--record FILE``) as a regression test:
+``posbridge_replay("captures/monday.jsonl")`` fails unless a fresh virtual terminal answers the same.
+
 ``posbridge_link`` — for tests of posbridge's own client (async; needs pytest-asyncio): a
 :class:`~posbridge.testing.TerminalLink`, a virtual terminal with a connected ``EcrClient``.
 
@@ -23,13 +26,13 @@ sets both fixtures up per test (``posbridge_link`` reads protocol and transport)
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from posbridge.testing.harness import TRANSPORTS, TerminalLink
+from posbridge.testing.harness import TRANSPORTS
 
 if TYPE_CHECKING:  # imported where used: pytest starts without loading the emulator
     from posbridge.emulator.scenario import Scenario
@@ -116,6 +119,25 @@ def posbridge_terminal(request: pytest.FixtureRequest) -> Iterator[BackgroundTer
         pytest.fail(f"posbridge_terminal: {error}", pytrace=False)
     with terminal:
         yield terminal
+
+
+@pytest.fixture
+def posbridge_replay(request: pytest.FixtureRequest) -> Callable[..., None]:
+    """A capture from the field as a regression test: ``posbridge_replay("captures/monday.jsonl")``
+    replays the capture's requests against a fresh virtual terminal and fails, listing every
+    difference, unless each answer matches the recorded one (a relative path is looked up beside
+    the test file, then from the rootdir; keyword arguments go to the virtual terminal)."""
+    from posbridge.testing.capture import posbridge_replay as replay
+
+    def run(path: str | os.PathLike[str], **options: Any) -> None:
+        given = Path(path)
+        if not given.is_absolute():
+            for base in (Path(request.path).parent, Path(str(request.config.rootpath))):
+                if (base / given).is_file():
+                    given = base / given
+                    break
+        replay(given, **options)
+    return run
 
 
 class _NoAsyncLink:

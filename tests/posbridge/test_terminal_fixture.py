@@ -210,3 +210,40 @@ def test_thirty_pty_runs_without_a_race(pytester: pytest.Pytester) -> None:
             assert op.status.value == "approved" and op.result_delivered
     """)
     result.assert_outcomes(passed=30)
+
+
+def test_a_capture_from_the_field_becomes_a_regression_test(pytester: pytest.Pytester, tmp_path) -> None:
+    """A sale recorded by a client (EcrClient(record=...)) replays through the posbridge_replay fixture;
+    the same capture edited to say another amount fails, naming the field."""
+    import asyncio
+    import json
+
+    from posbridge.testing import TerminalLink
+
+    capture = pytester.path / "captures" / "monday.jsonl"
+    capture.parent.mkdir()
+
+    async def record() -> None:
+        async with TerminalLink("inpas", client_options={"record": capture}) as link:
+            assert (await link.client.sale(150_00)).approved
+    asyncio.run(record())
+    edited = pytester.path / "captures" / "edited.jsonl"
+    rows = capture.read_text(encoding="utf-8").splitlines()
+    for index, row in enumerate(rows[1:], start=1):
+        entry = json.loads(row)
+        for frame in (d for d in entry["decoded"] if d["kind"] == "frame" and entry["dir"] == "terminal->ecr"):
+            for item in frame.get("fields", []):
+                if item["name"] == "amount":
+                    item["value"] = "99999"
+        rows[index] = json.dumps(entry, ensure_ascii=False)
+    edited.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    pytester.makepyfile(test_field="""
+        def test_monday(posbridge_replay):
+            posbridge_replay("captures/monday.jsonl")
+
+        def test_edited(posbridge_replay):
+            posbridge_replay("captures/edited.jsonl")
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:asyncio", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*amount*recorded '99999'*"])
