@@ -343,7 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
     console = sub.add_parser("console", help="technician's console: run operations, watch the line")
     _link_options(console)
     console.add_argument("--trace", action="store_true", help="show every byte on the line from the start")
+    from posbridge.cli.monitor import add_monitor_arguments
     from posbridge.cli.replay import add_replay_arguments
+
+    add_monitor_arguments(sub.add_parser("monitor", help="sit between a register and a terminal: relay every byte "
+                                                         "unchanged, show the frames of both directions decoded"))
 
     add_replay_arguments(sub.add_parser("replay", help="play a capture's requests against a terminal and compare "
                                                        "its answers (exit 0 identical, 1 different, 2 bad input)"))
@@ -415,6 +419,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_serve(args)
         if args.command == "console":
             return asyncio.run(_run_console(args))
+        if args.command == "monitor":
+            from posbridge.cli.monitor import run_monitor
+
+            return run_monitor(args)
         if args.command == "replay":
             from posbridge.cli.replay import run_replay
 
