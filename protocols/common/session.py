@@ -25,7 +25,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar, Union
 
-from .errors import LinkError
+from .errors import LinkError, NotSupported
 from .model import Request, Result
 
 
@@ -44,6 +44,25 @@ class CashierPrompt:
     prompt: str
     timeout: float | None = None
     kind: int = 0
+
+
+GATEWAY_ACTIONS = ("open", "close", "send", "receive")
+"""What a terminal in gateway mode asks its ECR to do with its bank-host connection."""
+
+
+@dataclass(frozen=True)
+class GatewayCommand:
+    """The terminal asks the ECR to carry its connection to the bank host ("pinpad - cash register -
+    host"; INPAS operation 63, sub-commands 16 and 17). ``action``: ``"open"`` (``data`` is the
+    address list ``ip;port[;ip;port]``, tried in order), ``"close"``, ``"send"`` (``data`` goes to the
+    host as it is), ``"receive"`` (answer with what the host sent). Answer with
+    ``EcrSession.answer_gateway``; ``data`` is opaque host traffic: never decode it as card data."""
+
+    action: str
+    data: bytes = b""
+
+    def __repr__(self) -> str:  # host traffic may carry card data: its size only, never its bytes
+        return f"GatewayCommand(action={self.action!r}, data=<{len(self.data)} bytes>)"
 
 
 @dataclass(frozen=True)
@@ -109,6 +128,20 @@ class ResultUndelivered:
     exchange: int | None = field(default=None, compare=False)
 
 
+@dataclass(frozen=True)
+class GatewayAnswered:
+    """The ECR answered the terminal's gateway command (``TerminalSession.send_gateway``): ``ok``
+    (the ECR did it), ``data`` (for ``receive``: what the host sent)."""
+
+    action: str
+    ok: bool
+    data: bytes = b""
+    exchange: int | None = field(default=None, compare=False)
+
+    def __repr__(self) -> str:
+        return f"GatewayAnswered(action={self.action!r}, ok={self.ok}, data=<{len(self.data)} bytes>)"
+
+
 # --- events both sides report --------------------------------------------------------------------
 @dataclass(frozen=True)
 class Failed:
@@ -127,10 +160,10 @@ def new_exchange_id() -> int:
     return next(_exchange_ids)
 
 
-EcrEvent = Union[Progress, CashierPrompt, Completed, Failed]
+EcrEvent = Union[Progress, CashierPrompt, GatewayCommand, Completed, Failed]
 """Every event an ECR session reports."""
 TerminalEvent = Union[
-    RequestReceived, RequestRejected, PromptAnswered, AbortRequested, ResultDelivered,
+    RequestReceived, RequestRejected, PromptAnswered, GatewayAnswered, AbortRequested, ResultDelivered,
     ResultUndelivered, Failed,
 ]
 """Every event a terminal session reports."""
@@ -200,6 +233,12 @@ class EcrSession(Session[EcrEvent]):
         """Ask the terminal to abort the operation in progress; protocols without an ECR-side abort
         (``Capabilities.abort`` False) raise :class:`~posbridge.protocols.common.errors.NotSupported`."""
 
+    def answer_gateway(self, ok: bool, data: bytes, now: float) -> None:
+        """Answer the terminal's :class:`GatewayCommand` (``data``: what the host sent, for
+        ``receive``); protocols without gateway mode (``Capabilities.gateway`` False) raise
+        :class:`~posbridge.protocols.common.errors.NotSupported`."""
+        raise NotSupported("this protocol has no gateway mode")
+
     @property
     @abc.abstractmethod
     def settle_time(self) -> float:
@@ -226,3 +265,9 @@ class TerminalSession(Session[TerminalEvent]):
     @abc.abstractmethod
     def send_result(self, result: Result, now: float) -> None:
         """Send the final result of the request in progress."""
+
+    def send_gateway(self, action: str, data: bytes, now: float) -> None:
+        """Ask the ECR to carry the bank-host connection (:class:`GatewayCommand`'s actions); the
+        answer comes as :class:`GatewayAnswered`. Protocols without gateway mode raise
+        :class:`~posbridge.protocols.common.errors.NotSupported`."""
+        raise NotSupported("this protocol has no gateway mode")

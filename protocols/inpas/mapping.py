@@ -46,6 +46,7 @@ class Tag(enum.IntEnum):
     COMMAND_MODE_1 = 64
     COMMAND_MODE_2 = 65
     COMMAND_RESULT = 67
+    GATEWAY_DATA = 70
     DISPLAY = 71
     CASHIER_PROMPT = 76
     CASHIER_ANSWER = 77
@@ -362,6 +363,51 @@ def cashier_answer_message(answer: str, ok: bool) -> Message:
     """The ECR's answer to a cashier dialog: ``{25: 52, 77: answer, 67: 0|1}``."""
     return Message({Tag.OPERATION: int(OpCode.CASHIER_DIALOG), Tag.CASHIER_ANSWER: answer,
                     Tag.COMMAND_RESULT: 0 if ok else 1})
+
+
+# --- gateway mode (operation 63, sub-commands 16 and 17) -------------------------------------------------
+#: (sub-command tag 65, mode tag 64) of each gateway action (inpas-sa.md, Exchange).
+GATEWAY_MODES: dict[str, tuple[int, int]] = {
+    "open": (CustomCommand.GATEWAY_OPEN_CLOSE, 1), "close": (CustomCommand.GATEWAY_OPEN_CLOSE, 0),
+    "send": (CustomCommand.GATEWAY_DATA, 0), "receive": (CustomCommand.GATEWAY_DATA, 1),
+}
+_GATEWAY_ACTIONS = {(str(int(sub)), str(mode)): action for action, (sub, mode) in GATEWAY_MODES.items()}
+#: The most host data one tag 70 carries (a field's length is 2 bytes).
+MAX_GATEWAY_DATA = 65_535
+
+
+def gateway_command_message(action: str, data: bytes = b"") -> Message:
+    """The terminal asks its ECR to carry the host connection: ``{25: 63, 65: 16|17, 64: 0|1[, 70: data]}``."""
+    sub_command, mode = GATEWAY_MODES[action]
+    fields: dict[int, str | int | bytes] = {Tag.OPERATION: int(OpCode.CUSTOM_COMMAND),
+                                            Tag.COMMAND_MODE_1: mode, Tag.COMMAND_MODE_2: int(sub_command)}
+    if data:
+        fields[Tag.GATEWAY_DATA] = data
+    return Message(fields)
+
+
+def gateway_action(message: Message) -> str | None:
+    """The action a terminal's operation-63 gateway packet asks for (None: not one, or an unknown mode)."""
+    if message.operation_code != OpCode.CUSTOM_COMMAND:
+        return None
+    return _GATEWAY_ACTIONS.get((str(message.get(Tag.COMMAND_MODE_2)), str(message.get(Tag.COMMAND_MODE_1))))
+
+
+def gateway_answer_message(sub_command: str, ok: bool, data: bytes = b"") -> Message:
+    """The ECR's answer to a gateway packet: ``{25: 63, 65: mode, 67: 0|1[, 70: data]}``."""
+    fields: dict[int, str | int | bytes] = {Tag.OPERATION: int(OpCode.CUSTOM_COMMAND), Tag.COMMAND_MODE_2: sub_command,
+                                            Tag.COMMAND_RESULT: 0 if ok else 1}
+    if data:
+        fields[Tag.GATEWAY_DATA] = data
+    return Message(fields)
+
+
+def gateway_data(message: Message) -> bytes:
+    """Tag 70 as bytes (empty when absent)."""
+    value = message.get(Tag.GATEWAY_DATA)
+    if isinstance(value, str):
+        return value.encode("cp1251", "replace")
+    return value or b""
 
 
 # --- receipt (tag 90) ------------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ from ..common.session import (
     CashierPrompt,
     Completed,
     EcrEvent,
+    GatewayAnswered,
+    GatewayCommand,
     EcrSession,
     EventT,
     Failed,
@@ -46,6 +48,8 @@ from .link import (
 )
 from .mapping import (
     DEFAULT_ECR_ID,
+    GATEWAY_MODES,
+    MAX_GATEWAY_DATA,
     CustomCommand,
     OpCode,
     RequestContext,
@@ -55,6 +59,10 @@ from .mapping import (
     cashier_prompt_message,
     dialog_kind,
     dialog_timeout,
+    gateway_action,
+    gateway_answer_message,
+    gateway_command_message,
+    gateway_data,
     message_to_request,
     message_to_result,
     operation_code,
@@ -97,6 +105,7 @@ class _Ecr(enum.Enum):
     REQUESTING = "requesting"  # request frames out, waiting for ACK
     WAITING = "waiting"  # waiting for the next packet
     PROMPTED = "prompted"  # the cashier is answering a dialog
+    RELAYING = "relaying"  # the caller is carrying out a gateway command (GatewayCommand)
     ANSWERING = "answering"  # our dialog/gateway answer out, waiting for ACK
 
 
@@ -117,6 +126,7 @@ class InpasEcrSession(_SessionBase[EcrEvent], EcrSession):
         self._state = _Ecr.IDLE
         self._request: Request | None = None
         self._expected_code = 0
+        self._gateway: Message | None = None  # the gateway packet being relayed, then the last one answered
 
     @property
     def busy(self) -> bool:
@@ -134,6 +144,7 @@ class InpasEcrSession(_SessionBase[EcrEvent], EcrSession):
         if self.busy:
             raise RuntimeError("an exchange is already in progress")
         self._request = request
+        self._gateway = None
         self._expected_code = int(operation_code(request.operation))
         self.link.reset_receiver()
         self.link.send(request_to_message(request, self.ecr_id), now)
@@ -144,6 +155,17 @@ class InpasEcrSession(_SessionBase[EcrEvent], EcrSession):
         if self._state is not _Ecr.PROMPTED:
             raise RuntimeError("no cashier dialog is waiting for an answer")
         self.link.send(cashier_answer_message(answer, ok), now)
+        self._state = _Ecr.ANSWERING
+
+    def answer_gateway(self, ok: bool, data: bytes, now: float) -> None:
+        """Answer the terminal's gateway packet (:class:`GatewayCommand`): ``ok`` (67 = 0, else 1)
+        and, for ``receive``, what the host sent (tag 70). RuntimeError if none is waiting."""
+        if self._state is not _Ecr.RELAYING or self._gateway is None:
+            raise RuntimeError("no gateway command is waiting for an answer")
+        if len(data) > MAX_GATEWAY_DATA:
+            raise ValueError(f"gateway data of {len(data)} bytes does not fit tag 70 ({MAX_GATEWAY_DATA} at most)")
+        sub_command = self._gateway.get(Tag.COMMAND_MODE_2)
+        self.link.send(gateway_answer_message(sub_command if isinstance(sub_command, str) else "", ok, data), now)
         self._state = _Ecr.ANSWERING
 
     def abort(self, now: float) -> None:
@@ -183,10 +205,15 @@ class InpasEcrSession(_SessionBase[EcrEvent], EcrSession):
 
     def _on_message(self, message: Message, now: float) -> list[EcrEvent]:
         code = message.operation_code
-        intermediate = code in (OpCode.WAIT, OpCode.CASHIER_DIALOG) or (
-            code == OpCode.CUSTOM_COMMAND and message.get(Tag.COMMAND_MODE_2) in _GATEWAY_COMMANDS)
+        gateway = code == OpCode.CUSTOM_COMMAND and message.get(Tag.COMMAND_MODE_2) in _GATEWAY_COMMANDS
+        intermediate = code in (OpCode.WAIT, OpCode.CASHIER_DIALOG) or gateway
         if not intermediate and not self._answers_our_request(message):
             return []  # a resent answer to an earlier exchange: the link ACKed it, nothing more
+        if gateway and self._state in (_Ecr.RELAYING, _Ecr.ANSWERING) and self._gateway is not None \
+                and message.fields == self._gateway.fields:
+            # The terminal resent the packet we are relaying or have just answered (our ACK was
+            # lost): carrying it out twice could send the host the same bytes twice.
+            return []
         events: list[EcrEvent] = []
         if self._state in (_Ecr.REQUESTING, _Ecr.ANSWERING):
             # The terminal answered, so it has our frame: its ACK was lost on the line.
@@ -202,15 +229,18 @@ class InpasEcrSession(_SessionBase[EcrEvent], EcrSession):
             self.link.expect_packet(now, (seconds or 0) + self.link.timers.packet_timeout)
             return events + [CashierPrompt(prompt if isinstance(prompt, str) else "", seconds,
                                            dialog_kind(message.get(Tag.COMMAND_MODE_1)))]
-        if intermediate:
-            # Gateway mode (the ECR relays the terminal's host traffic) is not offered: say so, the
-            # terminal then uses its own connection or declines.
-            sub_command = message.get(Tag.COMMAND_MODE_2)  # one of _GATEWAY_COMMANDS, so text
-            self.link.send(Message({Tag.OPERATION: int(OpCode.CUSTOM_COMMAND),
-                                    Tag.COMMAND_MODE_2: sub_command if isinstance(sub_command, str) else "",
-                                    Tag.COMMAND_RESULT: 1}), now)
-            self._state = _Ecr.ANSWERING
-            return events
+        if gateway:
+            self._gateway = message
+            action = gateway_action(message)
+            if action is None:  # a mode tag 64 that is neither 0 nor 1: refuse it, the terminal decides
+                self.link.send(gateway_answer_message(str(message.get(Tag.COMMAND_MODE_2)), False), now)
+                self._state = _Ecr.ANSWERING
+                return events
+            # The caller relays (connect and read timeouts of its own); the packet timer restarts
+            # once the terminal has our answer.
+            self.link.stop_packet_timer()
+            self._state = _Ecr.RELAYING
+            return events + [GatewayCommand(action, gateway_data(message))]
         result = message_to_result(message, self._request)
         self.link.send_control(EOT)
         self.link.stop_packet_timer()
@@ -244,6 +274,7 @@ class _Terminal(enum.Enum):
     IDLE = "idle"
     PROCESSING = "processing"
     PROMPTING = "prompting"  # dialog sent, waiting for the ECR's answer
+    RELAYING = "relaying"  # gateway command sent, waiting for the ECR's answer
     FINISHING = "finishing"  # final response sent, waiting for ACK
 
 
@@ -286,6 +317,8 @@ class InpasTerminalSession(_SessionBase[TerminalEvent], TerminalSession):
         self._result: Result | None = None
         self._prompt_message: Message | None = None
         self._prompt_timeout: float | None = None
+        self._gateway_message: Message | None = None
+        self._gateway_action = ""
         self._exchange: int | None = None
         self._request_key: tuple[str | None, object] | None = None  # (tag 25, tag 26) in hand
 
@@ -314,10 +347,27 @@ class InpasTerminalSession(_SessionBase[TerminalEvent], TerminalSession):
         self._prompt_timeout = timeout
         self._state = _Terminal.PROMPTING
 
+    def send_gateway(self, action: str, data: bytes, now: float) -> None:
+        """Ask the ECR to carry the host connection (operation 63, sub-commands 16/17): ``open``
+        (``data``: ``ip;port[;ip;port]``), ``close``, ``send`` (``data`` for the host), ``receive``.
+        The answer comes as :class:`GatewayAnswered` (ok False if the ECR refuses or stays silent
+        for WAITPACKET). RuntimeError without a request in progress."""
+        if self._state is not _Terminal.PROCESSING:
+            raise RuntimeError("a gateway command needs a request in progress and no other question open")
+        if action not in GATEWAY_MODES:
+            raise ValueError(f"gateway action must be one of {', '.join(GATEWAY_MODES)}, not {action!r}")
+        if len(data) > MAX_GATEWAY_DATA:
+            raise ValueError(f"gateway data of {len(data)} bytes does not fit tag 70 ({MAX_GATEWAY_DATA} at most)")
+        message = gateway_command_message(action, data)
+        self.link.send(message, now)
+        self._gateway_message, self._gateway_action = message, action
+        self._state = _Terminal.RELAYING
+
     def send_result(self, result: Result, now: float) -> None:
         """Send the final response; if it cannot be encoded (InvalidRequest: a field too long…)
         nothing is sent, the session is unchanged and the caller may send a smaller result."""
-        if self._state not in (_Terminal.PROCESSING, _Terminal.PROMPTING) or self._context is None:
+        if self._state not in (_Terminal.PROCESSING, _Terminal.PROMPTING, _Terminal.RELAYING) \
+                or self._context is None:
             raise RuntimeError("there is no request to answer")
         message = result_to_message(result, self._context)
         previous = self._result, self._result_message
@@ -341,6 +391,7 @@ class InpasTerminalSession(_SessionBase[TerminalEvent], TerminalSession):
         self._result = None
         self._result_message = None
         self._prompt_message = None
+        self._gateway_message = None
         self._exchange = None
         self._request_key = None
 
@@ -356,20 +407,28 @@ class InpasTerminalSession(_SessionBase[TerminalEvent], TerminalSession):
                 elif event.message is self._prompt_message and self._state is _Terminal.PROMPTING:
                     timeout = self._prompt_timeout
                     self.link.expect_packet(now, timeout + 1.0 if timeout else None)
+                elif event.message is self._gateway_message and self._state is _Terminal.RELAYING:
+                    self.link.expect_packet(now)  # the ECR relays within WAITPACKET or we give up
             elif isinstance(event, MessageUndelivered):
                 if event.message is self._result_message and self._result is not None:
                     events.append(ResultUndelivered(self._result, event.error, exchange=self._exchange))
                     self._end_exchange()
+                elif event.message is self._gateway_message and self._state is _Terminal.RELAYING:
+                    self._state = _Terminal.PROCESSING  # the ECR never took the command: it was not done
+                    events.append(GatewayAnswered(self._gateway_action, False, exchange=self._exchange))
                 else:
                     events.append(Failed(event.error, exchange=self._exchange))
             elif isinstance(event, PeerEndOfTransmission):
-                if self._state in (_Terminal.PROCESSING, _Terminal.PROMPTING):
+                if self._state in (_Terminal.PROCESSING, _Terminal.PROMPTING, _Terminal.RELAYING):
                     # After its EOT the exchange is over for the ECR: abort, and answer nothing.
                     events.append(AbortRequested(exchange=self._exchange))
                     self._abandon()
             elif isinstance(event, PacketTimeout) and self._state is _Terminal.PROMPTING:
                 self._state = _Terminal.PROCESSING
                 events.append(PromptAnswered("", ok=False, exchange=self._exchange))
+            elif isinstance(event, PacketTimeout) and self._state is _Terminal.RELAYING:
+                self._state = _Terminal.PROCESSING
+                events.append(GatewayAnswered(self._gateway_action, False, exchange=self._exchange))
         return events
 
     def _abandon(self) -> None:
@@ -385,7 +444,7 @@ class InpasTerminalSession(_SessionBase[TerminalEvent], TerminalSession):
 
     def _on_message(self, message: Message, now: float) -> list[TerminalEvent]:
         events: list[TerminalEvent] = []
-        if self.link.sending and self._state in (_Terminal.FINISHING, _Terminal.PROMPTING) \
+        if self.link.sending and self._state in (_Terminal.FINISHING, _Terminal.PROMPTING, _Terminal.RELAYING) \
                 and not self._is_resend(message):
             # The ECR answered or moved on to its next request: it has our frame, its ACK was lost.
             events = self._handle(self.link.assume_delivered(now), now)
@@ -399,10 +458,17 @@ class InpasTerminalSession(_SessionBase[TerminalEvent], TerminalSession):
             answer = message.get(Tag.CASHIER_ANSWER)
             return [PromptAnswered(answer if isinstance(answer, str) else "",
                                    ok=message.get(Tag.COMMAND_RESULT) in (None, "0"), exchange=self._exchange)]
+        if self._state is _Terminal.RELAYING and code == OpCode.CUSTOM_COMMAND \
+                and message.get(Tag.COMMAND_MODE_2) in _GATEWAY_COMMANDS:
+            self.link.stop_packet_timer()
+            self._state = _Terminal.PROCESSING
+            return [GatewayAnswered(self._gateway_action, ok=message.get(Tag.COMMAND_RESULT) == "0",
+                                    data=gateway_data(message), exchange=self._exchange)]
         events: list[TerminalEvent] = []
         if self._state is not _Terminal.IDLE:
-            if self._is_resend(message) or code == OpCode.CASHIER_DIALOG:
-                return []  # the request in hand resent, or a late dialog answer: nothing new
+            if self._is_resend(message) or code == OpCode.CASHIER_DIALOG or (
+                    code == OpCode.CUSTOM_COMMAND and message.get(Tag.COMMAND_MODE_2) in _GATEWAY_COMMANDS):
+                return []  # the request in hand resent, or a late dialog or gateway answer: nothing new
             # Another request: the ECR gave up on the exchange in hand.
             if self._state is _Terminal.FINISHING and self._result is not None:
                 events.append(ResultUndelivered(self._result, ExchangeAborted(

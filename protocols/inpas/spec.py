@@ -28,5 +28,5 @@ SPEC = ProtocolSpec(
     ecr_factory=ecr_session,
     terminal_factory=terminal_session,
     describe=describe,
-    capabilities=Capabilities(abort=False, cashier_dialog=True, gateway=False),
+    capabilities=Capabilities(abort=False, cashier_dialog=True, gateway=True),
 )

@@ -130,7 +130,7 @@ def test_a_sale_round_trip_through_the_bases_alone(spec: ProtocolSpec) -> None:
 
 def test_capabilities_are_data_and_sessions_agree(spec: ProtocolSpec) -> None:
     caps = spec.capabilities
-    assert isinstance(caps, Capabilities) and caps.gateway is False
+    assert isinstance(caps, Capabilities)
     ecr = spec.ecr_session()
     ecr.start(SALE, 0.0)
     if caps.abort:
@@ -143,8 +143,14 @@ def test_capabilities_are_data_and_sessions_agree(spec: ProtocolSpec) -> None:
             spec.terminal_session().send_prompt("last 4 digits?", 30.0, 0.0)
         with pytest.raises(NotSupported):
             ecr.answer_prompt("1234", True, 0.2)
+    if not caps.gateway:
+        with pytest.raises(NotSupported):
+            spec.terminal_session().send_gateway("open", b"127.0.0.1;7100", 0.0)
+        with pytest.raises(NotSupported):
+            ecr.answer_gateway(True, b"", 0.2)
     assert (protocols.get("inpas").capabilities, protocols.get("arcus2").capabilities) == (
-        Capabilities(abort=False, cashier_dialog=True), Capabilities(abort=True, cashier_dialog=False))
+        Capabilities(abort=False, cashier_dialog=True, gateway=True),
+        Capabilities(abort=True, cashier_dialog=False, gateway=False))
 
 
 def test_describe_returns_the_common_schema_for_any_bytes(spec: ProtocolSpec) -> None:
