@@ -35,7 +35,8 @@ from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 from posbridge import protocols
 from posbridge.devices import Device, open_device
 from posbridge.protocols.common.errors import AnswerMismatch, Disconnected, ExchangeTimeout, LinkError, NotSupported
-from posbridge.protocols.common.session import CashierPrompt, Completed, EcrSession, Failed, Progress
+from posbridge.ecr.gateway import GatewayRelay, GatewaySettings
+from posbridge.protocols.common.session import CashierPrompt, Completed, EcrSession, Failed, GatewayCommand, Progress
 
 from posbridge.ecr.answers import answer_problems
 from posbridge.journal import EcrEntry, Journal
@@ -119,6 +120,9 @@ class EcrClient:
     for a terminal another process is using (:data:`~posbridge.ecr.ownership.DEFAULT_LOCK_WAIT`).
     ``record`` names a capture file (:mod:`posbridge.capture`, card numbers masked) that every byte
     on the line is written to while the client is open; ``posbridge replay`` plays it back.
+    ``gateway``: how the client carries the terminal's bank-host connection when the terminal asks
+    (INPAS gateway mode, :mod:`posbridge.ecr.gateway`; on by default, ``GatewaySettings(enabled=False)``
+    refuses).
     """
 
     def __init__(
@@ -137,6 +141,7 @@ class EcrClient:
         deadline: float = DEFAULT_DEADLINE,
         lock_wait: float = DEFAULT_LOCK_WAIT,
         record: str | Path | None = None,
+        gateway: GatewaySettings | None = None,
     ) -> None:
         self.port = port
         # A ProtocolSpec too: e.g. arcus2.spec.spec_for_installation(parse_ops_ini(ops.ini bytes), texts)
@@ -164,6 +169,7 @@ class EcrClient:
         self._failed_at = float("-inf")
         self.record = record  # a capture file (posbridge.capture) written from open() to close()
         self._recorder: CaptureWriter | None = None
+        self.gateway = gateway or GatewaySettings()
 
     @property
     def journal_key(self) -> str:
@@ -309,6 +315,13 @@ class EcrClient:
         while not pump.events.empty():
             pump.events.get_nowait()
         pump.act(lambda now: pump.session.start(request, now))
+        relay = GatewayRelay(self.gateway)  # the terminal's host connection, if it asks us to carry it
+        try:
+            return await self._events(pump, relay)
+        finally:
+            await relay.close()
+
+    async def _events(self, pump: SessionPump[EcrSession], relay: GatewayRelay) -> Result:
         while True:
             event = await pump.next_event()
             if isinstance(event, Completed):
@@ -325,6 +338,9 @@ class EcrClient:
             if isinstance(event, CashierPrompt):
                 answer, ok = await self._answer(event)
                 pump.act(lambda now: pump.session.answer_prompt(answer, ok, now))
+            if isinstance(event, GatewayCommand):
+                done, data = await relay.handle(event)
+                pump.act(lambda now: pump.session.answer_gateway(done, data, now))
 
     def abort(self) -> None:
         """Ask the terminal to abort the operation in progress (Arcus ``A``: it answers 998 while it
@@ -530,6 +546,7 @@ class BlockingEcrClient:
         deadline: float = DEFAULT_DEADLINE,
         lock_wait: float = DEFAULT_LOCK_WAIT,
         record: str | Path | None = None,
+        gateway: GatewaySettings | None = None,
     ) -> None:
         """See :class:`EcrClient` (the same parameters; callbacks run in the client's loop thread)."""
         self._loop = asyncio.new_event_loop()
@@ -539,7 +556,8 @@ class BlockingEcrClient:
         async def make() -> EcrClient:  # in the loop: the client's asyncio.Lock belongs to it
             return EcrClient(port, protocol, journal=journal, terminal_id=terminal_id, timers=timers,
                              on_prompt=on_prompt, on_progress=on_progress, clock=clock, monotonic=monotonic,
-                             trace=trace, deadline=deadline, lock_wait=lock_wait, record=record)
+                             trace=trace, deadline=deadline, lock_wait=lock_wait, record=record,
+                             gateway=gateway)
 
         self._client: EcrClient = self._call(make(), 10.0)
 

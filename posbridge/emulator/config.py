@@ -29,4 +29,8 @@ class TerminalConfig:
     # devices only; 0 = never). The reasoning behind 2 s: posbridge.emulator.terminal's docstring.
     idle_timeout: float = 2.0
     report_max_lines: int = 300  # operations listed on a full report (the latest; the rest counted)
+    # Gateway mode: reach the bank host ("posbridge host" at HOST:PORT) through the ECR, every host
+    # message carried by operation-63 packets (posbridge.emulator.remote_host); None: in-process.
+    host_via_ecr: str | None = None
+    host_key: bytes | None = None  # the key sealing card numbers for that host (None: the built-in test key)
     delivery_timeout: float = 600.0  # safety net: a result's delivery outcome never takes longer

@@ -70,6 +70,7 @@ from posbridge.protocols.common.errors import Disconnected
 from posbridge.protocols.common.session import (
     AbortRequested,
     Failed,
+    GatewayAnswered,
     PromptAnswered,
     RequestReceived,
     RequestRejected,
@@ -80,7 +81,7 @@ from posbridge.protocols.common.session import (
 
 from posbridge.emulator.cards import Card, CardReader
 from posbridge.emulator.config import TerminalConfig
-from posbridge.emulator.host import BankHost, Forced, HostConfig, HostDecision
+from posbridge.emulator.host import TEXTS, BankHost, Forced, HostConfig, HostDecision
 from posbridge.journal import Journal, OperationRecord
 from posbridge.model import Operation, Request, Result, Slips, Status, format_amount, mask_card_numbers
 from posbridge.pump import LinkClosed, ReaderStopped, SessionPump, Trace, summarize_error
@@ -145,7 +146,7 @@ class _Job:
     """One request the terminal serves (or keeps waiting): its exchange and what the ECR said."""
 
     __slots__ = ("exchange", "request", "rejection", "aborted", "gone", "prompt", "delivery",
-                 "abortable", "raw")
+                 "abortable", "raw", "gateway")
 
     def __init__(self, exchange: int | None, request: Request | None,
                  rejection: RequestRejected | None = None, raw: str = "") -> None:
@@ -157,6 +158,7 @@ class _Job:
         self.gone = ""  # why the ECR no longer waits for this exchange
         self.prompt: asyncio.Future[str | None] | None = None
         self.delivery: asyncio.Future[tuple[bool, str]] | None = None
+        self.gateway: asyncio.Future[tuple[bool, bytes]] | None = None  # the ECR's answer to a gateway command
         self.abortable = True  # until the host has been asked
 
     def abort(self, why: str) -> None:
@@ -166,6 +168,8 @@ class _Job:
         self.aborted.set()
         if self.prompt is not None and not self.prompt.done():
             self.prompt.set_result(None)
+        if self.gateway is not None and not self.gateway.done():
+            self.gateway.set_result((False, b""))
 
     def delivered(self, ok: bool, why: str = "") -> None:
         if self.delivery is not None and not self.delivery.done():
@@ -207,6 +211,9 @@ class VirtualTerminal:
         # A ProtocolSpec too: e.g. arcus2.spec.spec_for_installation(parse_ops_ini(ops.ini bytes), texts)
         self.protocol = protocol if isinstance(protocol, protocols.ProtocolSpec) else protocols.get(protocol)
         self.config = config or TerminalConfig()
+        if self.config.host_via_ecr and not self.protocol.capabilities.gateway:
+            raise ValueError(f"{self.protocol.title} has no gateway mode: host_via_ecr needs a protocol that has "
+                             "one (inpas)")
         merchant = self.config.merchant
         self.host_config = host_config or HostConfig(
             terminal_id=merchant.terminal_id, merchant_id=merchant.merchant_id)
@@ -368,7 +375,7 @@ class VirtualTerminal:
                 log.debug("request (exchange %s) waits until the terminal is free", new.exchange)
                 self._ensure_keepalive()
             return False
-        if isinstance(event, (PromptAnswered, AbortRequested, ResultDelivered, ResultUndelivered)):
+        if isinstance(event, (PromptAnswered, GatewayAnswered, AbortRequested, ResultDelivered, ResultUndelivered)):
             self._last_activity = time.monotonic()
         exchange = getattr(event, "exchange", None)
         # The operation in hand, if the event belongs to its exchange.
@@ -382,6 +389,9 @@ class VirtualTerminal:
         elif isinstance(event, PromptAnswered):
             if mine is not None and mine.prompt is not None and not mine.prompt.done():
                 mine.prompt.set_result(event.answer if event.ok else None)
+        elif isinstance(event, GatewayAnswered):
+            if mine is not None and mine.gateway is not None and not mine.gateway.done():
+                mine.gateway.set_result((event.ok, event.data))
         elif isinstance(event, AbortRequested):
             log.debug("the ECR aborted (exchange %s)", exchange)
             if mine is not None:
@@ -551,7 +561,13 @@ class VirtualTerminal:
                             decline_text=rule.text, approve=rule.outcome == "approved")
         # Without a rule the host is called as before (tests stand in for it with (request, card)).
         extra = () if forced is None else (forced,)
-        decision = await self._off_loop(request.operation, self.host.process, request, card, *extra)
+        if self.config.host_via_ecr:
+            remote = await self._decide_via_ecr(job, request, card, forced)
+            if remote is None:  # the host may have decided: answer nothing, the ECR's outcome is unknown
+                return
+            decision = remote
+        else:
+            decision = await self._off_loop(request.operation, self.host.process, request, card, *extra)
         await self._busy(job, _or(rule.host_delay if rule else None, self.host_config.latency), "СОЕДИНЕНИЕ С БАНКОМ")
         result = self._result(request, decision)
         result = result.with_changes(slips=await self._render(result, decision))
@@ -606,6 +622,60 @@ class VirtualTerminal:
             return await asyncio.wait_for(asyncio.shield(job.prompt), 2 * timeout + 30)
         except (asyncio.TimeoutError, TimeoutError):
             return None
+
+    async def _gateway(self, job: _Job, action: str, data: bytes = b"") -> tuple[bool, bytes]:
+        """Ask the ECR to carry out one gateway command for this job; (ok, data)."""
+        pump = self._pump
+        if pump is None or not self._current(job):
+            return False, b""
+        job.gateway = asyncio.get_running_loop().create_future()
+        try:
+            pump.act(lambda now: pump.session.send_gateway(action, data, now))
+        except Exception as error:
+            log.warning("gateway %s not sent: %s", action, summarize_error(error))
+            return False, b""
+        try:
+            # The session gives up after WAITPACKET itself; this bound only guards against a lost event.
+            return await asyncio.wait_for(asyncio.shield(job.gateway), 600.0)
+        except (asyncio.TimeoutError, TimeoutError):
+            return False, b""
+
+    async def _decide_via_ecr(self, job: _Job, request: Request, card: Card | None,
+                              forced: Forced | None) -> HostDecision | None:
+        """The host's decision, every message carried by the ECR (gateway mode) to ``posbridge host``
+        at ``config.host_via_ecr``. Host unreachable: a "no connection" refusal, nothing charged.
+        Once the request may have reached the host, a failure leaves the outcome unknown: None (the
+        terminal answers nothing; the ECR's recovery asks the host again)."""
+        from posbridge.emulator.remote_host import HostProtocolError, MessageReader, decision_from_json, process_request
+
+        address = self.config.host_via_ecr or ""
+        host, _, port = address.rpartition(":")
+        opened, _ = await self._gateway(job, "open", f"{host};{port}".encode("ascii"))
+        if not opened:
+            log.info("gateway: the ECR could not reach the host at %s: no connection, nothing charged", address)
+            result, refusal = await self._refusal(request, Status.NO_CONNECTION, "", TEXTS[""], card)
+            await self._deliver(job, result, refusal)
+            return None
+        try:
+            sent, _ = await self._gateway(job, "send", process_request(request, card, forced, self.config.host_key))
+            reader, message = MessageReader(), None
+            while sent and message is None:
+                received, data = await self._gateway(job, "receive")
+                if not received:
+                    break
+                message = reader.feed(data)
+            if message is not None and "decision" in message:
+                decision = decision_from_json(message["decision"])
+                # Its operation_id names a row of the host's journal, not ours.
+                return replace(decision, operation_id=None)
+            log.error("the host's answer through the ECR was lost%s: outcome unknown, no answer to the ECR",
+                      f" ({message.get('error')})" if message else "")
+        except HostProtocolError as error:
+            log.error("the host's answer through the ECR is unreadable (%s): outcome unknown", error)
+        finally:
+            await self._gateway(job, "close")
+        job.abort("the host's answer was lost on the way through the ECR")
+        return None
 
     async def _refuse(self, job: _Job) -> None:
         """Answer a message that is not a valid request: 913, as a real terminal prints a refusal."""
