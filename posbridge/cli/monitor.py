@@ -40,10 +40,12 @@ from pathlib import Path
 from typing import IO, Any, TextIO
 
 from posbridge import protocols
-from posbridge.capture import ECR_TO_TERMINAL, TERMINAL_TO_ECR, CaptureWriter, mask_decoded, masked_line_bytes
+from posbridge.capture import (ECR_TO_TERMINAL, TERMINAL_TO_ECR, CaptureWriter, mask_bytes, mask_decoded,
+                               masked_line_bytes)
 from posbridge.devices import Device, DeviceClosed, open_device
 from posbridge.protocols.common.describe import EntryKind, FrameDescription, Problem
 from posbridge.protocols.common.model import mask_card_bytes
+from posbridge.protocols.common.scanner import HEADER_SIZE
 from posbridge.pump import summarize_error
 
 __all__ = ["DIRECTIONS", "LinkMonitor", "MonitorReport", "Piece", "StreamDecoder", "add_monitor_arguments",
@@ -55,6 +57,12 @@ DIRECTIONS = (ECR_TO_TERMINAL, TERMINAL_TO_ECR)
 QUIET_FLUSH = 0.5  # seconds of silence after which a half frame in hand is shown as it is
 _REOPEN_FIRST, _REOPEN_MAX = 0.2, 2.0  # back-off opening a connecting side again, seconds
 _TRAILING_DIGITS = re.compile(rb"[0-9]{1,19}\Z")
+_MASKED_CARD = re.compile(r"\d{6}\*+\d{4}")
+
+
+def _masked_values(entry: FrameDescription) -> list[str]:
+    """The card numbers the describer masked in ``entry`` (``411111******1111``)."""
+    return [item.value for item in entry.fields if _MASKED_CARD.fullmatch(item.value)]
 
 
 # --- decoding a stream -----------------------------------------------------------------------------
@@ -62,10 +70,13 @@ _TRAILING_DIGITS = re.compile(rb"[0-9]{1,19}\Z")
 class Piece:
     """Bytes of one direction and their description: a frame (with the noise directly before it,
     ``entry.skipped`` bytes), a control byte, a run of noise, or a frame that never completed.
-    ``entry.offset`` is where the entry starts within ``data``."""
+    ``entry.offset`` is where the entry starts within ``data``. ``shown``, when set, is ``data`` with
+    the digits of a card number that straddles the parts of a split message masked (each part alone
+    holds too few digits to be recognised)."""
 
     data: bytes
     entry: FrameDescription
+    shown: bytes | None = None
 
 
 class StreamDecoder:
@@ -80,7 +91,9 @@ class StreamDecoder:
     well: a card number split over two reads must be masked whole, not shown in halves.
 
     The frames of a message split over several frames (INPAS SOH parts) are described again with
-    the next part, so the final part carries the whole message's fields as the describer gives them.
+    the next part, so the final part carries the whole message's fields as the describer gives them;
+    the parts are held until the final one (or until anything else comes, or :meth:`flush`) and given
+    out together, so that a card number split between two parts is masked in both (``Piece.shown``).
 
     A held frame larger than ``eager`` bytes is described again only once its bytes have doubled (or
     at :meth:`flush`): a hostile length field costs O(n log n), not O(n²). Every byte fed comes
@@ -95,11 +108,12 @@ class StreamDecoder:
         self._buffer = b""  # fed, not yet shown: a frame in progress, noise before it, trailing digits
         self._context = b""  # shown frames of a split message not yet complete (described again)
         self._next_try = 0  # describe again once the buffer holds this many bytes
+        self._parts: list[Piece] = []  # the parts of a split message so far, given out with its final part
 
     @property
     def pending(self) -> int:
         """Bytes fed and not yet shown."""
-        return len(self._buffer)
+        return len(self._buffer) + sum(len(piece.data) for piece in self._parts)
 
     def feed(self, data: bytes) -> list[Piece]:
         """The pieces ``data`` completes (those before it included), in order."""
@@ -127,14 +141,14 @@ class StreamDecoder:
                 detail = "; ".join(problem.detail for problem in last.problems)
                 stray = replace(last, size=1, problems=(Problem(
                     "incomplete", f"{detail}: no such frame came, good frames did; taken for noise", start),))
-                pieces += self._pieces(self._buffer[:start + 1], [*entries[:-1], stray], 0)
+                pieces += self._group(self._pieces(self._buffer[:start + 1], [*entries[:-1], stray], 0))
                 self._buffer = rest
                 self._next_try = 0
                 pieces += self._split(hold=True)
             else:
                 pieces += self._split(hold=False)
         self._next_try = 0
-        return pieces
+        return pieces + self._group([], release=True)
 
     def forget(self) -> list[Piece]:
         """:meth:`flush`, and forget a split message in progress (its sender is gone)."""
@@ -179,7 +193,52 @@ class StreamDecoder:
         self._buffer = whole[shown:]
         held = len(self._buffer)
         self._next_try = 2 * held if held > self.eager else 0
-        return pieces
+        return self._group(pieces)
+
+    def _group(self, pieces: list[Piece], *, release: bool = False) -> list[Piece]:
+        """Hold the parts of a split message; give them out, masked together, with its final part,
+        before anything else that comes, or on ``release``."""
+        out: list[Piece] = []
+        for piece in pieces:
+            entry = piece.entry
+            part = entry.part if entry.kind is EntryKind.FRAME and entry.ok else None
+            if part is not None and not part.final:
+                self._parts.append(piece)
+                if sum(len(held.data) for held in self._parts) > self.limit:
+                    out += self._release([])
+                continue
+            out += self._release([piece] if part is not None else [])
+            if part is None:
+                out.append(piece)
+        if release:
+            out += self._release([])
+        return out
+
+    def _release(self, final: list[Piece]) -> list[Piece]:
+        """The held parts (and ``final``), with a card number straddling their chunks masked."""
+        parts, self._parts = [*self._parts, *final], []
+        if len(parts) < 2:
+            return parts
+        chunks = [bytes.fromhex(piece.entry.part.chunk) if piece.entry.part else b"" for piece in parts]
+        joined = b"".join(chunks)
+        safe = mask_bytes(joined, _masked_values(parts[-1].entry))
+        if safe == joined:
+            return parts
+        out, at_chunk = [], 0
+        for piece, chunk in zip(parts, chunks):
+            safe_chunk, at_chunk = safe[at_chunk:at_chunk + len(chunk)], at_chunk + len(chunk)
+            entry = piece.entry
+            if safe_chunk == chunk or entry.part is None:
+                out.append(piece)
+                continue
+            # the chunk is the tail of the frame's body, which follows the start byte and LEN
+            at = entry.offset + HEADER_SIZE + (entry.length or 0) - len(chunk)
+            if piece.data[at:at + len(chunk)] != chunk:
+                at = piece.data.find(chunk, entry.offset)
+            shown = piece.data[:at] + safe_chunk + piece.data[at + len(chunk):] if at >= 0 else None
+            out.append(Piece(piece.data, replace(entry, part=replace(entry.part, chunk=safe_chunk.hex())),
+                             shown=shown if shown is not None else mask_bytes(piece.data)))
+        return out
 
     @staticmethod
     def _pieces(whole: bytes, entries: list[FrameDescription], shown_before: int) -> list[Piece]:
@@ -260,8 +319,12 @@ class _MonitorCapture(CaptureWriter):
     """A capture written from the monitor's pieces (already cut on frame boundaries, card-number
     digits never split), one line per piece, in the capture format of :mod:`posbridge.capture`."""
 
-    def write_piece(self, direction: str, piece: Piece) -> None:
-        self._line("tx" if direction == ECR_TO_TERMINAL else "rx", piece.data, [piece.entry])
+    def write_piece(self, direction: str, piece: Piece, safe: bytes) -> None:
+        """One capture line for ``piece`` (``safe``: its bytes with card numbers masked), keyed as
+        :meth:`CaptureWriter._line` keys its lines."""
+        self._write({"t": round(self.clock() - self._start, 6), "wall": _now().isoformat(), "dir": direction,
+                     "hex": safe.hex(), "decoded": [mask_decoded(piece.entry.to_dict())],
+                     "masked": safe != piece.data})
 
 
 # --- the relay ----------------------------------------------------------------------------------------
@@ -480,7 +543,7 @@ class LinkMonitor:
     def _show(self, direction: str, pieces: list[Piece]) -> None:
         for piece in pieces:
             entry = piece.entry
-            safe = masked_line_bytes(piece.data, [entry])
+            safe = masked_line_bytes(piece.data if piece.shown is None else piece.shown, [entry])
             text = entry.summary()
             if entry.skipped:
                 text += f" (after {entry.skipped} byte(s) of noise)"
@@ -489,7 +552,7 @@ class LinkMonitor:
                                      masked=safe != piece.data))
             if self._capture is not None:
                 try:
-                    self._capture.write_piece(direction, piece)
+                    self._capture.write_piece(direction, piece, safe)
                 except Exception as error:  # a full disk costs the capture, never the relay
                     self._capture = None
                     self._emit(MonitorReport("error", self._t(), _now(),
