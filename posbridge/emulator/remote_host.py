@@ -161,10 +161,12 @@ class MessageReader:
 class HostService:
     """``posbridge host``: a :class:`BankHost` answering PBH1 requests on a TCP port."""
 
-    def __init__(self, host: BankHost, *, key: bytes = DEFAULT_KEY, timeout: float = 30.0) -> None:
+    def __init__(self, host: BankHost, *, key: bytes = DEFAULT_KEY, timeout: float = 30.0,
+                 latency: float = 0.0) -> None:
         self.host = host
         self.key = key
-        self.timeout = timeout
+        self.timeout = timeout  # a connection silent this long is closed
+        self.latency = latency  # a slow host: each answer this many seconds late
         self.requests = 0
         self._lock = asyncio.Lock()  # one decision at a time: the journal's batch is one sequence
 
@@ -207,11 +209,13 @@ class HostService:
         async with self._lock:
             decision = await asyncio.to_thread(self.host.process, request, card, forced)
         self.requests += 1
+        if self.latency:
+            await asyncio.sleep(self.latency)
         log.info("host: %s %s -> %s %s", request.operation.value, request.amount if request.amount is not None else "",
                  decision.status.value, decision.code)
         return {"v": VERSION, "decision": decision_to_json(decision)}
 
 
-async def start_host_service(service: HostService, host: str, port: int) -> asyncio.AbstractServer:
+async def start_host_service(service: HostService, host: str, port: int) -> asyncio.Server:
     """Listen for PBH1 connections on ``host:port`` (0: any free port)."""
     return await asyncio.start_server(service.handle, host, port)

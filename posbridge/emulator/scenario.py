@@ -15,6 +15,7 @@ ask_last_digits = false          # cashier dialog for the card's last 4 digits
 idle_timeout = 2.0               # tcp-listen: hang up on a line with no request this long when
                                  # another ECR waits (0 = never)
 report_max_lines = 300           # operations listed on a full report (the latest; the rest counted)
+host_via_ecr = ""                # gateway mode: reach `posbridge host` at HOST:PORT through the ECR
 [terminal.timers]                # protocol timers, seconds
 ack_timeout = 5.0
 packet_timeout = 45.0
@@ -89,7 +90,7 @@ def scenario_from_dict(data: dict[str, Any]) -> Scenario:
     _check_keys("terminal.", term, {"terminal_id", "merchant_id", "merchant_name", "address", "copies",
                                     "slip_width", "part_size", "progress_interval", "card_delay", "pin_delay",
                                     "ask_last_digits", "dialog_timeout", "timers", "idle_timeout",
-                                    "report_max_lines"})
+                                    "report_max_lines", "host_via_ecr"})
     _check_keys("host.", host, {"latency", "fault", "hold_ttl_hours", "single_max", "daily_max"})
     merchant = Merchant(
         name=term.get("merchant_name", Merchant.name), address=term.get("address", Merchant.address),
@@ -100,7 +101,8 @@ def scenario_from_dict(data: dict[str, Any]) -> Scenario:
         **{k: term[k] for k in ("copies", "slip_width", "part_size", "progress_interval", "card_delay",
                                 "pin_delay", "ask_last_digits", "dialog_timeout", "idle_timeout",
                                 "report_max_lines") if k in term},
-        timers=dict(term.get("timers", {})))  # checked by the protocol's options (ProtocolSpec.options)
+        timers=dict(term.get("timers", {})),  # checked by the protocol's options (ProtocolSpec.options)
+        host_via_ecr=_host_address(term.get("host_via_ecr")))
     fault = host.get("fault") or None
     if fault is not None and fault not in FAULTS:
         raise ScenarioError(f"host.fault must be one of {', '.join(FAULTS)}, not {fault!r}")
@@ -134,6 +136,16 @@ def scenario_from_dict(data: dict[str, Any]) -> Scenario:
         except FaultSpecError as error:
             raise ScenarioError(f"faults: {error}") from None
     return Scenario(terminal, host_config, cards, rules, faults)
+
+
+def _host_address(value: Any) -> str | None:
+    """``terminal.host_via_ecr``: the ``posbridge host`` the terminal reaches through the ECR."""
+    if value in (None, ""):
+        return None
+    host, sep, port = str(value).rpartition(":")
+    if not isinstance(value, str) or not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ScenarioError(f"terminal.host_via_ecr must be HOST:PORT, e.g. 127.0.0.1:7100, not {value!r}")
+    return value
 
 
 def _check_keys(prefix: str, data: dict[str, Any], allowed: set[str]) -> None:

@@ -28,7 +28,7 @@ class Host:
     def __init__(self, journal_path: str) -> None:
         self.journal = Journal(journal_path)
         self.service = HostService(BankHost(self.journal, HostConfig(terminal_id="00344224")))
-        self.server: asyncio.AbstractServer | None = None
+        self.server: asyncio.Server | None = None
         self.address = ""
 
     async def __aenter__(self) -> Host:
