@@ -5,8 +5,9 @@ The terminal asks (:class:`~posbridge.protocols.common.session.GatewayCommand`):
 connection to the first reachable address of ``ip;port[;ip;port]``, ``send`` bytes to the host,
 ``receive`` what the host sent, ``close``. :class:`GatewayRelay` does it over asyncio streams, each
 step bounded by its timeout, and answers ``(ok, data)``; every failure (unreachable host, a host that
-closed, a timeout, a bad address list, a command with no connection open) is an answer with ok
-False, never an exception that ends the operation: the terminal then reports "no connection" (34)
+closed, a connect or write timeout, a bad address list, a command with no connection open) is an
+answer with ok False, never an exception that ends the operation (a ``receive`` that finds nothing
+yet is ok with no data): the terminal then reports "no connection" (34)
 or decides itself. The bytes are opaque host traffic: logged as a length (and, at DEBUG, hex with
 any card number masked), never decoded.
 """
@@ -35,17 +36,18 @@ class GatewaySettings:
     """How the ECR carries the terminal's host connection.
 
     ``enabled`` False: every gateway command is refused (67 = 1), as an ECR without gateway mode
-    answers. ``connect_timeout`` per address tried; ``read_timeout`` for one ``receive`` (the host's
-    answer may take a while: the terminal waits, the register sees the terminal's WAIT packets);
-    ``write_timeout`` for one ``send``."""
+    answers. ``connect_timeout`` per address tried; ``write_timeout`` for one ``send``;
+    ``receive_wait``: how long one ``receive`` waits for the host's bytes before it answers "nothing
+    yet" (ok, no data) — a slow host is the terminal's to wait for: it asks again, and keeps the
+    register waiting with WAIT packets meanwhile."""
 
     enabled: bool = True
     connect_timeout: float = 10.0
-    read_timeout: float = 30.0
+    receive_wait: float = 5.0
     write_timeout: float = 10.0
 
     def __post_init__(self) -> None:
-        for name in ("connect_timeout", "read_timeout", "write_timeout"):
+        for name in ("connect_timeout", "receive_wait", "write_timeout"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0 < value <= 600):
                 raise ValueError(f"gateway {name} must be 0 < seconds <= 600, not {value!r}")
@@ -146,10 +148,10 @@ class GatewayRelay:
             log.warning("gateway receive refused: no host connection is open")
             return False, b""
         try:
-            data = await asyncio.wait_for(reader.read(MAX_RECEIVE), self.settings.read_timeout)
+            data = await asyncio.wait_for(reader.read(MAX_RECEIVE), self.settings.receive_wait)
         except asyncio.TimeoutError:
-            log.warning("gateway: host %s sent nothing within %g s", self.peer, self.settings.read_timeout)
-            return False, b""
+            log.debug("gateway: nothing from host %s within %g s yet", self.peer, self.settings.receive_wait)
+            return True, b""  # still connected: the terminal asks again
         if not data:
             log.warning("gateway: host %s closed the connection", self.peer)
             await self.close()

@@ -33,4 +33,5 @@ class TerminalConfig:
     # message carried by operation-63 packets (posbridge.emulator.remote_host); None: in-process.
     host_via_ecr: str | None = None
     host_key: bytes | None = None  # the key sealing card numbers for that host (None: the built-in test key)
+    host_timeout: float = 60.0  # gateway mode: the whole host answer within this, else the outcome is unknown
     delivery_timeout: float = 600.0  # safety net: a result's delivery outcome never takes longer

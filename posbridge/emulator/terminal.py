@@ -131,6 +131,7 @@ OFF_LOOP_OPERATIONS = REPORT_OPERATIONS | {Operation.SHORT_REPORT}
 CODE_BAD_MESSAGE = "913"  # invalid message format (the manual's code)
 CODE_CARD_DETAILS = "71015"  # card details entered incorrectly (the manual's code)
 CODE_ABORTED = "998"
+MIN_GATEWAY_POLL = 0.2  # seconds between "receive" commands when the ECR answers "nothing yet" at once
 TEXT_ABORTED = "ОПЕРАЦИЯ ПРЕРВАНА"
 TEXT_BAD_MESSAGE = "НЕВЕРНЫЙ ФОРМАТ СООБЩЕНИЯ"
 
@@ -659,11 +660,17 @@ class VirtualTerminal:
         try:
             sent, _ = await self._gateway(job, "send", process_request(request, card, forced, self.config.host_key))
             reader, message = MessageReader(), None
-            while sent and message is None:
+            give_up = self.monotonic() + self.config.host_timeout
+            while sent and message is None and self.monotonic() < give_up:
                 received, data = await self._gateway(job, "receive")
                 if not received:
                     break
-                message = reader.feed(data)
+                if data:
+                    message = reader.feed(data)
+                    continue
+                # Nothing yet: a slow host. Keep the ECR waiting (WAIT), then ask again.
+                self._progress(job, "СОЕДИНЕНИЕ С БАНКОМ")
+                await asyncio.sleep(MIN_GATEWAY_POLL)
             if message is not None and "decision" in message:
                 decision = decision_from_json(message["decision"])
                 # Its operation_id names a row of the host's journal, not ours.

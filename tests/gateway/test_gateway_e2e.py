@@ -12,6 +12,7 @@ import socket
 
 import pytest
 
+from posbridge.ecr.gateway import GatewaySettings
 from posbridge.emulator.config import TerminalConfig
 from posbridge.emulator.host import BankHost, HostConfig
 from posbridge.emulator.remote_host import HostService, start_host_service
@@ -19,7 +20,7 @@ from posbridge.journal import Journal
 from posbridge.model import Operation, Status
 from posbridge.testing import TerminalLink
 
-TIMERS = {"ack_timeout": 0.5, "packet_timeout": 3.0}
+TIMERS = {"ack_timeout": 0.5, "packet_timeout": 1.0}
 
 
 class Host:
@@ -45,6 +46,7 @@ class Host:
 
 
 def _link(address: str, **client: object) -> TerminalLink:
+    client.setdefault("gateway", GatewaySettings(receive_wait=0.3))
     return TerminalLink("inpas", config=TerminalConfig(host_via_ecr=address, timers=dict(TIMERS)),
                         client_options={"timers": dict(TIMERS), **client})
 
@@ -88,8 +90,6 @@ async def test_an_unreachable_host_is_no_connection_and_nothing_charged(tmp_path
 
 
 async def test_an_ecr_that_refuses_to_relay_gets_no_connection(tmp_path) -> None:
-    from posbridge.ecr.gateway import GatewaySettings
-
     async with Host(str(tmp_path / "host.sqlite3")) as host, \
             _link(host.address, gateway=GatewaySettings(enabled=False)) as link:
         result = await link.client.sale(150_00)
@@ -121,3 +121,32 @@ async def test_a_host_that_closes_mid_exchange_leaves_an_unknown_outcome_that_re
         assert rows[1].operation is not Operation.SALE and rows[1].status is Status.APPROVED
         assert host.service.host.totals().sale_amount == 0
         assert not link.client.unresolved()
+
+
+async def test_a_slow_host_keeps_the_ecr_waiting_with_wait_packets(tmp_path) -> None:
+    """The host answers in 2.5 s; the ECR gives up on a silent terminal after 1 s (packet timer). Each
+    receive that finds nothing yet is followed by the terminal's WAIT, so the sale completes."""
+    progress: list[str] = []
+    async with Host(str(tmp_path / "host.sqlite3")) as host:
+        host.service.latency = 2.5
+        async with _link(host.address, on_progress=lambda p: progress.append(p.text)) as link:
+            result = await link.client.sale(150_00)
+    assert result.approved
+    assert len(progress) >= 3  # WAIT packets while the host thought (receive_wait 0.3 s, WAITPACKET 1 s)
+
+
+async def test_a_host_slower_than_the_terminals_host_timeout_is_an_unknown_outcome(tmp_path) -> None:
+    async with Host(str(tmp_path / "host.sqlite3")) as host:
+        host.service.latency = 3.0
+        config = TerminalConfig(host_via_ecr=host.address, timers=dict(TIMERS), host_timeout=1.0)
+        async with TerminalLink("inpas", config=config, client_options={
+                "timers": dict(TIMERS), "gateway": GatewaySettings(receive_wait=0.3)}) as link:
+            with pytest.raises(Exception):
+                await link.client.sale(150_00)
+            assert len(link.client.unresolved()) == 1  # never reported as declined or approved
+            await asyncio.sleep(2.5)  # the host has decided (and charged) meanwhile
+            assert host.service.host.totals().sale_amount == 150_00
+            host.service.latency = 0.0  # the host is quick again: recovery's reversal gets through
+            [recovery] = await link.client.recover()
+            assert recovery.resolved
+        assert host.service.host.totals().sale_amount == 0  # reversed at the host
