@@ -56,6 +56,7 @@ log = logging.getLogger("posbridge.monitor")
 DIRECTIONS = (ECR_TO_TERMINAL, TERMINAL_TO_ECR)
 QUIET_FLUSH = 0.5  # seconds of silence after which a half frame in hand is shown as it is
 _REOPEN_FIRST, _REOPEN_MAX = 0.2, 2.0  # back-off opening a connecting side again, seconds
+_NOISE_SHOWN = 32  # bytes of a longer run of noise shown in its text line (--hex and JSON have them all)
 _TRAILING_DIGITS = re.compile(rb"[0-9]{1,19}\Z")
 _MASKED_CARD = re.compile(r"\d{6}\*+\d{4}")
 
@@ -304,7 +305,7 @@ class MonitorReport:
         stamp = self.wall.astimezone().strftime("%H:%M:%S.%f")[:-3]
         if self.event == "frame":
             line = f"{stamp} {self.direction:<13} {self.text}"
-            return f"{line}\n{'':13} {self.hex}" if show_hex and self.hex else line
+            return f"{line}\n{'':13} {bytes.fromhex(self.hex).hex(' ')}" if show_hex and self.hex else line
         if self.event == "link":
             return f"{stamp} [{self.side}] {self.state}{': ' + self.detail if self.detail else ''}"
         if self.event == "dropped":
@@ -381,6 +382,9 @@ class LinkMonitor:
         self.dropped = dict.fromkeys(DIRECTIONS, 0)
         self._decoders = {direction: StreamDecoder(self.spec.describe) for direction in DIRECTIONS}
         self._quiet_timers: dict[str, asyncio.TimerHandle] = {}
+        # When each direction's last bytes came: a piece is stamped with the arrival of its last byte
+        # (one shown after the quiet period too).
+        self._arrival: dict[str, tuple[float, datetime]] = {}
         self._capture: _MonitorCapture | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._start = clock()
@@ -472,6 +476,7 @@ class LinkMonitor:
                     self._link(source, "read failed", summarize_error(error))
                 await asyncio.sleep(min(_REOPEN_FIRST * failures, _REOPEN_MAX))
                 continue
+            arrived = (self._t(), _now())  # before forwarding: the time the bytes crossed
             failures = 0
             if source.fresh:
                 source.fresh = False
@@ -479,7 +484,7 @@ class LinkMonitor:
                 if peer:
                     self._link(source, "peer connected", f"{peer[0]}:{peer[1]}")
             await self._forward(target, direction, data)
-            self._observe(direction, data)
+            self._observe(direction, data, arrived)
 
     async def _forward(self, target: _Side, direction: str, data: bytes) -> None:
         device = target.device
@@ -523,7 +528,8 @@ class LinkMonitor:
             return
 
     # --- decoding and showing ----------------------------------------------------------------------
-    def _observe(self, direction: str, data: bytes) -> None:
+    def _observe(self, direction: str, data: bytes, arrived: tuple[float, datetime]) -> None:
+        self._arrival[direction] = arrived
         decoder = self._decoders[direction]
         self._show(direction, decoder.feed(data))
         self._cancel_quiet(direction)
@@ -545,9 +551,13 @@ class LinkMonitor:
             entry = piece.entry
             safe = masked_line_bytes(piece.data if piece.shown is None else piece.shown, [entry])
             text = entry.summary()
+            if entry.kind is EntryKind.NOISE and len(safe) > _NOISE_SHOWN:  # the line, not 64 KB of hex
+                text = f"noise {safe[:_NOISE_SHOWN].hex()}…({len(safe)} bytes)" + "".join(
+                    f" [{problem.reason}: {problem.detail}]" for problem in entry.problems)
             if entry.skipped:
                 text += f" (after {entry.skipped} byte(s) of noise)"
-            self._emit(MonitorReport("frame", self._t(), _now(), direction=direction, hex=safe.hex(" "),
+            t, wall = self._arrival.get(direction) or (self._t(), _now())
+            self._emit(MonitorReport("frame", t, wall, direction=direction, hex=safe.hex(),
                                      decoded=mask_decoded(entry.to_dict()), text=mask_decoded(text),
                                      masked=safe != piece.data))
             if self._capture is not None:

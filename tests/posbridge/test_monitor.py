@@ -275,7 +275,31 @@ async def test_random_traffic_passes_both_ways_byte_for_byte_while_it_is_decoded
     kinds = {r.decoded["kind"] for r in reports if r.event == "frame"}
     assert {"noise", "control"} <= kinds
     assert all(re.match(STAMP + " ", r.to_text()) for r in reports)
+    assert max(len(r.to_text()) for r in reports if r.decoded and r.decoded["kind"] == "noise") < 200
     assert reports[-1].event == "stopped"
+
+
+async def test_a_half_frame_is_forwarded_at_once_while_the_decoder_waits_for_the_rest():
+    frame = request_frame("inpas")
+    reports: list[MonitorReport] = []
+    async with LinkMonitor("tcp-listen://127.0.0.1:0", "tcp-listen://127.0.0.1:0", "inpas",
+                           report=reports.append, quiet_flush=30) as monitor:
+        terminal_reader, terminal_writer = await connect(monitor.terminal.device.url)
+        ecr_reader, ecr_writer = await connect(monitor.ecr.device.url)
+        ecr_writer.write(frame[:9])
+        assert await read_exactly(terminal_reader, 9, timeout=2) == frame[:9]  # not held for decoding
+        assert monitor._decoders[ECR_TO_TERMINAL].pending == 9
+        assert not [r for r in reports if r.event == "frame"]
+        ecr_writer.write(frame[9:])
+        assert await read_exactly(terminal_reader, len(frame) - 9, timeout=2) == frame[9:]
+        for _ in range(50):
+            if any(r.event == "frame" for r in reports):
+                break
+            await asyncio.sleep(0.01)
+        [shown] = [r for r in reports if r.event == "frame"]
+        assert bytes.fromhex(shown.hex) == frame and shown.decoded["check_ok"] is True  # once, whole
+        ecr_writer.close()
+        terminal_writer.close()
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
