@@ -53,7 +53,9 @@ def _link(address: str, **client: object) -> TerminalLink:
 
 async def test_sale_refund_cancel_and_settlement_cross_the_ecr(tmp_path, caplog) -> None:
     caplog.set_level(logging.DEBUG, logger="posbridge.gateway")
-    async with Host(str(tmp_path / "host.sqlite3")) as host, _link(host.address) as link:
+    wire: list[bytes] = []
+    async with Host(str(tmp_path / "host.sqlite3")) as host, \
+            _link(host.address, trace=lambda direction, data: wire.append(data)) as link:
         sale = await link.client.sale(150_00)
         assert sale.approved and sale.rrn
         refund = await link.client.refund(50_00, rrn=sale.rrn)
@@ -74,7 +76,8 @@ async def test_sale_refund_cancel_and_settlement_cross_the_ecr(tmp_path, caplog)
         # The relay adds no operation of its own to the ECR's journal: one entry per operation.
         assert link.client.journal.ecr.counts_by_state() == {"done": 5}
         assert not link.client.unresolved()
-    # No card number crossed the ECR in clear: not in the gateway's logs, not in the host traffic.
+    # No card number crossed the ECR in clear: not on its line, not in the gateway's logs.
+    assert b"4111111111111111" not in b"".join(wire) and len(b"".join(wire)) > 2000
     assert "4111111111111111" not in caplog.text
     assert "gateway: connected to host" in caplog.text
 
