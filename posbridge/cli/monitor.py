@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -320,10 +321,10 @@ class _MonitorCapture(CaptureWriter):
     """A capture written from the monitor's pieces (already cut on frame boundaries, card-number
     digits never split), one line per piece, in the capture format of :mod:`posbridge.capture`."""
 
-    def write_piece(self, direction: str, piece: Piece, safe: bytes) -> None:
-        """One capture line for ``piece`` (``safe``: its bytes with card numbers masked), keyed as
-        :meth:`CaptureWriter._line` keys its lines."""
-        self._write({"t": round(self.clock() - self._start, 6), "wall": _now().isoformat(), "dir": direction,
+    def write_piece(self, direction: str, piece: Piece, safe: bytes, at: float, wall: datetime) -> None:
+        """One capture line for ``piece`` (``safe``: its bytes with card numbers masked; ``at``: when
+        its last byte came, on this writer's clock), keyed as :meth:`CaptureWriter._line` keys its lines."""
+        self._write({"t": round(max(0.0, at - self._start), 6), "wall": wall.isoformat(), "dir": direction,
                      "hex": safe.hex(), "decoded": [mask_decoded(piece.entry.to_dict())],
                      "masked": safe != piece.data})
 
@@ -402,7 +403,8 @@ class LinkMonitor:
             if self.record is not None:
                 self._capture = _MonitorCapture(
                     self.record, self.spec, side="ecr",
-                    link={"ecr": self.ecr.url, "terminal": self.terminal.url, "recorder": "posbridge monitor"})
+                    link={"ecr": self.ecr.url, "terminal": self.terminal.url, "recorder": "posbridge monitor"},
+                    clock=self.clock)
         except BaseException:
             await self._close_devices()
             raise
@@ -562,7 +564,7 @@ class LinkMonitor:
                                      masked=safe != piece.data))
             if self._capture is not None:
                 try:
-                    self._capture.write_piece(direction, piece, safe)
+                    self._capture.write_piece(direction, piece, safe, self._start + t, wall)
                 except Exception as error:  # a full disk costs the capture, never the relay
                     self._capture = None
                     self._emit(MonitorReport("error", self._t(), _now(),
@@ -621,9 +623,19 @@ class _Printer:
             self.out.flush()
         except (BrokenPipeError, OSError, ValueError):
             self.broken = True
+            with contextlib.suppress(Exception):  # no "Exception ignored" from the flush at exit
+                _to_devnull(self.out.fileno())
             with contextlib.suppress(Exception):
                 print("posbridge monitor: the output closed; still relaying (Ctrl-C or SIGTERM to end)",
                       file=sys.stderr, flush=True)
+
+
+def _to_devnull(fd: int) -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 async def _monitor(args: argparse.Namespace, out: TextIO) -> int:

@@ -576,6 +576,33 @@ def test_the_monitor_command_prints_text_with_timestamps_and_ends_on_sigterm(tmp
     assert re.search(rf"^{STAMP} \[monitor\] stopped: ecr->terminal \d+ bytes", text, re.M)
 
 
+def test_a_closed_output_is_said_once_and_the_relay_goes_on(tmp_path):
+    """``posbridge monitor ... | head -1``: the screen is gone, the line is not."""
+    with BackgroundTerminal("inpas", transport="tcp") as terminal:
+        process = subprocess.Popen([sys.executable, "-m", "posbridge", "monitor", "--ecr", "tcp-listen://127.0.0.1:0",
+                                    "--terminal", terminal.url], cwd=ROOT, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        try:
+            first = process.stdout.readline()
+            port = int(re.search(r"connect to tcp://127\.0\.0\.1:(\d+)", first).group(1))
+            process.stdout.close()  # what head does after its line
+
+            async def sales() -> None:
+                async with EcrClient(f"tcp://127.0.0.1:{port}", "inpas", journal=Journal()) as client:
+                    for amount in (10_00, 20_00):
+                        assert (await client.sale(amount)).approved
+
+            asyncio.run(sales())
+        finally:
+            process.send_signal(signal.SIGTERM)
+            code = process.wait(15)
+            error = process.stderr.read()
+            process.stderr.close()
+    assert code == 0, error
+    assert error.count("the output closed; still relaying") == 1
+    assert "Traceback" not in error and "Exception ignored" not in error
+
+
 def test_a_side_that_cannot_be_opened_is_one_line_and_exit_2(tmp_path):
     result = subprocess.run([sys.executable, "-m", "posbridge", "monitor", "--ecr", "tcp-listen://127.0.0.1:0",
                              "--terminal", f"serial://{tmp_path}/no-such-port"], cwd=ROOT, capture_output=True,
