@@ -15,6 +15,10 @@ import asyncio
 import ipaddress
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from posbridge.emulator.terminal import VirtualTerminal
 
 
 def parse_listen_address(text: str) -> tuple[str, int]:
@@ -94,3 +98,18 @@ async def _serve(args: argparse.Namespace) -> int:
         server.close()
         journal.close()
     return 0
+
+
+def configure_gateway(terminal: VirtualTerminal, address: str | None, key_file: str | None) -> None:
+    """``emulate --host-via-ecr HOST:PORT [--host-key-file FILE]``: the terminal reaches its host
+    through the ECR (a one-line ValueError for a bad address, key or protocol)."""
+    if address:
+        host, sep, port = address.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"--host-via-ecr must be HOST:PORT, e.g. 127.0.0.1:7100, not {address!r}")
+        if not terminal.protocol.capabilities.gateway:
+            raise ValueError(f"{terminal.protocol.title} has no gateway mode: --host-via-ecr needs --protocol inpas")
+        terminal.config.host_via_ecr = address
+    key = read_key_file(key_file)
+    if key is not None:
+        terminal.config.host_key = key

@@ -215,6 +215,10 @@ async def _run_emulate(args: argparse.Namespace) -> int:
         trace = chain_traces(recorder, trace)
     terminal = VirtualTerminal.from_scenario(scenario, protocol=args.protocol, journal_path=args.journal,
                                              seed=args.seed, trace=trace)
+    if args.host_via_ecr or args.host_key_file:  # gateway mode (docs/host-protocol.md)
+        from posbridge.cli.host_cli import configure_gateway
+
+        configure_gateway(terminal, args.host_via_ecr, args.host_key_file)
     if args.idle_timeout is not None:
         terminal.config.idle_timeout = args.idle_timeout
     if args.cards:
@@ -292,6 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "rules, faults, batch, settle, reset; GET /openapi.json) on this loopback address")
     emulate.add_argument("--fault", metavar="SPEC", help="line faults, e.g. 'rx:drop@12,split=3,seed=7'"
                          " (grammar: devices/faults.py); rx = what the terminal receives")
+    emulate.add_argument("--host-via-ecr", metavar="HOST:PORT",
+                         help="gateway mode: reach the bank host (`posbridge host` at HOST:PORT) through the ECR "
+                              "(INPAS operation 63; docs/host-protocol.md)")
+    emulate.add_argument("--host-key-file", metavar="FILE", help="key sealing card numbers for that host "
+                         "(the same file as posbridge host --key-file; default: the built-in test key)")
 
     sub.add_parser("devices", help="list connected terminals (serial and USB) that match a model profile")
 
@@ -351,6 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_replay_arguments(sub.add_parser("replay", help="play a capture's requests against a terminal and compare "
                                                        "its answers (exit 0 identical, 1 different, 2 bad input)"))
+    from posbridge.cli.host_cli import add_host_arguments
+
+    add_host_arguments(sub.add_parser("host", help="the virtual terminal's bank host as a TCP service, for "
+                                                   "emulate --host-via-ecr (gateway mode)"))
     return parser
 
 
@@ -423,6 +436,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from posbridge.cli.monitor import run_monitor
 
             return run_monitor(args)
+        if args.command == "host":
+            from posbridge.cli.host_cli import run_host
+
+            return run_host(args)
         if args.command == "replay":
             from posbridge.cli.replay import run_replay
 
