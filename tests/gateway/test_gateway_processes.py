@@ -68,3 +68,25 @@ def test_posbridge_host_listens_on_loopback_only(tmp_path) -> None:
     done = subprocess.run([sys.executable, "-m", "posbridge", "host", "--listen", "0.0.0.0:0"],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "loopback only" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.timeout(120)
+def test_posbridge_serve_carries_the_host_connection_too(tmp_path) -> None:
+    from tests.http.processes import curl, start_serve
+
+    host, line = _start(["host", "--listen", "127.0.0.1:0"], "posbridge host listening on")
+    address = re.search(r"127\.0\.0\.1:\d+", line).group(0)
+    link = tmp_path / "ttyPOS"
+    emulator, _ = _start(["emulate", "--protocol", "inpas", "--port", f"pty://{link}", "--host-via-ecr", address],
+                         "listening on")
+    serve = None
+    try:
+        serve, base = start_serve(tmp_path / "ecr.sqlite3", terminal=f"kassa1=serial://{link}")
+        status, paid = curl("POST", f"{base}/v1/terminals/kassa1/Pay", {"command_id": "g1", "amount": 15000})
+        assert status == 200 and paid["status"] == "approved", paid
+    finally:
+        if serve is not None:
+            stop(serve)
+        stop(emulator)
+        host_log = stop(host)
+    assert "posbridge host stopped after 1 request(s)" in host_log
