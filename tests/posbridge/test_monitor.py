@@ -334,10 +334,12 @@ async def test_a_sale_through_the_monitor_is_approved_and_both_directions_are_sh
     assert FULL_PAN not in text
 
 
-async def test_a_register_on_the_monitors_pty_gets_its_sale_approved(tmp_path):
+@pytest.mark.parametrize("transport", ["tcp", "pty", "virtual"])
+async def test_a_register_on_the_monitors_pty_gets_its_sales_approved_whatever_the_terminals_line(transport, tmp_path):
+    """The register opens the monitor's pty; the terminal is on tcp://, serial:// (a pty) or virtual://."""
     link = tmp_path / "ttyPOS"
     reports: list[MonitorReport] = []
-    with BackgroundTerminal("inpas", transport="tcp") as terminal:
+    with BackgroundTerminal("inpas", transport=transport) as terminal:
         async with LinkMonitor(f"pty://{link}", terminal.url, "inpas", report=reports.append):
             async with EcrClient(f"serial://{link}", "inpas", journal=Journal()) as client:
                 assert (await client.sale(99_00)).approved
