@@ -37,6 +37,7 @@ ROOM_MAY_IMPORT = {
     "capture": {"protocols"},
     "ecr": {"capture", "journal", "model", "pump", "protocols", "devices"},
     "emulator": {"journal", "model", "pump", "protocols", "devices"},
+    "bridge": {"ecr", "journal", "pump", "model", "protocols", "devices"},
 }
 FRONT_ENDS = {"cli", "testing", "http", "__init__", "__main__"}
 
