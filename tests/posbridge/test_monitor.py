@@ -336,13 +336,15 @@ async def test_a_sale_through_the_monitor_is_approved_and_both_directions_are_sh
 
 @pytest.mark.parametrize("transport", ["tcp", "pty", "virtual"])
 async def test_a_register_on_the_monitors_pty_gets_its_sales_approved_whatever_the_terminals_line(transport, tmp_path):
-    """The register opens the monitor's pty; the terminal is on tcp://, serial:// (a pty) or virtual://."""
+    """The register opens the monitor's pty (twice: a program closing it leaves it to the next);
+    the terminal is on tcp://, serial:// (a pty) or virtual://."""
     link = tmp_path / "ttyPOS"
     reports: list[MonitorReport] = []
     with BackgroundTerminal("inpas", transport=transport) as terminal:
         async with LinkMonitor(f"pty://{link}", terminal.url, "inpas", report=reports.append):
             async with EcrClient(f"serial://{link}", "inpas", journal=Journal()) as client:
                 assert (await client.sale(99_00)).approved
+            async with EcrClient(f"serial://{link}", "inpas", journal=Journal()) as client:
                 assert (await client.sale(12_34)).approved
     requests = [r for r in reports if r.event == "frame" and r.direction == ECR_TO_TERMINAL
                 and r.decoded["kind"] == "frame"]
@@ -576,6 +578,19 @@ def test_the_monitor_command_prints_text_with_timestamps_and_ends_on_sigterm(tmp
     assert re.search(rf"^{STAMP} terminal->ecr +STX .*14:rrn=\d{{12}}", text, re.M)
     assert re.search(r"^ {13} 02 ", text, re.M)  # --hex: the frame's bytes below it
     assert re.search(rf"^{STAMP} \[monitor\] stopped: ecr->terminal \d+ bytes", text, re.M)
+
+
+def test_ctrl_c_ends_the_monitor_cleanly(tmp_path):
+    monitor = Process("--ecr", f"pty://{tmp_path}/ttyECR", "--terminal", "tcp-listen://127.0.0.1:0")
+    monitor.wait_for(r"\[terminal\] open: listening on")
+    assert (tmp_path / "ttyECR").is_symlink()
+    monitor.process.send_signal(signal.SIGINT)
+    code = monitor.process.wait(15)
+    _, error = monitor.terminate()
+    assert code == 0, error
+    assert "Traceback" not in error and "KeyboardInterrupt" not in error
+    assert re.search(rf"^{STAMP} \[monitor\] stopped: ecr->terminal 0 bytes", "\n".join(monitor.lines), re.M)
+    assert not (tmp_path / "ttyECR").exists()  # the pty's link is removed on the way out
 
 
 def test_a_closed_output_is_said_once_and_the_relay_goes_on(tmp_path):
