@@ -1,10 +1,15 @@
-"""How results look to people (CLI, demo, console) and to programs (JSON). Masked PANs only."""
+"""How results and logs look to people (CLI, demo, console) and to programs (JSON). Masked PANs only."""
 
 from __future__ import annotations
 
+import json
+import logging
+import re
+from datetime import datetime, timezone
 from typing import Any
 
 from posbridge.model import Result, format_amount, mask_pan
+from posbridge.protocols.common.model import could_be_card_number
 
 
 def _shown_pan(result: Result) -> str | None:
@@ -58,3 +63,44 @@ def result_to_json(result: Result) -> dict[str, Any]:
     if result.totals is not None:
         data["totals"] = vars(result.totals)
     return data
+
+
+# 13-19 digits, together or in groups split by single spaces or dashes (4111 1111 1111 1111).
+_CARD_LIKE = re.compile(r"(?<![0-9])[0-9](?:[ -]?[0-9]){12,18}(?![0-9])")
+
+
+def mask_possible_card_numbers(text: str) -> str:
+    """``text`` with whatever could be a card number (13-19 digits, Luhn-valid, an issuer's first
+    digits) masked to its first 6 and last 4 digits. An RRN (12 digits), a date-time or a zero-padded
+    merchant id stays readable: technicians need them."""
+    def one(match: re.Match[str]) -> str:
+        digits = match.group(0).replace(" ", "").replace("-", "")
+        return mask_pan(digits) if could_be_card_number(digits.encode()) else match.group(0)
+
+    return _CARD_LIKE.sub(one, text)
+
+
+def _masked(value: Any) -> Any:
+    return mask_possible_card_numbers(value) if isinstance(value, str) else value
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object a line: ``time`` (ISO 8601, UTC), ``level``, ``logger``, ``message``; a record
+    carrying ``outcome`` (the virtual terminal's one line per operation) adds its fields under
+    ``outcome`` (operation, amount in minor units, currency, status, code, delivered, ...). Card
+    numbers are masked in every string, whatever the record's author did."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON (no newline inside: strings are escaped)."""
+        data: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": _masked(record.getMessage()),
+        }
+        outcome = getattr(record, "outcome", None)
+        if isinstance(outcome, dict):
+            data["outcome"] = {str(key): _masked(value) for key, value in outcome.items()}
+        if record.exc_info:
+            data["exception"] = _masked(self.formatException(record.exc_info))
+        return json.dumps(data, ensure_ascii=False, default=str)

@@ -13,18 +13,21 @@ import argparse
 import asyncio
 import json
 import logging
+import os
+import select
 import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence, TextIO
 
-from posbridge import protocols
+from posbridge import __version__, protocols
 from posbridge.devices import DeviceError
 from posbridge.cli.formatting import format_result, result_to_json
 from posbridge.model import Operation, PosbridgeError, Request, parse_amount
 from posbridge.ecr.client import DEFAULT_DEADLINE, EcrClient, PromptHandler, Recovery
 from posbridge.journal import EXPORT_OUTCOMES, Journal, default_journal_path
 from posbridge.ecr.ownership import DEFAULT_LOCK_WAIT
+from posbridge.protocols.common.errors import LinkError
 from posbridge.protocols.common.session import CashierPrompt
 
 if TYPE_CHECKING:
@@ -60,14 +63,15 @@ def _resolve_port(args: argparse.Namespace) -> None:
 
 
 async def _run_console(args: argparse.Namespace) -> int:
-    from posbridge.cli.console import run_console_command
+    from posbridge.cli.console import run_console
 
     _resolve_port(args)
     journal = _open_journal(args)
     try:
-        return await run_console_command(args, lambda: _make_client(args, journal))
+        await run_console(_make_client(args, journal), trace=args.trace)
     finally:
         journal.close()
+    return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -146,7 +150,12 @@ async def _run_operation(args: argparse.Namespace) -> int:
         try:  # the client opens the line itself, after it has journaled the operation
             if client.unresolved():  # operations whose outcome an earlier run lost: resolve them first
                 _print_recovery(await client.recover())
-            result = await (client.reverse_last() if request is None else client.execute(request))
+            try:
+                result = await (client.reverse_last() if request is None else client.execute(request))
+            except LinkError as error:  # journaled as unknown by the client before it got here
+                print(f"posbridge: the outcome of this {operation.value} is UNKNOWN ({error}); it is in the "
+                      "journal, and `posbridge recover` (or the next operation) resolves it", file=sys.stderr)
+                return 2
         finally:
             await client.close()
     finally:
@@ -192,8 +201,13 @@ def _cmd_decode(args: argparse.Namespace) -> int:
         print(json.dumps({"error": "hex", "detail": str(error)}), file=sys.stderr)
         return 2
     frames = spec.describe(data)
-    for frame in frames:
-        print(json.dumps(frame.to_dict(), ensure_ascii=False))
+    if args.text:
+        from posbridge.cli.explain import explain_entries
+
+        print(explain_entries(spec.name, frames))
+    else:
+        for frame in frames:
+            print(json.dumps(frame.to_dict(), ensure_ascii=False))
     return 1 if any(not frame.ok for frame in frames) else 0
 
 
@@ -265,7 +279,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 # --- parser ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="posbridge", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="posbridge", description=__doc__.split("\n")[0],
+        epilog=f"The ECR journal (every operation, written before its first byte) is {default_journal_path()} "
+               "unless --journal says otherwise. Exit codes: 0 done/approved, 2 bad input or failure (an "
+               "operation's outcome then unknown says so), 3 declined, 130 interrupted, 141 the output pipe "
+               "was closed (`| head`): nothing more is printed, an operation's outcome is in the journal.")
+    parser.add_argument("--version", action="version", version=f"posbridge {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: every byte)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -289,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="tcp-listen: hang up on a connection with no request for this long when another "
                               "ECR waits (default 2; 0 = never)")
     emulate.add_argument("--seed", type=int, default=None, help="seed for RRNs and authorization codes")
+    emulate.add_argument("--log-format", choices=("text", "json"), default="text",
+                         help="log lines on stderr: text (default) or json, one object a line (time, level, "
+                              "logger, message; an operation's outcome line adds its fields)")
     emulate.add_argument("--record", metavar="FILE", help="write every byte on the line to a capture (JSON lines, "
                          "card numbers masked) for `posbridge replay`")
     emulate.add_argument("--control", metavar="127.0.0.1:PORT", help="serve the control API (HTTP/JSON: cards, "
@@ -325,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     decode = sub.add_parser("decode", help="decode frames given in hex into JSON")
     protocol_option(decode)
     decode.add_argument("hex", nargs="+", help="frame bytes in hex (spaces and colons allowed)")
+    decode.add_argument("--text", action="store_true", help="for people: fields named, amounts in money, codes "
+                        "explained (default: one JSON object a line, for programs)")
 
     for name, (operation, text) in OPERATION_COMMANDS.items():
         p = sub.add_parser(name, help=text)
@@ -349,11 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = journal_sub.add_parser("check", help="say what is wrong with a journal (exit 0 sound, 2 not)")
     check.add_argument("file", help="journal file (the ECR's or the emulator's)")
     console = sub.add_parser("console", help="technician's console: run operations, watch the line")
-    _link_options(console, port_required=False)  # --emulate needs none
+    _link_options(console)
     console.add_argument("--trace", action="store_true", help="show every byte on the line from the start")
-    from posbridge.cli.console import add_console_arguments
-
-    add_console_arguments(console)
     from posbridge.cli.monitor import add_monitor_arguments
     from posbridge.cli.replay import add_replay_arguments
 
@@ -369,10 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _link_options(p: argparse.ArgumentParser, *, port_required: bool = True) -> None:
+def _link_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", default=None, choices=protocols.names(),
                    help=f"wire protocol (default {DEFAULT_PROTOCOL}, or the model's with --port auto)")
-    p.add_argument("--port", required=port_required,
+    p.add_argument("--port", required=True,
                    help="device URL of the terminal (serial://…, tcp://…, usb://VID:PID), or 'auto'")
     p.add_argument("--terminal-id", help="terminal id to send (tag 27)")
     p.add_argument("--journal", default=str(default_journal_path()),
@@ -409,50 +431,90 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "emulate":
         # One INFO line per operation; -v adds the link's events (DEBUG), -vv every frame as well.
         level = logging.DEBUG if args.verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("transitions").setLevel(logging.WARNING)  # a line per state change otherwise
+    if getattr(args, "log_format", "text") == "json":
+        from posbridge.cli.formatting import JsonLogFormatter
+
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonLogFormatter())
+        logging.basicConfig(level=level, handlers=[handler])
+    else:
+        logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # Libraries' chatter: transitions' line per state change never; the event loop's debug only with -vv.
+    logging.getLogger("transitions").setLevel(logging.WARNING)  # ~23 lines a sale: never wanted
+    logging.getLogger("asyncio").setLevel(logging.DEBUG if args.verbose >= 2 else logging.INFO)
     if args.command == "emulate" and args.verbose < 2:
         logging.getLogger("posbridge.wire").setLevel(logging.INFO)
     try:
-        if args.command == "demo":
-            return _cmd_demo(args)
-        if args.command == "decode":
-            return _cmd_decode(args)
-        if args.command == "devices":
-            return _cmd_devices(args)
-        if args.command == "export":
-            return _cmd_export(args)
-        if args.command == "emulate":
-            return asyncio.run(_run_emulate(args))
-        if args.command == "recover":
-            return asyncio.run(_run_recover(args))
-        if args.command == "journal":
-            return _cmd_journal(args)
-        if args.command == "serve":
-            from posbridge.http.app import run_serve
-
-            return run_serve(args)
-        if args.command == "console":
-            return asyncio.run(_run_console(args))
-        if args.command == "monitor":
-            from posbridge.cli.monitor import run_monitor
-
-            return run_monitor(args)
-        if args.command == "host":
-            from posbridge.cli.host_cli import run_host
-
-            return run_host(args)
-        if args.command == "replay":
-            from posbridge.cli.replay import run_replay
-
-            return run_replay(args)
-        return asyncio.run(_run_operation(args))
+        code = _dispatch(args)
+        sys.stdout.flush()  # here, not at exit: a reader gone away is handled below, not by a traceback
+        return code
     except KeyboardInterrupt:
         return 130
     except (PosbridgeError, DeviceError, ValueError, OSError) as error:
+        if isinstance(error, BrokenPipeError) and _stdout_closed():
+            _silence_stdout()
+            return 141  # as a program ended by SIGPIPE; the operation's outcome (if any) is journaled
         # One line, never a traceback: bad input, a busy terminal, a journal fault, a link failure.
         print(f"posbridge: {type(error).__name__}: {error}", file=sys.stderr)
         return 2
+
+
+def _stdout_closed() -> bool:
+    """True when standard output is a pipe nobody reads any more (``posbridge … | head -c1``)."""
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # not a real file (tests' capture), or already closed
+        return False
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null, so the interpreter's last flush finds no broken pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError):
+        pass
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the parsed command; its exit code."""
+    if args.command == "demo":
+        return _cmd_demo(args)
+    if args.command == "decode":
+        return _cmd_decode(args)
+    if args.command == "devices":
+        return _cmd_devices(args)
+    if args.command == "export":
+        return _cmd_export(args)
+    if args.command == "emulate":
+        return asyncio.run(_run_emulate(args))
+    if args.command == "recover":
+        return asyncio.run(_run_recover(args))
+    if args.command == "journal":
+        return _cmd_journal(args)
+    if args.command == "serve":
+        from posbridge.http.app import run_serve
+
+        return run_serve(args)
+    if args.command == "console":
+        return asyncio.run(_run_console(args))
+    if args.command == "monitor":
+        from posbridge.cli.monitor import run_monitor
+
+        return run_monitor(args)
+    if args.command == "host":
+        from posbridge.cli.host_cli import run_host
+
+        return run_host(args)
+    if args.command == "replay":
+        from posbridge.cli.replay import run_replay
+
+        return run_replay(args)
+    return asyncio.run(_run_operation(args))
 
 
 if __name__ == "__main__":  # pragma: no cover

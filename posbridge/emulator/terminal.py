@@ -711,7 +711,8 @@ class VirtualTerminal:
                 delivered, why = False, "the answer could not be encoded"
             self._keep(result, delivered)
             log.info("%s -> %s: %s", _describe_job(job), _describe_result(result),
-                     "result delivered" if delivered else f"result NOT delivered ({why})")
+                     "result delivered" if delivered else f"result NOT delivered ({why})",
+                     extra={"outcome": _outcome_fields(job, result, delivered, why)})
         except Exception as again:
             log.error("the terminal could not answer after an internal error: %s", summarize_error(again))
 
@@ -771,7 +772,8 @@ class VirtualTerminal:
                 log.error("journaling the delivery of operation %s failed: %s", op_id, summarize_error(error))
         self._keep(result, delivered)
         log.info("%s -> %s: %s", _describe_job(job), _describe_result(result),
-                 "result delivered" if delivered else f"result NOT delivered ({why})")
+                 "result delivered" if delivered else f"result NOT delivered ({why})",
+                 extra={"outcome": _outcome_fields(job, result, delivered, why)})
         if self.on_operation:
             try:
                 self.on_operation(request, result)
@@ -1038,6 +1040,27 @@ def _describe_job(job: _Job) -> str:
         return _describe_request(job.request)
     reason = job.rejection.reason if job.rejection is not None else ""
     return f"unreadable request ({_clip(reason, 120, tame=True)})"
+
+
+def _outcome_fields(job: _Job, result: Result, delivered: bool, why: str) -> dict[str, object]:
+    """The outcome line's facts as structured fields (``posbridge emulate --log-format json``):
+    what was asked, how it ended, whether the ECR got the answer. Card numbers masked, values clipped."""
+    request = job.request
+    amount = request.amount if request is not None else None
+    return {
+        "operation": request.operation.value if request is not None and isinstance(request.operation, Operation)
+        else "unreadable_request",
+        "amount": amount if isinstance(amount, int) and not isinstance(amount, bool) and 0 <= amount < 10**15
+        else None,
+        "currency": request.currency if request is not None and isinstance(request.currency, int) else None,
+        "transaction_id": _clip(str(request.transaction_id)) if request is not None and request.transaction_id
+        else None,
+        "status": result.status.value,
+        "code": result.host_code or result.response_code,
+        "rrn": result.rrn, "auth_code": result.auth_code, "masked_pan": result.masked_pan,
+        "delivered": delivered,
+        "reason": None if delivered else why,
+    }
 
 
 def _describe_result(result: Result) -> str:
