@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,18 +22,9 @@ if TYPE_CHECKING:
 
 def parse_listen_address(text: str) -> tuple[str, int]:
     """``127.0.0.1:7100`` -> ("127.0.0.1", 7100); loopback only (the service has no authentication)."""
-    host, sep, port_text = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) < 65536:
-        raise ValueError(f"--listen must be HOST:PORT, e.g. 127.0.0.1:7100, not {text!r}")
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise ValueError(f"posbridge host listens on loopback only (127.0.0.1, ::1): {host!r} refused; "
-                         "it has no authentication")
-    return host, int(port_text)
+    from posbridge.http.control import parse_loopback_address
+
+    return parse_loopback_address(text, "--listen", "posbridge host")
 
 
 def add_host_arguments(host: argparse.ArgumentParser) -> None:

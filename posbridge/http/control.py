@@ -28,7 +28,7 @@ from posbridge.http.operations import FieldError
 from posbridge.journal import OperationRecord
 from posbridge.model import Operation, Request
 
-__all__ = ["ControlAddressError", "ROUTES", "make_control_app", "openapi_document", "parse_control_address", "start_control"]
+__all__ = ["ControlAddressError", "LoopbackAddressError", "ROUTES", "make_control_app", "openapi_document", "parse_control_address", "parse_loopback_address", "start_control"]
 
 TERMINAL: web.AppKey[VirtualTerminal] = web.AppKey("terminal", VirtualTerminal)
 MAX_BODY = 64 * 1024
@@ -41,26 +41,34 @@ ROUTES: tuple[tuple[str, str], ...] = (
 """Every route the control API serves (the OpenAPI document lists exactly these)."""
 
 
-class ControlAddressError(ValueError):
-    """A --control address that is not a loopback HOST:PORT."""
+class LoopbackAddressError(ValueError):
+    """An address for a service without authentication that is not a loopback HOST:PORT."""
 
 
-def parse_control_address(text: str) -> tuple[str, int]:
+ControlAddressError = LoopbackAddressError  # the --control address's error (its first name)
+
+
+def parse_loopback_address(text: str, option: str = "--control", what: str = "the control API") -> tuple[str, int]:
     """``127.0.0.1:PORT`` (or ``[::1]:PORT``, ``localhost:PORT``) as (host, port); ControlAddressError
-    in one line for anything that is not loopback (the API has no authentication)."""
+    in one line, naming ``option``, for anything that is not loopback (``what`` has no authentication)."""
     host, sep, port_text = text.rpartition(":")
     host = host.strip("[]")
     if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ControlAddressError(f"--control must be 127.0.0.1:PORT, not {text!r}")
+        raise LoopbackAddressError(f"{option} must be 127.0.0.1:PORT, not {text!r}")
     if host != "localhost":
         try:
             loopback = ipaddress.ip_address(host).is_loopback
         except ValueError:
             loopback = False
         if not loopback:
-            raise ControlAddressError(f"--control listens on loopback only (127.0.0.1, ::1): {host!r} refused; "
-                                      "the control API has no authentication")
+            raise LoopbackAddressError(f"{option} listens on loopback only (127.0.0.1, ::1): {host!r} refused; "
+                                      f"{what} has no authentication")
     return host, int(port_text)
+
+
+def parse_control_address(text: str) -> tuple[str, int]:
+    """The ``--control`` address (:func:`parse_loopback_address`)."""
+    return parse_loopback_address(text)
 
 
 def _plain(value: Any) -> Any:
