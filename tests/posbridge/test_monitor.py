@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import json
-import os
 import random
 import re
 import signal
@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -630,12 +631,9 @@ def test_a_side_that_cannot_be_opened_is_one_line_and_exit_2(tmp_path):
 
 
 def test_the_printer_writes_json_lines_and_survives_a_closed_output():
-    import io
-
     out = io.StringIO()
     printer = _Printer(out, as_json=True, show_hex=False)
-    report = MonitorReport("link", 0.5, __import__("datetime").datetime.now(__import__("datetime").timezone.utc),
-                           side="ecr", state="open", detail="x")
+    report = MonitorReport("link", 0.5, datetime.now(timezone.utc), side="ecr", state="open", detail="x")
     printer(report)
     assert json.loads(out.getvalue())["state"] == "open"
     out.close()
