@@ -390,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "emulate --host-via-ecr (gateway mode)"))
     return parser
 
+    from posbridge.cli.bridge_cli import add_bridge_parser
+
+    add_bridge_parser(sub)
 
 def _link_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", default=None, choices=protocols.names(),
@@ -516,6 +519,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_replay(args)
     return asyncio.run(_run_operation(args))
 
+    if args.command == "bridge":
+        from posbridge.cli.bridge_cli import run_bridge
+
+        return run_bridge(args)
 
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(main())
