@@ -62,6 +62,14 @@ _TRAILING_DIGITS = re.compile(rb"[0-9]{1,19}\Z")
 _MASKED_CARD = re.compile(r"\d{6}\*+\d{4}")
 
 
+def _masked_fields(entry: FrameDescription) -> FrameDescription:
+    """``entry`` with card numbers masked in its field values: a one-line summary clips a long value
+    (a slip) and could cut a card number to a part no masking recognises."""
+    if not entry.fields:
+        return entry
+    return replace(entry, fields=tuple(replace(item, value=mask_decoded(item.value)) for item in entry.fields))
+
+
 def _masked_values(entry: FrameDescription) -> list[str]:
     """The card numbers the describer masked in ``entry`` (``411111******1111``)."""
     return [item.value for item in entry.fields if _MASKED_CARD.fullmatch(item.value)]
@@ -552,7 +560,7 @@ class LinkMonitor:
         for piece in pieces:
             entry = piece.entry
             safe = masked_line_bytes(piece.data if piece.shown is None else piece.shown, [entry])
-            text = entry.summary()
+            text = _masked_fields(entry).summary()  # masked before summary() clips a long value
             if entry.kind is EntryKind.NOISE and len(safe) > _NOISE_SHOWN:  # the line, not 64 KB of hex
                 text = f"noise {safe[:_NOISE_SHOWN].hex()}…({len(safe)} bytes)" + "".join(
                     f" [{problem.reason}: {problem.detail}]" for problem in entry.problems)

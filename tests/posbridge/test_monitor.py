@@ -451,7 +451,9 @@ async def test_a_full_card_number_on_the_line_reaches_neither_the_screen_nor_the
     """The terminal side sends a frame carrying a full card number and noise holding one split over
     two reads; the register gets them unchanged, the screen and the capture only masked."""
     capture = tmp_path / "line.jsonl"
-    frame = encode_frame(Message({0: 15000, 10: FULL_PAN, 25: 1, 39: 1}).encode_body())
+    # tag 90 (receipt text): a card number where the one-line summary clips a long value (80 characters)
+    frame = encode_frame(Message({0: 15000, 10: FULL_PAN, 25: 1, 39: 1,
+                                  90: "x" * 70 + FULL_PAN + " slip"}).encode_body())
     reports: list[MonitorReport] = []
     async with LinkMonitor("tcp-listen://127.0.0.1:0", "tcp-listen://127.0.0.1:0", "inpas",
                            report=reports.append, record=capture) as monitor:
@@ -476,6 +478,7 @@ async def test_a_full_card_number_on_the_line_reaches_neither_the_screen_nor_the
         assert FULL_PAN.encode().hex() not in shown.replace(" ", "")
         assert "411111******1111" in shown or "411111******1111".encode().hex() in shown.replace(" ", "")
     assert len(decoded_bytes(reports, TERMINAL_TO_ECR)) == len(sent)
+    assert FULL_PAN[:10] not in screen  # no more than the first 6 digits, even of a clipped value
     for fragment in (FULL_PAN[:7], FULL_PAN[7:]):  # the halves a split message carried
         assert fragment.encode().hex() not in screen.replace(" ", "") + recorded
     assert any(r.decoded.get("part", {}).get("final") and {"name": "pan", "key": "10", "value": "411111******1111"}
