@@ -388,11 +388,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_host_arguments(sub.add_parser("host", help="the virtual terminal's bank host as a TCP service, for "
                                                    "emulate --host-via-ecr (gateway mode)"))
-    return parser
-
     from posbridge.cli.bridge_cli import add_bridge_parser
 
     add_bridge_parser(sub)
+    return parser
+
 
 def _link_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", default=None, choices=protocols.names(),
@@ -517,12 +517,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         from posbridge.cli.replay import run_replay
 
         return run_replay(args)
-    return asyncio.run(_run_operation(args))
-
     if args.command == "bridge":
         from posbridge.cli.bridge_cli import run_bridge
 
         return run_bridge(args)
+    return asyncio.run(_run_operation(args))
+
 
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(main())
