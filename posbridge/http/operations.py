@@ -26,6 +26,7 @@ from posbridge.model import (
     mask_pan,
     validate_currency,
 )
+from posbridge.protocols.common.model import mask_card_bytes
 
 __all__ = [
     "APPROVED_STATUSES", "CUT", "OPERATIONS", "CommandSpec", "FieldError", "OperationKind", "build_spec",
@@ -170,6 +171,9 @@ def parse_command_id(value: object, *, required: bool, field: str = "command_id"
         # "." and ".." are refused too: URL libraries normalise GET /v1/commands/.. away.
         raise FieldError(field, f"{field} must be 1-64 printable characters without spaces, '/', '\\', "
                                 "'?', '#' or '%' (and not '.' or '..')")
+    if mask_card_bytes(value.encode("ascii", "replace")) != value.encode("ascii", "replace"):
+        # It would be stored and echoed in clear: a card number must never reach the journal or a log.
+        raise FieldError(field, f"{field} contains what could be a card number; use a GUID or a receipt number")
     return value
 
 
