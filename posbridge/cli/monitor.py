@@ -275,8 +275,8 @@ class MonitorReport:
     ``event``: ``"frame"`` (a piece of one direction: ``direction``, ``hex``, ``decoded`` -- the
     description as JSON --, ``text``, ``masked``), ``"link"`` (a side opened, listening, closed,
     reopened: ``side``, ``state``, ``detail``), ``"dropped"`` (``size`` bytes of ``direction`` the
-    other side could not take: ``detail``), ``"error"`` (the capture or the describer failed: the
-    relay goes on) or ``"stopped"`` (``detail``: bytes relayed each way).
+    other side could not take: ``detail``), ``"error"`` (the capture could not be written: the relay
+    goes on without it) or ``"stopped"`` (``counts``: bytes relayed each way; ``detail`` says so).
     ``t`` is seconds since the monitor started (monotonic), ``wall`` the wall clock.
     """
 

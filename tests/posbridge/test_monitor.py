@@ -207,7 +207,7 @@ async def read_exactly(reader: asyncio.StreamReader, size: int, timeout: float =
 async def send_in_random_chunks(write, data: bytes, rng: random.Random) -> None:
     at = 0
     while at < len(data):
-        step = rng.randint(1, 9000)
+        step = rng.randint(1, 16) if rng.random() < 0.5 else rng.randint(1, 9000)  # bytes and bursts
         await write(data[at:at + step])
         at += step
         if rng.random() < 0.1:
