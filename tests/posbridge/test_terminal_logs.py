@@ -1,16 +1,19 @@
 """The emulator's log (issue 9): exactly one INFO line per operation — request, outcome, delivered
 or not —, no ``transitions`` chatter, link events with ``-v``, every frame in hex and decoded with
-``-vv``; cards from a file; a full card number never in a log line."""
+``-vv``; cards from a file; a full card number never in a log line. ``--log-format json`` (issue 13):
+the same lines as one JSON object each, the outcome line with its fields."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -150,3 +153,35 @@ def test_a_bad_cards_file_is_one_line_naming_the_line_and_masking_the_number(tmp
     done = subprocess.run([sys.executable, "-m", "posbridge", "emulate", "--port", "tcp-listen://127.0.0.1:0",
                            "--cards", str(cards)], capture_output=True, text=True, cwd=ROOT, timeout=30)
     assert done.returncode == 2 and "line 1" in done.stderr and "51000000000000089999999" not in done.stderr
+
+
+@pytest.mark.parametrize("protocol", ["inpas", "arcus2"])
+async def test_log_format_json_is_one_object_a_line_with_each_operations_outcome_fields(
+        protocol: str, tmp_path: Path) -> None:
+    cards = tmp_path / "cards.txt"
+    cards.write_text(f"{CARD},3012\n", encoding="utf-8")
+    emulator = Emulator(tmp_path, protocol, "-v", "--cards", str(cards), "--log-format", "json")
+    try:
+        await four_operations(emulator.port, protocol)
+    finally:
+        log = emulator.stop()
+    records = [json.loads(line) for line in log.splitlines()]  # every line is one JSON object
+    for record in records:
+        assert {"time", "level", "logger", "message"} <= set(record)
+        assert datetime.fromisoformat(record["time"]).utcoffset() == timedelta(0)
+    outcomes = [record for record in records if "outcome" in record]
+    assert all((r["level"], r["logger"]) == ("INFO", "posbridge.terminal") for r in outcomes)
+    fields = [r["outcome"] for r in outcomes]
+    assert [(f["operation"], f["amount"], f["currency"], f["status"], f["delivered"]) for f in fields] == [
+        ("sale", 10_00, 643, "approved", True),
+        ("sale", 777_00, 643, "approved", False),
+        ("unreadable_request", None, None, "declined", True),
+        ("sale", 10_00, 643, "approved", True),
+    ]
+    assert [f["code"] for f in fields] == ["00", "00", "913", "00"]
+    assert fields[1]["reason"] == "the ECR disconnected" and fields[0]["reason"] is None
+    assert fields[0]["masked_pan"] == "510000******0008" and fields[0]["rrn"]
+    assert outcomes[0]["message"].endswith("result delivered")  # the text line's words, unchanged
+    assert CARD not in log and "transitions" not in log
+    assert not any(r["logger"] == "asyncio" for r in records)  # the event loop's debug: only with -vv
+    assert any(r["level"] == "DEBUG" and r["message"].startswith("request (exchange") for r in records)  # -v
