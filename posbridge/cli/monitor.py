@@ -1,7 +1,7 @@
 """``posbridge monitor``: sit between a cash register and a terminal and show what crosses the line.
 
     posbridge monitor --ecr tcp-listen://127.0.0.1:9000 --terminal serial:///dev/ttyACM0 [--protocol inpas]
-                      [--json] [--hex] [--record FILE]
+                      [--json] [--hex] [--color auto|always|never] [--record FILE]
 
 The register talks to the ECR side (any device URL :func:`posbridge.devices.open_device` opens: a
 ``pty://`` link or ``tcp-listen://`` port it connects to, or ``tcp://``/``serial://``/``virtual://``),
@@ -57,6 +57,7 @@ log = logging.getLogger("posbridge.monitor")
 DIRECTIONS = (ECR_TO_TERMINAL, TERMINAL_TO_ECR)
 QUIET_FLUSH = 0.5  # seconds of silence after which a half frame in hand is shown as it is
 _REOPEN_FIRST, _REOPEN_MAX = 0.2, 2.0  # back-off opening a connecting side again, seconds
+_DIRECTION_COLOURS = {ECR_TO_TERMINAL: "36", TERMINAL_TO_ECR: "33"}  # cyan, yellow
 _NOISE_SHOWN = 32  # bytes of a longer run of noise shown in its text line (--hex and JSON have them all)
 _TRAILING_DIGITS = re.compile(rb"[0-9]{1,19}\Z")
 _MASKED_CARD = re.compile(r"\d{6}\*+\d{4}")
@@ -309,16 +310,22 @@ class MonitorReport:
             out["detail"] = self.detail
         return out
 
-    def to_text(self, *, show_hex: bool = False) -> str:
-        """One line for people (two with ``show_hex``): local time, direction or side, what happened."""
+    def to_text(self, *, show_hex: bool = False, colour: bool = False) -> str:
+        """One line for people (two with ``show_hex``): local time, direction or side, what happened.
+        ``colour``: ANSI colours (each direction its own, what is wrong in red, link news dimmed)."""
+        def paint(text: str, code: str) -> str:
+            return f"\x1b[{code}m{text}\x1b[0m" if colour else text
+
         stamp = self.wall.astimezone().strftime("%H:%M:%S.%f")[:-3]
         if self.event == "frame":
-            line = f"{stamp} {self.direction:<13} {self.text}"
+            wrong = bool(self.decoded and (self.decoded.get("problems") or self.decoded.get("kind") == "noise"))
+            line = (f"{stamp} {paint(f'{self.direction:<13}', _DIRECTION_COLOURS.get(self.direction, '0'))} "
+                    f"{paint(self.text, '31') if wrong else self.text}")
             return f"{line}\n{'':13} {bytes.fromhex(self.hex).hex(' ')}" if show_hex and self.hex else line
         if self.event == "link":
-            return f"{stamp} [{self.side}] {self.state}{': ' + self.detail if self.detail else ''}"
+            return paint(f"{stamp} [{self.side}] {self.state}{': ' + self.detail if self.detail else ''}", "2")
         if self.event == "dropped":
-            return f"{stamp} {self.direction:<13} {self.size} byte(s) dropped: {self.detail}"
+            return paint(f"{stamp} {self.direction:<13} {self.size} byte(s) dropped: {self.detail}", "31")
         return f"{stamp} [monitor] {self.event}{': ' + self.detail if self.detail else ''}"
 
 
@@ -607,6 +614,8 @@ def add_monitor_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", default="inpas", choices=protocols.names(), help="wire protocol (default inpas)")
     p.add_argument("--json", action="store_true", help="one JSON object a line instead of text")
     p.add_argument("--hex", action="store_true", help="text: each frame's bytes in hex below it")
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                   help="text in colour (default: on a terminal, unless NO_COLOR is set)")
     p.add_argument("--record", metavar="FILE", help="write a capture (JSON lines, card numbers masked) for "
                    "`posbridge replay`")
 
@@ -615,17 +624,19 @@ class _Printer:
     """Writes reports to ``out`` a line each; a closed output is said once on stderr, then ignored
     (the relay goes on: the line matters more than the screen)."""
 
-    def __init__(self, out: TextIO, *, as_json: bool, show_hex: bool) -> None:
+    def __init__(self, out: TextIO, *, as_json: bool, show_hex: bool, colour: str = "auto") -> None:
         self.out = out
         self.as_json = as_json
         self.show_hex = show_hex
+        self.colour = not as_json and (colour == "always" or (colour == "auto" and _is_terminal(out)
+                                                              and not os.environ.get("NO_COLOR")))
         self.broken = False
 
     def __call__(self, report: MonitorReport) -> None:
         if self.broken:
             return
         line = (json.dumps(report.to_json(), ensure_ascii=False) if self.as_json
-                else report.to_text(show_hex=self.show_hex))
+                else report.to_text(show_hex=self.show_hex, colour=self.colour))
         try:
             self.out.write(line + "\n")
             self.out.flush()
@@ -638,6 +649,13 @@ class _Printer:
                       file=sys.stderr, flush=True)
 
 
+def _is_terminal(out: TextIO) -> bool:
+    try:
+        return out.isatty()
+    except (ValueError, OSError):
+        return False
+
+
 def _to_devnull(fd: int) -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
@@ -648,7 +666,7 @@ def _to_devnull(fd: int) -> None:
 
 async def _monitor(args: argparse.Namespace, out: TextIO) -> int:
     monitor = LinkMonitor(args.ecr, args.terminal, args.protocol, record=args.record,
-                          report=_Printer(out, as_json=args.json, show_hex=args.hex))
+                          report=_Printer(out, as_json=args.json, show_hex=args.hex, colour=args.color))
     task = asyncio.current_task()
     assert task is not None  # asyncio.run made one for this coroutine
     loop = asyncio.get_running_loop()

@@ -633,6 +633,33 @@ def test_a_side_that_cannot_be_opened_is_one_line_and_exit_2(tmp_path):
     assert "no-such-port" in result.stderr
 
 
+def test_text_is_in_colour_only_when_asked_or_on_a_terminal(monkeypatch):
+    wall = datetime.now(timezone.utc)
+    good = MonitorReport("frame", 0.1, wall, direction=ECR_TO_TERMINAL, hex="06", text="ACK",
+                         decoded={"kind": "control", "name": "ACK"})
+    bad = MonitorReport("frame", 0.2, wall, direction=TERMINAL_TO_ECR, hex="02", text="STX [incomplete]",
+                        decoded={"kind": "incomplete", "problems": [{"reason": "incomplete"}]})
+    out = io.StringIO()
+    printer = _Printer(out, as_json=False, show_hex=False, colour="always")
+    printer(good)
+    printer(bad)
+    first, second = out.getvalue().splitlines()
+    assert "\x1b[36mecr->terminal" in first and first.endswith(" ACK")
+    assert "\x1b[33mterminal->ecr" in second and "\x1b[31mSTX [incomplete]\x1b[0m" in second
+    plain = io.StringIO()
+    _Printer(plain, as_json=False, show_hex=False)(good)  # auto, not a terminal: no escapes
+    assert "\x1b" not in plain.getvalue()
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert _Printer(Terminal(), as_json=False, show_hex=False).colour
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not _Printer(Terminal(), as_json=False, show_hex=False).colour
+    assert not _Printer(io.StringIO(), as_json=True, show_hex=False, colour="always").colour
+
+
 def test_the_printer_writes_json_lines_and_survives_a_closed_output():
     out = io.StringIO()
     printer = _Printer(out, as_json=True, show_hex=False)
