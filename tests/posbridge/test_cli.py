@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+import posbridge
 from posbridge.emulator.cards import TEST_CARDS, Card
 from posbridge.cli import main
+from posbridge.journal import default_journal_path
 from tests.e2e.test_outside_program import start_emulator, stop
 
 SALE_HEX = "021b00000300313530040300363433190100311b0800303033343432323432dd"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_demo_runs_every_operation_and_shows_no_card_number(capsys):
@@ -138,3 +146,91 @@ def test_registry_export_from_the_emulators_journal(tmp_path, capsys):
     root = ET.parse(out).getroot()
     assert len(root) == 2 and "4111111111111111" not in out.read_text(encoding="utf-8")
     assert main(["export", "--journal", str(tmp_path / "none.sqlite3")]) == 2
+
+
+# --- issue 13, item 6: the command as scripts and technicians meet it (real processes) ----------------
+def posbridge_process(*args: str, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess[str]:
+    """``python -m posbridge ARGS`` as a separate process, its output captured."""
+    return subprocess.run([sys.executable, "-m", "posbridge", *args], capture_output=True, text=True,
+                          encoding="utf-8", cwd=ROOT, timeout=timeout, **kwargs)
+
+
+@pytest.fixture
+def private_locks(tmp_path, monkeypatch):
+    folder = tmp_path / "locks"
+    folder.mkdir()
+    monkeypatch.setenv("POSBRIDGE_LOCK_DIR", str(folder))
+    return folder
+
+
+def test_version_and_the_default_journal_in_help():
+    done = posbridge_process("--version")
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"posbridge {posbridge.__version__}\n", "")
+    wide = {**os.environ, "COLUMNS": "200"}  # argparse wraps at the terminal's width
+    journal = str(default_journal_path())
+    top = posbridge_process("--help", env=wide)
+    assert top.returncode == 0 and journal in top.stdout and "141" in top.stdout
+    for command in ("sale", "reverse-last", "recover", "console"):
+        assert f"default {journal}" in posbridge_process(command, "--help", env=wide).stdout, command
+
+
+@pytest.mark.parametrize("args", [["demo"], ["decode", "06" * 40_000], ["decode", "--text", SALE_HEX * 2000]])
+def test_a_closed_output_pipe_ends_quietly_with_141(args):
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first byte: `posbridge … | head -c0`
+    try:
+        proc = subprocess.run([sys.executable, "-m", "posbridge", *args], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=120)
+    finally:
+        os.close(write_end)
+    assert (proc.returncode, proc.stderr) == (141, "")
+
+
+def test_head_c1_on_the_shell_gives_no_traceback():
+    command = f"{shlex.quote(sys.executable)} -m posbridge demo | head -c1; exit ${{PIPESTATUS[0]}}"
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert len(done.stdout) == 1
+    assert done.returncode in (0, 141) and done.stderr == ""  # 0 when all was written before head left
+
+
+@pytest.mark.timeout(180)
+def test_json_alone_on_stdout_after_recovery_then_cancel_of_a_refund_and_reverse_last(tmp_path, private_locks):
+    from tests.posbridge.test_terminal_logs import Emulator
+
+    emulator = Emulator(tmp_path, "inpas")  # its host answers after 0.4 s
+    journal = str(tmp_path / "ecr.sqlite3")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return posbridge_process(*args, "--port", f"tcp://127.0.0.1:{emulator.port}", "--journal", journal)
+
+    try:
+        lost = cli("sale", "5.00", "--timeout", "0.2", "--json")  # gives up before the host answers
+        assert lost.returncode == 2 and lost.stdout == ""
+        assert "outcome of this sale is UNKNOWN" in lost.stderr and "posbridge recover" in lost.stderr
+        after = cli("sale", "150.00", "--json")  # recovery of the lost sale runs first
+        assert after.returncode == 0, after.stderr
+        sale = json.loads(after.stdout)  # stdout holds the JSON and nothing else
+        assert sale["approved"] and sale["amount"] == 150_00
+        assert after.stderr.startswith("recovery: #1 sale 500") and "reversed" in after.stderr
+        refund = json.loads(cli("refund", "20.00", "--rrn", sale["rrn"], "--json").stdout)
+        assert refund["approved"] and refund["operation"] == "refund"
+        cancel = cli("cancel", "20.00", "--of", "refund", "--rrn", refund["rrn"], "--json")
+        assert cancel.returncode == 0, cancel.stderr
+        voided = json.loads(cancel.stdout)
+        assert (voided["operation"], voided["status"], voided["amount"]) == ("cancel", "approved", 20_00)
+        small = json.loads(cli("sale", "3.00", "--json").stdout)
+        reverse = cli("reverse-last", "--json")
+        assert reverse.returncode == 0, reverse.stderr
+        reversed_ = json.loads(reverse.stdout)
+        assert (reversed_["operation"], reversed_["status"], reversed_["host_code"]) == (
+            "emergency_reversal", "approved", "400")
+        assert (reversed_["rrn"], reversed_["amount"]) == (small["rrn"], 3_00)
+        settled = cli("settlement", "--json")
+        totals = json.loads(settled.stdout)["totals"]
+    finally:
+        log = emulator.stop()
+    # What the terminal's batch says: the 5.00 and 3.00 sales reversed, the refund voided.
+    assert (totals["sale_count"], totals["sale_amount"]) == (1, 150_00)
+    assert (totals["refund_count"], totals["refund_amount"]) == (0, 0)
+    assert (totals["cancel_count"], totals["cancel_amount"]) == (1, 20_00)
+    assert "4111111111111111" not in log
