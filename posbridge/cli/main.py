@@ -141,7 +141,10 @@ async def _run_operation(args: argparse.Namespace) -> int:
 
     def answer(prompt: CashierPrompt) -> tuple[str, bool]:
         print(f"terminal asks: {prompt.prompt}", file=sys.stderr)
-        text = input("> ") if sys.stdin.isatty() else ""
+        if not sys.stdin.isatty():
+            return "", False
+        print("> ", end="", file=sys.stderr, flush=True)  # not input(): its prompt would go to stdout (--json)
+        text = sys.stdin.readline().rstrip("\n")
         return text, bool(text)
 
     journal = _open_journal(args)

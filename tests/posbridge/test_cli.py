@@ -234,3 +234,25 @@ def test_json_alone_on_stdout_after_recovery_then_cancel_of_a_refund_and_reverse
     assert (totals["refund_count"], totals["refund_amount"]) == (0, 0)
     assert (totals["cancel_count"], totals["cancel_amount"]) == (1, 20_00)
     assert "4111111111111111" not in log
+
+
+@pytest.mark.timeout(90)
+def test_a_cashier_dialog_on_a_tty_asks_on_stderr_and_json_stays_alone_on_stdout(tmp_path, private_locks):
+    """The terminal asks for the card's last 4 digits; the cashier types them on the terminal (a pty as
+    stdin); the question and the prompt go to stderr, stdout holds the result's JSON only."""
+    link = tmp_path / "ttyPOS"
+    proc = start_emulator(link, "--scenario", str(ROOT / "examples" / "scenarios" / "cashier_dialog.toml"))
+    master, slave = os.openpty()
+    try:
+        sale = subprocess.Popen([sys.executable, "-m", "posbridge", "sale", "10.77", "--port", f"serial://{link}",
+                                 "--journal", str(tmp_path / "ecr.sqlite3"), "--json"],
+                                stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        os.write(master, b"1111\n")  # typed ahead: the line waits in the tty until the question comes
+        out, err = sale.communicate(timeout=60)
+    finally:
+        os.close(master)
+        os.close(slave)
+        stop(proc)
+    assert sale.returncode == 0, err
+    assert json.loads(out)["approved"] is True
+    assert "terminal asks:" in err and "> " in err
