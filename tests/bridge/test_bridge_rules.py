@@ -1,0 +1,245 @@
+"""The bridge's money rules, end to end (module docstring of posbridge.bridge.bridge): a result the
+register did not take is undone; one operation at a time (the busy answer); the register kept
+waiting by progress packets; cashier prompts relayed or refused; bad requests refused before
+anything is journaled; operations left open by an earlier run recovered at start."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from posbridge import protocols
+from posbridge.bridge import CODE_BAD_REQUEST, CODE_BUSY
+from posbridge.devices import open_device
+from posbridge.ecr import EcrClient, canonical_port
+from posbridge.journal import Journal
+from posbridge.model import Operation, Request, Status
+from posbridge.protocols.common.errors import ExchangeTimeout
+from posbridge.protocols.common.session import CashierPrompt, Completed, Failed, Progress
+from posbridge.pump import SessionPump
+from posbridge.testing.background import BackgroundTerminal
+
+from tests.bridge.test_bridge import DIRECTIONS, bridged, entries
+
+TEXT_LAST_DIGITS = "ВВЕДИТЕ ПОСЛЕДНИЕ 4 ЦИФРЫ КАРТЫ"
+
+
+@contextlib.asynccontextmanager
+async def raw_register(url: str, protocol: str) -> AsyncIterator[SessionPump[Any]]:
+    """A register made of the protocol's bare ECR session: the test decides what it acknowledges."""
+    device = await open_device(url)
+    pump: SessionPump[Any] = SessionPump(device, protocols.get(protocol).ecr_session())
+    pump.start()
+    try:
+        yield pump
+    finally:
+        await pump.stop()
+        await device.close()
+
+
+async def final_event(pump: SessionPump[Any], timeout: float = 10.0) -> Completed | Failed:
+    while True:
+        event = await pump.next_event(timeout)
+        if isinstance(event, (Completed, Failed)):
+            return event
+
+
+def money_moved_then_reversed(terminal: BackgroundTerminal) -> None:
+    ops = terminal.operations()
+    assert [(o.operation, o.status) for o in ops] == \
+        [(Operation.SALE, Status.APPROVED), (Operation.EMERGENCY_REVERSAL, Status.APPROVED)]
+    assert terminal.batch().sale_count == 0
+
+
+@pytest.mark.parametrize(("register_protocol", "terminal_protocol"), DIRECTIONS)
+async def test_an_approved_sale_the_register_never_acknowledges_is_reversed(
+        register_protocol: str, terminal_protocol: str) -> None:
+    fast = {"ack_timeout": 0.2}  # the bridge gives an unacknowledged result up after three tries
+    async with bridged(register_protocol, terminal_protocol, register_options=fast) as b:
+        b.terminal.control.delays(host=1.0)
+        async with raw_register(b.register_url, register_protocol) as register:
+            register.act(lambda now: register.session.start(Request(Operation.SALE, 70_00, transaction_id="41"), now))
+            await asyncio.sleep(0.5)
+            await register.stop()  # the register hears nothing more: it never acknowledges the result
+            await b.bridge.wait_idle()
+
+        [outcome] = b.bridge.outcomes
+        assert outcome.answer.status is Status.APPROVED and not outcome.delivered
+        sale, reversal = entries(b.journal)
+        assert (sale.state, sale.result.status, sale.request.transaction_id) == ("done", Status.APPROVED, "41")
+        assert "result not delivered to the register" in sale.error and f"by entry #{reversal.id}" in sale.error
+        assert (reversal.request.operation, reversal.request.transaction_id) == (Operation.EMERGENCY_REVERSAL, "41")
+        assert reversal.state == "done" and reversal.result.host_code == "400"
+        money_moved_then_reversed(b.terminal)
+
+
+@pytest.mark.parametrize(("register_protocol", "terminal_protocol"), DIRECTIONS)
+async def test_a_register_that_hangs_up_mid_sale_gets_the_charge_undone(
+        register_protocol: str, terminal_protocol: str) -> None:
+    async with bridged(register_protocol, terminal_protocol) as b:
+        b.terminal.control.delays(host=1.0)
+        async with raw_register(b.register_url, register_protocol) as register:
+            register.act(lambda now: register.session.start(Request(Operation.SALE, 80_00, transaction_id="42"), now))
+            await asyncio.sleep(0.5)  # the terminal's host has charged and waits
+        # the register's line is closed now
+        await asyncio.sleep(0.1)
+        await b.bridge.wait_idle()
+
+        [outcome] = b.bridge.outcomes
+        assert not outcome.delivered and "disconnected" in outcome.note and "reversed" in outcome.note
+        sale, reversal = entries(b.journal)
+        assert sale.state == "done" and reversal.request.operation is Operation.EMERGENCY_REVERSAL
+        assert reversal.result.host_code == "400"
+        money_moved_then_reversed(b.terminal)
+
+
+@pytest.mark.parametrize(("register_protocol", "terminal_protocol"), DIRECTIONS)
+async def test_a_second_request_while_busy_gets_the_busy_answer_and_the_first_is_not_left_charged(
+        register_protocol: str, terminal_protocol: str) -> None:
+    async with bridged(register_protocol, terminal_protocol) as b:
+        b.terminal.control.delays(card=1.0)
+        async with raw_register(b.register_url, register_protocol) as register:
+            first = Request(Operation.SALE, 10_00, transaction_id="51")
+            second = Request(Operation.SALE, 20_00, transaction_id="52")
+            register.act(lambda now: register.session.start(first, now))
+            await asyncio.sleep(0.4)
+
+            def give_up_and_ask_again(now: float) -> None:  # a register that gave up on the first
+                register.session.reset()
+                register.session.start(second, now)
+            register.act(give_up_and_ask_again)
+            answer = await final_event(register)
+            await b.bridge.wait_idle()
+
+        assert isinstance(answer, Completed)
+        assert answer.result.host_code == CODE_BUSY and not answer.result.approved
+        assert answer.result.transaction_id in ("52", None)
+        busy, first_outcome = b.bridge.outcomes
+        assert busy.request.transaction_id == "52" and busy.delivered and busy.entry_id is None
+        assert first_outcome.request.transaction_id == "51" and not first_outcome.delivered
+        if terminal_protocol == "arcus2":
+            # The bridge aborted the first at the terminal while it waited for the card: nothing moved.
+            [entry] = entries(b.journal)
+            assert (entry.state, entry.result.status) == ("done", Status.ABORTED)
+            assert [(o.operation, o.status) for o in b.terminal.operations()] == [(Operation.SALE, Status.ABORTED)]
+        else:
+            # INPAS has no abort from the ECR: the first was charged, then reversed.
+            sale, reversal = entries(b.journal)
+            assert sale.result.status is Status.APPROVED and reversal.result.host_code == "400"
+            money_moved_then_reversed(b.terminal)
+
+
+@pytest.mark.parametrize(("register_protocol", "terminal_protocol"), DIRECTIONS)
+async def test_progress_packets_keep_a_register_with_a_short_timer_waiting_through_a_slow_card(
+        register_protocol: str, terminal_protocol: str) -> None:
+    seen: list[Progress] = []
+    async with bridged(register_protocol, terminal_protocol, progress_interval=0.2,
+                       register_timers={"packet_timeout": 0.8}) as b:
+        b.terminal.control.delays(card=2.0)
+        b.register.on_progress = seen.append
+        result = await b.register.sale(30_00)
+        await b.bridge.wait_idle()
+    assert result.approved
+    assert len(seen) >= 5  # 2 s at most 0.8 s apart: the terminal's own packets alone leave a gap of 2 s
+
+
+@pytest.mark.parametrize(("register_protocol", "terminal_protocol"), DIRECTIONS)
+async def test_a_register_that_timed_out_recovers_its_sale_through_the_bridge(
+        register_protocol: str, terminal_protocol: str) -> None:
+    # Without the bridge's packets (every 30 s) the same register gives up after 0.8 s. Its link
+    # still acknowledges the late result (both protocols' links do, whatever the session thinks), so
+    # the bridge rightly counts it delivered; the register journaled the sale unknown, and its own
+    # recovery reverses it through the bridge.
+    async with bridged(register_protocol, terminal_protocol, progress_interval=30.0,
+                       register_timers={"packet_timeout": 0.8}) as b:
+        b.terminal.control.delays(card=2.0)
+        with pytest.raises(ExchangeTimeout):
+            await b.register.sale(30_00)
+        await asyncio.sleep(1.5)  # the terminal finishes the sale meanwhile
+        await b.bridge.wait_idle()
+        [register_sale] = entries(b.register.journal)
+        assert register_sale.state == "unknown"
+        [recovery] = await b.register.recover()
+        await b.bridge.wait_idle()
+
+        assert recovery.outcome == "reversed" and recovery.result is not None and recovery.result.host_code == "400"
+        sale, reversal = entries(b.journal)
+        assert (sale.state, sale.result.status) == ("done", Status.APPROVED)
+        assert (reversal.request.operation, reversal.request.transaction_id) == \
+            (Operation.EMERGENCY_REVERSAL, register_sale.request.transaction_id)
+        assert reversal.state == "done"
+        money_moved_then_reversed(b.terminal)
+
+
+async def test_a_cashier_prompt_is_relayed_to_a_register_whose_protocol_has_a_dialog() -> None:
+    prompts: list[CashierPrompt] = []
+
+    def cashier(prompt: CashierPrompt) -> tuple[str, bool]:
+        prompts.append(prompt)
+        return ("1111", True) if len(prompts) == 1 else ("0000", True)
+
+    async with bridged("inpas", "inpas") as b:
+        b.terminal.control.ask_last_digits(True)
+        b.terminal.control.cards("4111111111111111", "4111111111111111")
+        b.register.on_prompt = cashier
+        right = await b.register.sale(40_00)
+        wrong = await b.register.sale(40_00)
+        await b.bridge.wait_idle()
+    assert [p.prompt for p in prompts] == [TEXT_LAST_DIGITS, TEXT_LAST_DIGITS]
+    assert right.approved and right.masked_pan == "411111******1111"
+    assert (wrong.status, wrong.host_code) == (Status.DECLINED, "71015")
+
+
+async def test_a_cashier_prompt_is_refused_for_a_register_without_a_dialog_and_nothing_is_charged() -> None:
+    async with bridged("arcus2", "inpas") as b:
+        b.terminal.control.ask_last_digits(True)
+        result = await b.register.sale(40_00)
+        await b.bridge.wait_idle()
+        assert result.status is Status.ABORTED and result.response_code == "998"
+        [entry] = entries(b.journal)
+        assert (entry.state, entry.result.status) == ("done", Status.ABORTED)
+        assert [(o.operation, o.status) for o in b.terminal.operations()] == [(Operation.SALE, Status.ABORTED)]
+
+
+@pytest.mark.parametrize(("register_protocol", "terminal_protocol"), DIRECTIONS)
+async def test_a_request_that_is_not_valid_is_declined_before_anything_is_journaled_or_sent(
+        register_protocol: str, terminal_protocol: str) -> None:
+    async with bridged(register_protocol, terminal_protocol) as b:
+        async with raw_register(b.register_url, register_protocol) as register:
+            register.act(lambda now: register.session.start(Request(Operation.SALE, 0, transaction_id="9"), now))
+            answer = await final_event(register)
+        await b.bridge.wait_idle()
+        assert isinstance(answer, Completed)
+        assert (answer.result.status, answer.result.host_code) == (Status.DECLINED, CODE_BAD_REQUEST)
+        assert entries(b.journal) == []
+        assert b.terminal.operations() == []
+
+
+async def test_an_operation_left_unknown_by_an_earlier_run_is_recovered_when_the_bridge_starts(tmp_path: Any) -> None:
+    with BackgroundTerminal("arcus2", transport="virtual") as terminal:
+        path = tmp_path / "bridge.sqlite3"
+        with Journal(path) as journal:  # an earlier run sent a sale and lost its outcome
+            port = canonical_port(terminal.url)
+            entry = journal.ecr.begin(Request(Operation.SALE, 55_00, transaction_id="77"), port, port=port)
+            journal.ecr.sent(entry)
+            journal.ecr.unknown(entry, "the bridge was killed")
+        from posbridge.bridge import Bridge
+
+        with Journal(path) as journal:
+            bridge = Bridge("virtual://bridge-restart-register", "inpas", terminal.url, "arcus2", journal=journal)
+            task = asyncio.get_running_loop().create_task(bridge.run())
+            try:
+                await asyncio.sleep(0.05)
+                await bridge.wait_idle()
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            recovered = journal.ecr.entry(entry)
+            assert recovered is not None and recovered.state == "resolved" and recovered.how == "not_charged"
+        assert [(o.operation, o.status) for o in terminal.operations()] == \
+            [(Operation.EMERGENCY_REVERSAL, Status.APPROVED)]
