@@ -36,7 +36,7 @@ __all__ = [
     "stored_int",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema this posbridge writes (SQLite's ``user_version``); newer journals are refused."""
 
 Params = tuple[Any, ...] | dict[str, Any]
@@ -154,6 +154,12 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE ecr_entries ADD COLUMN port TEXT;
     ALTER TABLE ecr_entries ADD COLUMN answer TEXT;
     ALTER TABLE ecr_entries ADD COLUMN original_transaction_id TEXT;
+    """,
+    # 3: the highest transaction number per terminal from an index, not a scan of every entry
+    #    (EcrLog.last_transaction_id runs before each operation: 25 ms at 100,000 entries before).
+    """
+    CREATE INDEX ecr_stan ON ecr_entries (terminal, CAST(transaction_id AS INTEGER))
+        WHERE length(transaction_id) <= 18;
     """,
 )
 """Schema changes after version 1, in order: ``MIGRATIONS[n]`` takes a journal from version

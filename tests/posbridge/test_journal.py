@@ -97,7 +97,7 @@ def test_a_version_1_journal_is_migrated_in_order_and_keeps_its_rows(tmp_path: P
     assert len(MIGRATIONS) == SCHEMA_VERSION - 1
     old, new = tmp_path / "old.sqlite", tmp_path / "new.sqlite"
     _version_1_journal(old)
-    with pytest.raises(JournalError, match="schema 1, not 2; open it once with a posbridge command that writes"):
+    with pytest.raises(JournalError, match=f"schema 1, not {SCHEMA_VERSION}; open it once with a posbridge command that writes"):
         Journal(old, readonly=True)  # a reader never upgrades
     with Journal(old) as j:
         assert j.storage.schema_version() == SCHEMA_VERSION
@@ -482,3 +482,20 @@ def test_no_full_pan_in_the_database_file_or_the_exports(tmp_path: Path) -> None
         for blob in blobs:
             assert pan.encode() not in blob
             assert pan.encode("utf-16-le") not in blob
+
+
+def test_the_last_transaction_number_comes_from_an_index(tmp_path):
+    """EcrLog.last_transaction_id runs before every operation: SQLite answers it from the ecr_stan
+    index (schema 3), not by reading every entry."""
+    journal = Journal(str(tmp_path / "j.sqlite3"))
+    try:
+        for stan in ("7", "12", "9"):
+            journal.ecr.begin(Request(Operation.SALE, amount=100, transaction_id=stan), "T1")
+        journal.ecr.begin(Request(Operation.SALE, amount=100, transaction_id="99"), "T2")
+        assert journal.ecr.last_transaction_id("T1") == 12 and journal.ecr.last_transaction_id("T3") is None
+        plan = " ".join(str(row[-1]) for row in journal.storage.query(
+            "EXPLAIN QUERY PLAN SELECT MAX(CAST(transaction_id AS INTEGER)) FROM ecr_entries WHERE terminal = ? "
+            "AND length(transaction_id) <= 18", ("T1",)))
+        assert "ecr_stan" in plan and "SCAN" not in plan, plan
+    finally:
+        journal.close()

@@ -323,6 +323,8 @@ import posbridge.devices, posbridge.devices.tcp, posbridge.cli, posbridge.ecr.cl
 from posbridge import protocols
 for name in protocols.names():
     protocols.get(name)
+from posbridge.cli.main import build_parser
+build_parser()  # whatever building the parser imports, imported while root can read it
 if sys.argv[1] == "drop":
     os.setgroups([])
     os.setgid(65534)
