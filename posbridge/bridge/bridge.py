@@ -33,10 +33,13 @@ Money rules, and why:
   see it refunds again). Declines, reports and settlements moved no money: they are only noted. An
   emergency reversal the register asked for is never itself reversed.
 - **One operation at a time.** Neither protocol has two exchanges on one line: a request while
-  another is in hand means the register gave up on the first (the session abandons it). The new one
-  is answered at once with :data:`CODE_BUSY` (``Status.UNDEFINED``, not performed); the first goes
-  on at the terminal (aborted there where the terminal's protocol has an abort, Arcus ``A``) and,
-  its result undeliverable, is undone by the rule above.
+  another is still unanswered means the register gave up on the first (the session abandons it).
+  The new one is answered at once with :data:`CODE_BUSY` (``Status.UNDEFINED``, not performed); the
+  first goes on at the terminal (aborted there where the terminal's protocol has an abort, Arcus
+  ``A``) and, its result undeliverable, is undone by the rule above. Once a request's answer has
+  been delivered (or has failed), the next request is taken at once; what the bridge still does at
+  the terminal for the earlier one (a reversal, recovery) goes first: the client's lock orders
+  them, and the register hears progress packets meanwhile.
 - **The register keeps waiting.** While the terminal works the register gets the protocol's
   progress packets (INPAS WAIT, Arcus ``I``): the terminal's own, relayed, and one every
   ``progress_interval`` seconds from the bridge (a reconnect, recovery or a lock wait is silent on
@@ -132,7 +135,7 @@ class BridgeOutcome:
 class _Job:
     """One request of the register: its exchange, and what the register said while it ran."""
 
-    __slots__ = ("exchange", "request", "rejection", "gone", "prompt", "delivery")
+    __slots__ = ("exchange", "request", "rejection", "gone", "prompt", "delivery", "answered")
 
     def __init__(self, exchange: int | None, request: Request | None, rejection: str = "") -> None:
         self.exchange = exchange
@@ -141,6 +144,7 @@ class _Job:
         self.gone = ""  # why the register no longer waits for this exchange
         self.prompt: asyncio.Future[tuple[str, bool] | None] | None = None
         self.delivery: asyncio.Future[tuple[bool, str]] | None = None
+        self.answered = False  # the answer's fate is known (delivered or not): only books are left
 
     def leave(self, why: str) -> None:
         """The register no longer waits (hung up, aborted, moved on): no question stays open."""
@@ -209,7 +213,6 @@ class Bridge:
         self._pump: SessionPump[TerminalSession] | None = None
         self._job: _Job | None = None  # the request whose operation is in hand
         self._waiting_delivery: dict[int, _Job] = {}  # by exchange: answers sent, not yet acknowledged
-        self._work: asyncio.Task[None] | None = None  # the operation (or recovery) in hand
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # --- running ----------------------------------------------------------------------------------
@@ -234,7 +237,7 @@ class Bridge:
         self._pump = pump
         pump.start()
         if self.client.unresolved():
-            self._work = self._spawn(self._recover("left open by an earlier run"), "posbridge-bridge-recovery")
+            self._spawn(self._recover("left open by an earlier run"), "posbridge-bridge-recovery")
         try:
             while True:
                 event = await pump.next_event()
@@ -250,7 +253,7 @@ class Bridge:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             self._tasks.clear()
-            self._work = self._job = None
+            self._job = None
             self._waiting_delivery.clear()
             await pump.stop()
             self._pump = None
@@ -282,13 +285,13 @@ class Bridge:
                 new = _Job(event.exchange, event.request)
             else:
                 new = _Job(event.exchange, None, rejection=event.reason)
-            if self._work is not None and not self._work.done():
+            if self._job is not None and not self._job.answered:
                 self._abandoned(self._job, "the register sent another request")
                 self._spawn(self._refuse(new, Status.UNDEFINED, CODE_BUSY, "another operation is in hand"),
                             "posbridge-bridge-busy")
                 return
             self._job = new
-            self._work = self._spawn(self._serve_job(new), f"posbridge-bridge-{new.exchange}")
+            self._spawn(self._serve_job(new), f"posbridge-bridge-{new.exchange}")
             return
         exchange = getattr(event, "exchange", None)
         job = self._job if self._job is not None and exchange is not None and self._job.exchange == exchange \
@@ -501,6 +504,12 @@ class Bridge:
     async def _deliver(self, job: _Job, answer: Result) -> tuple[bool, str]:
         """Send ``answer`` to ``job``'s exchange if the register still waits for it (checked right
         before sending: never someone else's answer); (acknowledged, why not)."""
+        try:
+            return await self._send_answer(job, answer)
+        finally:
+            job.answered = True
+
+    async def _send_answer(self, job: _Job, answer: Result) -> tuple[bool, str]:
         pump = self._pump
         if pump is None or not self._current(job):
             return False, job.gone or "the register no longer waits for it"
