@@ -489,7 +489,7 @@ class Bridge:
         return Result(operation=request.operation, status=status, response_code=code, host_code=code,
                       response_text=TEXTS[code], amount=amount, currency=request.currency if money else None,
                       transaction_id=request.transaction_id, terminal_id=request.terminal_id,
-                      host_datetime=datetime.now().replace(microsecond=0))
+                      host_datetime=self.client.clock().replace(microsecond=0))
 
     async def _refuse(self, job: _Job, status: Status, code: str, why: str) -> None:
         request = job.request if job.request is not None else Request(Operation.TEST_CONNECTION)

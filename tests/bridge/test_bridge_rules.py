@@ -243,3 +243,32 @@ async def test_an_operation_left_unknown_by_an_earlier_run_is_recovered_when_the
             assert recovered is not None and recovered.state == "resolved" and recovered.how == "not_charged"
         assert [(o.operation, o.status) for o in terminal.operations()] == \
             [(Operation.EMERGENCY_REVERSAL, Status.APPROVED)]
+
+
+async def test_an_arcus2_registers_abort_reaches_an_arcus2_terminal_waiting_for_the_card() -> None:
+    async with bridged("arcus2", "arcus2") as b:
+        b.terminal.control.delays(card=2.0)
+        sale = asyncio.get_running_loop().create_task(b.register.sale(60_00))
+        await asyncio.sleep(0.5)
+        b.register.abort()  # A: the bridge passes it on as its own A
+        result = await sale
+        await b.bridge.wait_idle()
+        assert (result.status, result.response_code) == (Status.ABORTED, "998")
+        [entry] = entries(b.journal)
+        assert (entry.state, entry.result.status) == ("done", Status.ABORTED)
+        assert [(o.operation, o.status) for o in b.terminal.operations()] == [(Operation.SALE, Status.ABORTED)]
+
+
+async def test_an_abort_the_terminals_protocol_cannot_carry_leaves_the_sale_to_finish_and_be_reported() -> None:
+    async with bridged("arcus2", "inpas") as b:  # INPAS has no abort from the ECR
+        b.terminal.control.delays(card=1.0)
+        sale = asyncio.get_running_loop().create_task(b.register.sale(60_00))
+        await asyncio.sleep(0.3)
+        b.register.abort()
+        result = await sale
+        await b.bridge.wait_idle()
+        # Arcus: after an A the exchange goes on, and the terminal's real outcome is what the register hears.
+        assert result.approved and result.amount == 60_00
+        [entry] = entries(b.journal)
+        assert (entry.state, entry.result.status, entry.result.rrn) == ("done", Status.APPROVED, result.rrn)
+        assert [(o.operation, o.status) for o in b.terminal.operations()] == [(Operation.SALE, Status.APPROVED)]
