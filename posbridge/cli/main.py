@@ -240,8 +240,10 @@ async def _run_emulate(args: argparse.Namespace) -> int:
     if args.cards:
         terminal.cards.present(*load_cards(args.cards))
     if args.card:
-        print("posbridge: warning: a full card number on the command line is visible to every user in "
-              "the process list; prefer --cards FILE or a scenario's [[cards]]", file=sys.stderr, flush=True)
+        # A log record, not a print: with --log-format json every stderr line stays one JSON object.
+        logging.getLogger("posbridge.cli").warning(
+            "a full card number on the command line is visible to every user in the process list; prefer "
+            "--cards FILE or a scenario's [[cards]]")
         terminal.cards.present(*(Card(pan) for pan in args.card))
 
     control = None

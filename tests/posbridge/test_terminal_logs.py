@@ -185,3 +185,16 @@ async def test_log_format_json_is_one_object_a_line_with_each_operations_outcome
     assert CARD not in log and "transitions" not in log
     assert not any(r["logger"] == "asyncio" for r in records)  # the event loop's debug: only with -vv
     assert any(r["level"] == "DEBUG" and r["message"].startswith("request (exchange") for r in records)  # -v
+
+
+async def test_log_format_json_keeps_the_card_warning_a_json_line_without_the_number(tmp_path: Path) -> None:
+    emulator = Emulator(tmp_path, "inpas", "-v", "--log-format", "json", "--card", CARD)
+    try:
+        await legitimate_sale(emulator.port, "inpas")
+    finally:
+        log = emulator.stop()
+    records = [json.loads(line) for line in log.splitlines()]
+    warning = next(r for r in records if r["level"] == "WARNING")
+    assert "visible to every user in the process list" in warning["message"] and "--cards" in warning["message"]
+    assert [r["outcome"]["masked_pan"] for r in records if "outcome" in r] == ["510000******0008"]
+    assert CARD not in log
