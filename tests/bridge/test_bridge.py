@@ -123,7 +123,7 @@ async def test_a_decline_passes_through_with_its_code(register_protocol: str, te
         assert entry.state == "done" and entry.result.status is Status.DECLINED and entry.result.host_code == "51"
 
 
-async def _wait_for_state(terminal: BackgroundTerminal, state: str, timeout: float = 10.0) -> None:
+async def wait_for_state(terminal: BackgroundTerminal, state: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while terminal.call(lambda: terminal.terminal.state) != state:
         assert time.monotonic() < deadline, f"the terminal never reached {state}"
@@ -136,7 +136,7 @@ async def test_the_terminal_killed_mid_sale_gives_no_approval_and_recovery_rever
     async with bridged(register_protocol, terminal_protocol, transport="tcp") as b:
         b.terminal.control.delays(host=1.5)  # the host has decided (charged) before this wait
         sale = asyncio.get_running_loop().create_task(b.register.sale(120_00))
-        await _wait_for_state(b.terminal, "authorizing")
+        await wait_for_state(b.terminal, "authorizing")
         assert b.terminal.call(lambda: b.terminal.line.drop_peer("killed mid-operation"))
         result = await sale
         await b.bridge.wait_idle()

@@ -23,7 +23,7 @@ from posbridge.protocols.common.session import CashierPrompt, Completed, Failed,
 from posbridge.pump import SessionPump
 from posbridge.testing.background import BackgroundTerminal
 
-from tests.bridge.test_bridge import DIRECTIONS, bridged, entries
+from tests.bridge.test_bridge import DIRECTIONS, wait_for_state, bridged, entries
 
 TEXT_LAST_DIGITS = "ВВЕДИТЕ ПОСЛЕДНИЕ 4 ЦИФРЫ КАРТЫ"
 
@@ -63,7 +63,7 @@ async def test_an_approved_sale_the_register_never_acknowledges_is_reversed(
         b.terminal.control.delays(host=1.0)
         async with raw_register(b.register_url, register_protocol) as register:
             register.act(lambda now: register.session.start(Request(Operation.SALE, 70_00, transaction_id="41"), now))
-            await asyncio.sleep(0.5)
+            await wait_for_state(b.terminal, "authorizing")  # the host has charged, the answer is 1 s away
             await register.stop()  # the register hears nothing more: it never acknowledges the result
             await b.bridge.wait_idle()
 
@@ -84,7 +84,7 @@ async def test_a_register_that_hangs_up_mid_sale_gets_the_charge_undone(
         b.terminal.control.delays(host=1.0)
         async with raw_register(b.register_url, register_protocol) as register:
             register.act(lambda now: register.session.start(Request(Operation.SALE, 80_00, transaction_id="42"), now))
-            await asyncio.sleep(0.5)  # the terminal's host has charged and waits
+            await wait_for_state(b.terminal, "authorizing")  # the terminal's host has charged and waits
         # the register's line is closed now
         await asyncio.sleep(0.1)
         await b.bridge.wait_idle()
@@ -106,7 +106,7 @@ async def test_a_second_request_while_busy_gets_the_busy_answer_and_the_first_is
             first = Request(Operation.SALE, 10_00, transaction_id="51")
             second = Request(Operation.SALE, 20_00, transaction_id="52")
             register.act(lambda now: register.session.start(first, now))
-            await asyncio.sleep(0.4)
+            await wait_for_state(b.terminal, "waiting_for_card")
 
             def give_up_and_ask_again(now: float) -> None:  # a register that gave up on the first
                 register.session.reset()
@@ -159,8 +159,7 @@ async def test_a_register_that_timed_out_recovers_its_sale_through_the_bridge(
         b.terminal.control.delays(card=2.0)
         with pytest.raises(ExchangeTimeout):
             await b.register.sale(30_00)
-        await asyncio.sleep(1.5)  # the terminal finishes the sale meanwhile
-        await b.bridge.wait_idle()
+        await b.bridge.wait_idle()  # the terminal finishes the sale meanwhile; its result reaches the line
         [register_sale] = entries(b.register.journal)
         assert register_sale.state == "unknown"
         [recovery] = await b.register.recover()
@@ -233,7 +232,10 @@ async def test_an_operation_left_unknown_by_an_earlier_run_is_recovered_when_the
             bridge = Bridge("virtual://bridge-restart-register", "inpas", terminal.url, "arcus2", journal=journal)
             task = asyncio.get_running_loop().create_task(bridge.run())
             try:
-                await asyncio.sleep(0.05)
+                for _ in range(1000):  # recovery starts with the bridge, before any register
+                    if journal.ecr.entry(entry).state != "unknown":  # type: ignore[union-attr]
+                        break
+                    await asyncio.sleep(0.01)
                 await bridge.wait_idle()
             finally:
                 task.cancel()
@@ -249,7 +251,7 @@ async def test_an_arcus2_registers_abort_reaches_an_arcus2_terminal_waiting_for_
     async with bridged("arcus2", "arcus2") as b:
         b.terminal.control.delays(card=2.0)
         sale = asyncio.get_running_loop().create_task(b.register.sale(60_00))
-        await asyncio.sleep(0.5)
+        await wait_for_state(b.terminal, "waiting_for_card")
         b.register.abort()  # A: the bridge passes it on as its own A
         result = await sale
         await b.bridge.wait_idle()
@@ -263,7 +265,7 @@ async def test_an_abort_the_terminals_protocol_cannot_carry_leaves_the_sale_to_f
     async with bridged("arcus2", "inpas") as b:  # INPAS has no abort from the ECR
         b.terminal.control.delays(card=1.0)
         sale = asyncio.get_running_loop().create_task(b.register.sale(60_00))
-        await asyncio.sleep(0.3)
+        await wait_for_state(b.terminal, "waiting_for_card")
         b.register.abort()
         result = await sale
         await b.bridge.wait_idle()
