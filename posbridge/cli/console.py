@@ -546,7 +546,10 @@ def _describe_entry(entry: Any) -> str:
     request = entry.request
     what = request.operation.value if isinstance(request.operation, Operation) else str(request.operation)
     amount = f" {format_amount(request.amount, request.currency or 643)}" if request.amount is not None else ""
-    why = f": {entry.error}" if entry.error else ""
+    error = entry.error or ""
+    if error.startswith("interrupted"):  # the client journals the exception's repr: not for people
+        error = "interrupted before its answer came"
+    why = f": {error}" if error else ""
     return f"#{entry.id} {what}{amount} transaction {request.transaction_id or '-'} ({entry.state}{why})"
 
 

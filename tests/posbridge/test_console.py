@@ -319,7 +319,7 @@ async def test_ctrl_c_cancels_a_slow_sale_the_console_stays_and_recover_resolves
         async with session.running():
             report = await session.until("unknown outcome in the journal")
             assert report.startswith("1 operation(s) of this terminal have an unknown outcome in the journal:")
-            assert f"#{entry.id} sale 2.00 RUB transaction {entry.request.transaction_id} (unknown: interrupted" \
+            assert f"#{entry.id} sale 2.00 RUB transaction {entry.request.transaction_id} (unknown: interrupted before its answer came)" \
                 in report
             assert "type recover to resolve them" in report
             session.send("recover\n")
