@@ -384,3 +384,42 @@ def test_posbridge_console_needs_a_port_or_emulate(tmp_path: Path) -> None:
                               "--history", str(tmp_path / "h"), *extra], capture_output=True, text=True,
                              cwd=ROOT, env=env, timeout=30, stdin=subprocess.DEVNULL)
         assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr, run.stderr
+
+
+async def test_emulator_commands_set_faults_rules_and_reset_in_sentences(emulated, tmp_path):
+    with emulated("inpas") as terminal, Journal(tmp_path / "ecr.sqlite") as journal:
+        client = EcrClient(terminal.url, "inpas", journal=journal)
+        console = Console(client, lambda _: None, emulator=terminal.control)
+
+        async def say(line: str) -> str:
+            return plain(await console.handle(line))
+
+        async with client:
+            assert "card CARD" in await say("help")  # the emulator's commands are listed with --emulate
+            assert await say("fault host no_connection") == "host fault: no_connection"
+            assert (await say("sale 1.00")).startswith("sale: NO_CONNECTION")
+            assert await say("fault host none") == "host fault: none"
+            assert await say("rule amount_ends=05 code=05 once=true") == "rule added: amount_ends=05 code=05 once=true"
+            assert "amount_ends" in await say("emulator")
+            assert (await say("sale 1.05")).startswith("sale: DECLINED (code 05")
+            assert (await say("sale 1.05")).startswith("sale: APPROVED")  # once
+            assert await say("fault line rx:corrupt@5,seed=1") == "line fault: rx:corrupt@5,seed=1"
+            assert (await say("sale 2.00")).startswith("sale: APPROVED")  # a NAK and a resend
+            assert await say("fault line off") == "line fault: none"
+            assert await say("delay host 0.2") == "host delay 0.2 s from now on"
+            assert await say("reset") == "the emulator forgot its rules, cards, delays and faults"
+            assert "no outcome rules" in await say("emulator")
+            bad = {line: await say(line) for line in ("delay card x", "delay card", "delay wait 1", "fault host bogus",
+                                                      "fault", "rule foo=1", "rule code", "card", "card nonsense",
+                                                      "decline 5x", "rule nth=two")}
+        assert bad["delay card x"] == "delay needs seconds as a number, e.g. 2.5, not 'x'"
+        assert bad["delay card"] == bad["delay wait 1"] == "delay needs card, pin or host and the seconds, e.g. delay card 5"
+        assert bad["fault host bogus"].startswith("fault: host fault must be one of no_connection")
+        assert bad["rule foo=1"].startswith("rule: foo is not a rule key")
+        assert bad["rule code"] == "rule words are KEY=VALUE, e.g. code=51; 'code' is not"
+        assert bad["card"] == "card needs a card number or a test-card name, e.g. card insufficient_funds"
+        assert bad["card nonsense"].startswith("card: ")
+        assert bad["decline 5x"].startswith("decline: code must be a response code")
+        assert bad["rule nth=two"] == "nth needs a whole number, not 'two'"
+        for line, answer in bad.items():
+            assert not any(word in answer for word in PYTHON_WORDS), (line, answer)
