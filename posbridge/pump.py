@@ -32,7 +32,7 @@ from typing import Any, Generic, TypeVar, Union
 
 from posbridge.devices import Device, DeviceClosed, DeviceError
 from posbridge.protocols.common.describe import EntryKind, FrameDescription
-from posbridge.protocols.common.model import mask_card_bytes
+from posbridge.protocols.common.model import mask_card_bytes, mask_decoded
 from posbridge.protocols.common.errors import Disconnected, LinkError
 from posbridge.protocols.common.model import mask_card_numbers
 from posbridge.protocols.common.session import Failed, Session, SessionEvent
@@ -365,8 +365,8 @@ class SessionPump(Generic[S]):
 class WireLogger:
     """A :data:`Trace` that logs every frame on the line, in hex and decoded (``-vv``).
 
-    ``describe`` is the protocol's frame describer (``ProtocolSpec.describe``); it masks card
-    numbers. Bytes are gathered per direction until they end on a frame boundary, so a frame split
+    ``describe`` is the protocol's frame describer (``ProtocolSpec.describe``); it masks the card
+    numbers it knows as such, and any other run of digits that could be one is masked here. Bytes are gathered per direction until they end on a frame boundary, so a frame split
     over several reads is logged once, whole (a half frame is held at most ``limit`` bytes).
     """
 
@@ -392,7 +392,8 @@ class WireLogger:
             if last is not None and last.kind is EntryKind.INCOMPLETE and len(buffer) < self.limit:
                 cut = last.offset
                 entries = entries[:-1]
-            decoded = [_clip_values(entry.to_dict()) for entry in entries]
+            # Masked before clipping: a cut card number would no longer look like one.
+            decoded = [_clip_values(mask_decoded(entry.to_dict())) for entry in entries]
         self._pending[direction] = buffer[cut:]
         if cut:
             self.log.debug("%s %s %s", direction, mask_card_bytes(buffer[:cut]).hex(),

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Iterable
+from typing import Any
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -314,3 +316,45 @@ class Result:
     def with_changes(self, **changes: object) -> Result:
         """A copy with some fields replaced."""
         return replace(self, **changes)  # type: ignore[arg-type]  # names and types checked by replace() at run time
+
+
+def mask_bytes(data: bytes, masked_values: Iterable[str] = ()) -> bytes:
+    """``data`` with every card number replaced by its masked form, same length: the numbers the
+    describer masked (found by their first 6 and last 4 digits) and any other run of 13-19 digits
+    that could be one (:func:`could_be_card_number`)."""
+    out = data
+    for value in set(masked_values):
+        head, tail = value[:6], value[-4:]
+        pattern = re.compile(re.escape(head.encode()) + rb"\d{%d}" % (len(value) - 10) + re.escape(tail.encode()))
+        out = pattern.sub(value.encode(), out)
+    return mask_card_bytes(out)
+
+
+_HEX_RUN = re.compile(r"[0-9a-fA-F]{26,}")  # bytes in hex, long enough to hold a card number
+
+
+def mask_decoded(value: Any) -> Any:
+    """A description (``to_dict()``) fit for a capture, a log or a screen: the describers mask the card numbers they
+    know as such, but a noise entry's ``data`` (and its one-line summary) holds the raw bytes in hex
+    and a text field may carry a number the describer took for something else: runs of hex digits
+    are masked as bytes, then the text as text (runs of 13-19 digits that could be card numbers)."""
+    if isinstance(value, dict):
+        return {key: mask_decoded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [mask_decoded(item) for item in value]
+    if isinstance(value, str):
+        value = _HEX_RUN.sub(_mask_hex_run, value)
+        return mask_bytes(value.encode("utf-8")).decode("utf-8")
+    return value
+
+
+def _mask_hex_run(match: re.Match[str]) -> str:
+    text = match.group(0)
+    if len(text) % 2:  # not whole bytes: leave the last digit out
+        return _mask_hex_run_even(text[:-1]) + text[-1]
+    return _mask_hex_run_even(text)
+
+
+def _mask_hex_run_even(text: str) -> str:
+    masked = mask_bytes(bytes.fromhex(text)).hex()
+    return masked if masked != bytes.fromhex(text).hex() else text  # keep the original's letter case

@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import logging
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -198,3 +199,22 @@ async def test_log_format_json_keeps_the_card_warning_a_json_line_without_the_nu
     assert "visible to every user in the process list" in warning["message"] and "--cards" in warning["message"]
     assert [r["outcome"]["masked_pan"] for r in records if "outcome" in r] == ["510000******0008"]
     assert CARD not in log
+
+
+def test_the_wire_log_masks_a_card_number_in_any_decoded_field(caplog) -> None:
+    """-vv: a terminal that prints a full card number in a field the describer does not know as a
+    card number (its response text, a slip line) must not put it in the log, in hex or decoded,
+    even when the frame arrives in two reads."""
+    from posbridge import protocols
+    from posbridge.protocols.inpas.fields import Message
+    from posbridge.protocols.inpas.frame import encode_frame
+    from posbridge.pump import WireLogger
+
+    pan = "4111111111111111"
+    data = encode_frame(Message({25: 1, 39: 1, 19: f"CARD {pan} OK", 90: f"0xDF^^SALE {pan}~"}).encode_body())
+    logger = WireLogger(protocols.get("inpas").describe)
+    with caplog.at_level(logging.DEBUG, logger="posbridge.wire"):
+        logger("rx", data[:len(data) // 2])
+        logger("rx", data[len(data) // 2:])
+    assert caplog.text.count(" rx ") == 1 and "411111******1111" in caplog.text
+    assert pan not in caplog.text and pan.encode().hex() not in caplog.text
