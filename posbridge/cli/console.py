@@ -27,7 +27,7 @@ import argparse
 import asyncio
 import logging
 import shlex
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -183,12 +183,28 @@ class ConsoleQuit(Exception):
 
 def console_history(path: str | Path) -> History:
     """The console's persistent history in ``path`` (prompt_toolkit's FileHistory); a card number
-    typed into a command (``card 4111…``) is masked before the line reaches the file."""
+    typed into a command (``card 4111…``) is masked before the line reaches the file. A file that
+    cannot be written costs the history, never the console (one warning in the log)."""
     from prompt_toolkit.history import FileHistory
 
     class ConsoleHistory(FileHistory):
+        broken = False
+
+        def load_history_strings(self) -> Iterable[str]:
+            try:
+                yield from super().load_history_strings()
+            except OSError as error:
+                self.broken = True
+                log.warning("the console's history cannot be read from %s: %s", path, error.strerror or error)
+
         def store_string(self, string: str) -> None:
-            super().store_string(mask_typed(string))
+            if self.broken:
+                return
+            try:
+                super().store_string(mask_typed(string))
+            except OSError as error:
+                self.broken = True
+                log.warning("the console's history cannot be written to %s: %s", path, error.strerror or error)
 
     return ConsoleHistory(str(path))
 
@@ -726,6 +742,8 @@ async def run_console_command(args: argparse.Namespace, make_client: Callable[[]
     history_path = Path(args.history) if args.history else default_history_path()
     if not args.history:
         history_path.parent.mkdir(parents=True, exist_ok=True)
+    elif not history_path.parent.is_dir():
+        raise ValueError(f"--history: no folder {history_path.parent} for the console's history file")
     history = console_history(history_path)
     trace = bool(getattr(args, "trace", False))
     if not getattr(args, "emulate", False):

@@ -376,12 +376,24 @@ async def test_history_persists_across_sessions_with_card_numbers_masked(emulate
         assert "card 411111******1111" in stored and "4111111111111111" not in stored
 
 
+async def test_a_history_file_that_cannot_be_written_costs_the_history_not_the_console(emulated, tmp_path):
+    (tmp_path / "a-folder").mkdir()
+    with emulated("inpas") as terminal, Journal(tmp_path / "ecr.sqlite") as journal:
+        session = Session(EcrClient(terminal.url, "inpas", journal=journal), terminal, tmp_path / "a-folder")
+        async with session.running():
+            session.send("test\n")
+            await session.until("test_connection: APPROVED")
+            session.send("quit\n")
+
+
 def test_posbridge_console_needs_a_port_or_emulate(tmp_path: Path) -> None:
     env = {**os.environ, "POSBRIDGE_LOCK_DIR": str(tmp_path)}
     for extra, message in (([], "console needs --port URL of the terminal, or --emulate"),
-                           (["--emulate", "--port", "tcp://127.0.0.1:1"], "--emulate starts its own virtual terminal")):
+                           (["--emulate", "--port", "tcp://127.0.0.1:1"], "--emulate starts its own virtual terminal"),
+                           (["--emulate", "--history", str(tmp_path / "none" / "h")], "--history: no folder")):
+        history = [] if "--history" in extra else ["--history", str(tmp_path / "h")]
         run = subprocess.run([sys.executable, "-m", "posbridge", "console", "--journal", str(tmp_path / "j.sqlite"),
-                              "--history", str(tmp_path / "h"), *extra], capture_output=True, text=True,
+                              *history, *extra], capture_output=True, text=True,
                              cwd=ROOT, env=env, timeout=30, stdin=subprocess.DEVNULL)
         assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr, run.stderr
 
