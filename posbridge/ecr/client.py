@@ -495,6 +495,13 @@ class EcrClient:
         last = self.journal.ecr.last_money_operation(self.journal_key)
         if last is None or not last.request.transaction_id:
             raise ValueError("the journal holds no money operation of this terminal to reverse")
+        what = f"the last {last.request.operation.value} (transaction {last.request.transaction_id})"
+        if last.state == "done" and last.result is not None and not last.result.approved:
+            raise ValueError(f"{what} was {last.result.status.value}: nothing was charged, nothing to reverse")
+        done = self.journal.ecr.reversal_of(self.journal_key, last.request.transaction_id, last.id)
+        if done is not None:
+            raise ValueError(f"{what} was already reversed (journal entry #{done.id}, "
+                             f"{done.updated_at:%Y-%m-%d %H:%M:%S}); nothing to do")
         return await self.emergency_reversal(last.request)
 
     async def settlement(self) -> Result:

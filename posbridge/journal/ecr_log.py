@@ -271,6 +271,15 @@ class EcrLog:
             f"{_MONEY_OPERATIONS_SQL} ORDER BY id DESC LIMIT 1", (terminal,))
         return _entry(rows[0]) if rows else None
 
+    def reversal_of(self, terminal: str, transaction_id: str, after_id: int) -> EcrEntry | None:
+        """An approved emergency reversal of ``transaction_id`` journaled after entry ``after_id``
+        for ``terminal``, or None."""
+        rows = self._storage.query(
+            "SELECT * FROM ecr_entries WHERE terminal = ? AND id > ? AND operation = 'emergency_reversal' "
+            "AND original_transaction_id = ? AND status = 'approved' ORDER BY id LIMIT 1",
+            (terminal, after_id, transaction_id))
+        return _entry(rows[0]) if rows else None
+
     def entry(self, entry_id: int) -> EcrEntry | None:
         """One entry by id, or None."""
         rows = self._storage.query("SELECT * FROM ecr_entries WHERE id = ?", (entry_id,))

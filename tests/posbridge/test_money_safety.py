@@ -35,6 +35,7 @@ from posbridge.ecr.ownership import (
     this_process,
 )
 from posbridge.emulator.terminal import TerminalConfig, VirtualTerminal
+from posbridge.testing import TerminalLink
 from posbridge.protocols.common.errors import LinkError
 
 PROTOCOLS = ("inpas", "arcus2")
@@ -454,3 +455,22 @@ async def test_blocking_client_calls_are_bounded() -> None:
 
     assert await asyncio.to_thread(run) < 3.0
     assert Status.APPROVED  # the module's names stay used
+
+
+@pytest.mark.parametrize("protocol", ["inpas", "arcus2"])
+async def test_reverse_last_twice_says_it_was_already_reversed_and_sends_nothing(protocol):
+    """1C's EmergencyReversal called twice for one failed receipt: the second call must not run a
+    second reversal (nor claim one); a declined last operation has nothing to reverse."""
+    async with TerminalLink(protocol) as link:
+        sale = await link.client.sale(150_00)
+        reversal = await link.client.reverse_last()
+        assert sale.approved and reversal.approved
+        operations = len(link.terminal.journal.ledger.operations(link.terminal.host_config.terminal_id))
+        with pytest.raises(ValueError, match="already reversed"):
+            await link.client.reverse_last()
+        assert len(link.terminal.journal.ledger.operations(link.terminal.host_config.terminal_id)) == operations
+        link.terminal.cards.present("4000000000000002")  # a card the host declines
+        declined = await link.client.sale(10_00)
+        assert not declined.approved
+        with pytest.raises(ValueError, match="nothing was charged"):
+            await link.client.reverse_last()
