@@ -18,6 +18,8 @@ import pytest
 TMUX = shutil.which("tmux")
 pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
 POSBRIDGE = Path(sys.executable).with_name("posbridge")
+# A trace line as the terminal gets it: its time in a colour, then the arrow in the direction's colour.
+COLOURED_FRAME = r"(?:\x1b\[[0-9;]*m)+\d\d:\d\d:\d\d\.\d{{3}} (?:\x1b\[[0-9;]*m)*\x1b\[{colour}m{arrow} "
 
 
 class Tmux:
@@ -80,6 +82,13 @@ def test_console_under_tmux_sells_and_ctrl_c_cancels_a_slow_sale_without_leaving
         assert re.search(r"^  card: VISA 411111\*{6}1111$", screen, re.M)
         assert "4111111111111111" not in screen
 
+        tmux.keys("trace both", "Enter", "test", "Enter")  # frames with time and direction, in colour
+        tmux.wait_for(r"│ last test_connection APPROVED", deadline)
+        coloured = tmux.run("capture-pane", "-p", "-e", "-t", "console")
+        assert re.search(COLOURED_FRAME.format(colour=36, arrow="->"), coloured), coloured  # cyan
+        assert re.search(COLOURED_FRAME.format(colour=32, arrow="<-"), coloured), coloured  # green
+        tmux.keys("trace off", "Enter")
+
         tmux.keys("delay card 5", "Enter")
         tmux.wait_for(r"^card delay 5 s from now on", deadline)
         tmux.keys("sale 2.00", "Enter")
@@ -92,7 +101,7 @@ def test_console_under_tmux_sells_and_ctrl_c_cancels_a_slow_sale_without_leaving
         assert not exit_status.exists()  # still in the console
 
         tmux.keys("journal", "Enter")  # and it still answers
-        tmux.wait_for(r"^#2 sale 2\.00 RUB transaction \d+ \(unknown: interrupted before its answer came\)$", deadline)
+        tmux.wait_for(r"^#3 sale 2\.00 RUB transaction \d+ \(unknown: interrupted before its answer came\)$", deadline)
 
         tmux.keys("C-d")  # Ctrl-D leaves, with exit status 0
         while not exit_status.exists() or not exit_status.read_text():
