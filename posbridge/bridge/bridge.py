@@ -135,7 +135,7 @@ class BridgeOutcome:
 class _Job:
     """One request of the register: its exchange, and what the register said while it ran."""
 
-    __slots__ = ("exchange", "request", "rejection", "gone", "prompt", "delivery", "answered")
+    __slots__ = ("exchange", "request", "rejection", "gone", "prompt", "delivery", "_answered")
 
     def __init__(self, exchange: int | None, request: Request | None, rejection: str = "") -> None:
         self.exchange = exchange
@@ -144,7 +144,17 @@ class _Job:
         self.gone = ""  # why the register no longer waits for this exchange
         self.prompt: asyncio.Future[tuple[str, bool] | None] | None = None
         self.delivery: asyncio.Future[tuple[bool, str]] | None = None
-        self.answered = False  # the answer's fate is known (delivered or not): only books are left
+        self._answered = False
+
+    @property
+    def answered(self) -> bool:
+        """The answer's fate is known (delivered or not): only the books are left. True from the
+        very event that settles it: the register's next request may be in the same read."""
+        return self._answered or (self.delivery is not None and self.delivery.done())
+
+    @answered.setter
+    def answered(self, value: bool) -> None:
+        self._answered = value
 
     def leave(self, why: str) -> None:
         """The register no longer waits (hung up, aborted, moved on): no question stays open."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -274,3 +275,40 @@ async def test_an_abort_the_terminals_protocol_cannot_carry_leaves_the_sale_to_f
         [entry] = entries(b.journal)
         assert (entry.state, entry.result.status, entry.result.rrn) == ("done", Status.APPROVED, result.rrn)
         assert [(o.operation, o.status) for o in b.terminal.operations()] == [(Operation.SALE, Status.APPROVED)]
+
+
+async def test_the_next_request_in_the_same_read_as_the_acknowledgement_of_the_last_result_is_served() -> None:
+    # An INPAS register needs no turn to speak: its ACK and EOT of the sale's result and its refund
+    # request can reach the bridge in one read (a fast register does that; the CLI test met it).
+    # The sale's answer is settled by the first event of that read, so the refund is no "second
+    # request while busy" (it was, before the answer's fate counted from that very event).
+    async with bridged("inpas", "arcus2") as b:
+        device = await open_device(b.register_url)
+        session = protocols.get("inpas").ecr_session()
+        try:
+            session.start(Request(Operation.SALE, 10_00, transaction_id="61"), time.monotonic())
+            await device.write(session.data_to_send())
+            sale: Completed | None = None
+            while sale is None:
+                data = await asyncio.wait_for(device.read(), 10)
+                events = session.receive(data, time.monotonic())
+                sale = next((e for e in events if isinstance(e, Completed)), None)
+                if sale is None:
+                    await device.write(session.data_to_send())
+            held = session.data_to_send()  # the ACK and EOT of the result, not written yet
+            assert held.endswith(b"\x06\x04") or held.endswith(b"\x04")
+            refund = Request(Operation.REFUND, 4_00, transaction_id="62", rrn=sale.result.rrn)
+            session.start(refund, time.monotonic())
+            await device.write(held + session.data_to_send())  # one write, one read at the bridge
+            answer: Completed | None = None
+            while answer is None:
+                data = await asyncio.wait_for(device.read(), 10)
+                events = session.receive(data, time.monotonic())
+                answer = next((e for e in events if isinstance(e, Completed)), None)
+                await device.write(session.data_to_send())
+        finally:
+            await device.close()
+        await b.bridge.wait_idle()
+    assert sale.result.approved
+    assert (answer.result.status, answer.result.amount) == (Status.APPROVED, 4_00)
+    assert [o.answer.status for o in b.bridge.outcomes] == [Status.APPROVED, Status.APPROVED]
