@@ -235,8 +235,8 @@ def emulated(tmp_path: Path) -> Callable[[str], contextlib.AbstractContextManage
     return start
 
 
-def terminal_busy(terminal: BackgroundTerminal) -> bool:
-    return bool(terminal.call(lambda: terminal.terminal.busy))
+def terminal_state(terminal: BackgroundTerminal) -> str:
+    return str(terminal.call(lambda: terminal.terminal.state))
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -301,7 +301,7 @@ async def test_ctrl_c_cancels_a_slow_sale_the_console_stays_and_recover_resolves
         session = Session(client, terminal, tmp_path / "history")
         async with session.running():
             session.send("delay card 3\nsale 2.00\n")
-            await wait_until(lambda: terminal_busy(terminal))
+            await wait_until(lambda: terminal_state(terminal) == "waiting_for_card")
             session.send("\x03")
             unknown = await session.until("outcome unknown")
             assert unknown.startswith("sale: outcome unknown (cancelled by Ctrl-C).")
@@ -339,7 +339,7 @@ async def test_ctrl_c_asks_an_arcus2_terminal_to_abort_and_a_second_one_stops_wa
         session = Session(client, terminal, tmp_path / "history")
         async with session.running():
             session.send("delay card 3\nsale 2.00\n")
-            await wait_until(lambda: terminal_busy(terminal))
+            await wait_until(lambda: terminal_state(terminal) == "waiting_for_card")
             session.send("\x03")
             await session.until("asking the terminal to abort the sale")
             aborted = await session.until("sale: ABORTED")
@@ -347,7 +347,7 @@ async def test_ctrl_c_asks_an_arcus2_terminal_to_abort_and_a_second_one_stops_wa
             assert client.unresolved() == []
 
             session.send("delay card 0\ndelay host 3\nsale 4.00\n")
-            await wait_until(lambda: terminal_busy(terminal))
+            await wait_until(lambda: terminal_state(terminal) == "authorizing")  # past the card: no abort now
             session.send("\x03")
             await wait_until(lambda: sum("asking the terminal to abort" in t for t in session.transcript) == 2)
             session.send("\x03")
