@@ -34,7 +34,7 @@ from posbridge.devices import DeviceError
 from posbridge.ecr import EcrClient, Recovery
 from posbridge.ecr.ownership import TerminalBusy
 from posbridge.journal import EcrEntry, EcrLog, Journal, JournalError, Storage, default_journal_path
-from posbridge.model import PosbridgeError, Request, Result, Status, mask_card_numbers
+from posbridge.model import Operation, PosbridgeError, Request, Result, Status, mask_card_numbers
 from posbridge.protocols.common.errors import LinkError
 
 from posbridge.http.config import ServiceConfig, TerminalSettings
@@ -468,14 +468,27 @@ class Service:
         if spec.operation != "EmergencyReversal":
             return
         if spec.rrn is not None:
-            original = self.original_of(spec).request
+            entry = self.original_of(spec)
         else:
             last = self.journal.ecr.last_money_operation(worker.client.journal_key)
             if last is None:
                 raise FieldError("operation", f"terminal {worker.name} has no operation to reverse")
-            original = last.request
+            entry = last
+        original = entry.request
         if spec.amount is not None and spec.amount != original.amount:
             raise FieldError("amount", f"the operation to reverse was for {original.amount}, not {spec.amount}")
+        # Said before anything is stored: a second EmergencyReversal of one payment runs nothing.
+        if entry.state == "done" and entry.result is not None and not entry.result.approved:
+            raise FieldError("operation", f"the {original.operation.value} with transaction "
+                                          f"{original.transaction_id} was {entry.result.status.value}: nothing was charged, "
+                                          "nothing to reverse", 409)
+        reversed_already = original.operation is Operation.EMERGENCY_REVERSAL or bool(
+            original.transaction_id
+            and self.journal.ecr.reversal_of(worker.client.journal_key, original.transaction_id, entry.id))
+        if reversed_already:
+            # (The reference may name the reversal itself: it carries the payment's RRN too.)
+            raise FieldError("operation", f"the operation with transaction {original.transaction_id} was already "
+                                          "reversed", 409)
 
     async def submit(self, spec: CommandSpec, *, origin: str, wait: float | None) -> dict[str, Any]:
         """Accept ``spec`` (or find the command already accepted under its id) and wait up to

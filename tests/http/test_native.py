@@ -116,6 +116,13 @@ async def test_emergency_reversal_without_a_reference_reverses_the_last_and_with
         assert status == 200 and named["status"] == "approved" and named["amount"] == 1000
         status, wrong = await s.post("/v1/terminals/kassa1/EmergencyReversal", {"command_id": "e5", "rrn": "1"})
         assert status == 422 and wrong["field"] == "rrn"
+        # 1C asks again with a new command id: the payment was reversed already, nothing runs.
+        status, again = await s.post("/v1/terminals/kassa1/EmergencyReversal",
+                                     {"command_id": "e6", "universal_id": first["universal_id"]})
+        assert status == 409 and "already reversed" in again["error"], again
+        status, again = await s.post("/v1/terminals/kassa1/EmergencyReversal", {"command_id": "e7"})
+        assert status == 409 and "already reversed" in again["error"], again
+        assert s.service.store.get("e6") is None and s.service.store.get("e7") is None
         _, settlement = await s.post("/v1/terminals/kassa1/Settlement", {})
         assert settlement["totals"]["sale_count"] == 0  # both reversed
 
