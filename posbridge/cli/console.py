@@ -242,7 +242,6 @@ class Console:
         self._operation: asyncio.Task[Result | list[Recovery]] | None = None
         self._operation_name = ""
         self._abort_asked = False
-        self._cancelled_by_user = False
         client.trace = self._trace
         client.on_progress = lambda progress: self.show(
             [("class:note", f"… {progress.text or 'terminal busy'}")])
@@ -310,7 +309,6 @@ class Console:
             else:
                 return [("class:note", f"asking the terminal to abort the {name}; "
                                        "Ctrl-C again stops waiting for its answer (the outcome is then unknown)")]
-        self._cancelled_by_user = True
         self._operation.cancel()
         return [("class:note", f"cancelling the {name}…")]
 
@@ -349,12 +347,15 @@ class Console:
             return _error(f"{command}: {error}")
         except Exception as error:  # a bug of ours: said in a sentence, the traceback goes to the log
             log.exception("console command %r failed", line)
-            return _error(f"{command} failed inside posbridge ({type(error).__name__}); the log has the details")
+            text = f"{command} failed inside posbridge ({type(error).__name__}); the log has the details"
+            if command in OPERATIONS:  # it may have reached the terminal: the journal knows
+                text += "; journal shows whether its outcome is left unknown (then recover resolves it)"
+            return _error(text)
 
     async def _operate(self, command: str, args: list[str]) -> Shown:
         call = self._client_call(command, args)
         self._operation_name = command
-        self._abort_asked = self._cancelled_by_user = False
+        self._abort_asked = False
         task = asyncio.ensure_future(call())
         self._operation = task
         try:

@@ -169,6 +169,20 @@ async def test_bad_input_is_answered_in_sentences():
             await console.handle("quit")
 
 
+async def test_a_bug_of_ours_is_said_in_a_sentence_and_logged(monkeypatch, caplog):
+    async with TerminalLink("inpas") as link:
+        console = Console(link.client, lambda _: None)
+
+        async def broken(amount: int) -> None:
+            raise IndexError("list index out of range")
+        monkeypatch.setattr(link.client, "sale", broken)
+        answer = plain(await console.handle("sale 1.00"))
+        assert answer == ("sale failed inside posbridge (IndexError); the log has the details; journal shows "
+                          "whether its outcome is left unknown (then recover resolves it)")
+        assert "list index out of range" in caplog.text  # the details, for the bug report
+        assert plain(await console.handle("test")).startswith("test_connection: APPROVED")  # and it goes on
+
+
 async def test_help_lists_commands_and_explains_one():
     async with TerminalLink("inpas") as link:
         console = Console(link.client, lambda _: None)
