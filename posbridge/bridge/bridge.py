@@ -466,11 +466,13 @@ class Bridge:
         assert entry is not None
         try:
             reversal = await self.client.emergency_reversal(original)
-            done = f"reversed: {reversal.status.value} (host code {reversal.host_code or reversal.response_code or '-'})"
+            code = reversal.host_code or reversal.response_code or "-"
+            done = f"reversed: {reversal.status.value} (host code {code})"
         except Exception as error:
             done = f"reversal outcome unknown ({summarize_error(error)}): recovery sends it again"
         reversal_entry = self.journal.ecr.last(self.client.journal_key)
-        where = f" by entry #{reversal_entry.id}" if reversal_entry is not None and reversal_entry.id != entry.id else ""
+        where = f" by entry #{reversal_entry.id}" \
+            if reversal_entry is not None and reversal_entry.id != entry.id else ""
         note = f"bridge: result not delivered to the register ({why}); {done}{where}"
         self.journal.ecr.note(entry.id, note)
         log.warning("%s -> %s", _describe_request(original), note)

@@ -16,14 +16,10 @@ from typing import Any
 
 import pytest
 
-from posbridge.bridge import CODE_BAD_REQUEST, CODE_BUSY, CODE_OUTCOME_UNKNOWN, Bridge
-from posbridge.devices import open_device
+from posbridge.bridge import CODE_OUTCOME_UNKNOWN, Bridge
 from posbridge.ecr import EcrClient
 from posbridge.journal import Journal
-from posbridge.model import Operation, Request, Status
-from posbridge.pump import SessionPump
-from posbridge import protocols
-from posbridge.protocols.common.session import Completed, Failed, Progress
+from posbridge.model import Operation, Status
 from posbridge.testing.background import BackgroundTerminal
 
 DIRECTIONS = [pytest.param("inpas", "arcus2", id="inpas-register-arcus2-terminal"),

@@ -92,7 +92,8 @@ def test_the_bridge_command_serves_a_register_journals_each_operation_and_ends_o
                                                 "journal_entry")} == \
                 {"operation": "sale", "amount": 25_00, "currency": 643, "status": "approved",
                  "rrn": sale.rrn, "delivered": True, "journal_entry": 1}  # type: ignore[attr-defined]
-            assert (second_json["operation"], second_json["amount"], second_json["journal_entry"]) == ("refund", 5_00, 2)
+            assert (second_json["operation"], second_json["amount"], second_json["journal_entry"]) == \
+                ("refund", 5_00, 2)
         else:
             assert first.startswith("sale 25.00 RUB #") and f"-> approved code" in first
             assert f"rrn {sale.rrn}, delivered (journal #1)" in first  # type: ignore[attr-defined]

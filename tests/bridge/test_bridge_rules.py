@@ -16,7 +16,7 @@ import pytest
 from posbridge import protocols
 from posbridge.bridge import CODE_BAD_REQUEST, CODE_BUSY
 from posbridge.devices import open_device
-from posbridge.ecr import EcrClient, canonical_port
+from posbridge.ecr import canonical_port
 from posbridge.journal import Journal
 from posbridge.model import Operation, Request, Status
 from posbridge.protocols.common.errors import ExchangeTimeout
