@@ -437,7 +437,7 @@ class Console:
             return "nothing to recover: no operation of this terminal has an unknown outcome"
         resolved = sum(r.resolved for r in recoveries)
         self.last_result = f"recover: {resolved} of {len(recoveries)} resolved"
-        lines = [r.describe() for r in recoveries]
+        lines = [_describe_recovery(r) for r in recoveries]
         style = "class:approved" if resolved == len(recoveries) else "class:unknown"
         return [("", "\n".join(lines) + "\n"),
                               (style, f"{resolved} of {len(recoveries)} resolved")]
@@ -570,6 +570,16 @@ def _describe_entry(entry: Any) -> str:
     return f"#{entry.id} {what}{amount} transaction {request.transaction_id or '-'} ({entry.state}{why})"
 
 
+def _describe_recovery(recovery: Recovery) -> str:
+    """Recovery.describe() with the amount in roubles, as everywhere on the console."""
+    entry = recovery.entry
+    request = entry.request
+    what = request.operation.value if isinstance(request.operation, Operation) else str(request.operation)
+    amount = f" {format_amount(request.amount, request.currency or 643)}" if request.amount is not None else ""
+    text = f"#{entry.id} {what}{amount} transaction {request.transaction_id or '-'}: {recovery.outcome}"
+    return text + (f" ({recovery.note})" if recovery.note else "")
+
+
 def _seconds(text: str, what: str) -> float:
     try:
         value = float(text)
@@ -597,7 +607,9 @@ def _rule_field(word: str) -> tuple[str, Any]:
     return key, value
 
 
-def _completer(emulator: bool) -> Any:
+def command_completer(emulator: bool) -> Any:
+    """Tab completion of the commands and their fixed words (trace modes, test cards, faults);
+    the emulator's commands only with ``emulator``. A prompt_toolkit NestedCompleter."""
     from prompt_toolkit.completion import NestedCompleter
 
     from posbridge.emulator.rules import TEST_CARD_NAMES
@@ -670,7 +682,7 @@ async def run_console(client: EcrClient, *, trace: bool | str = False, input: In
         show(console.interrupt())
 
     session: PromptSession[str] = PromptSession(
-        completer=_completer(emulator is not None), history=history, input=input, output=output,
+        completer=command_completer(emulator is not None), history=history, input=input, output=output,
         bottom_toolbar=lambda: FormattedText(console.toolbar()), key_bindings=bindings, style=style, refresh_interval=0.5,
         complete_while_typing=False)
     running: set[asyncio.Task[None]] = set()
@@ -765,6 +777,6 @@ async def run_console_command(args: argparse.Namespace, make_client: Callable[[]
     return 0
 
 
-__all__ = ["COMMANDS", "Console", "ConsoleQuit", "HELP", "STYLE_RULES", "TRACE_MODES",
-           "add_console_arguments", "console_history", "default_history_path", "help_text", "mask_typed", "plain", "run_console",
-           "run_console_command"]
+__all__ = ["COMMANDS", "Console", "ConsoleQuit", "HELP", "STYLE_RULES", "TRACE_MODES", "add_console_arguments",
+           "command_completer", "console_history", "default_history_path", "help_text", "mask_typed", "plain",
+           "run_console", "run_console_command"]

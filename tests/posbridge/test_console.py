@@ -183,6 +183,24 @@ async def test_a_bug_of_ours_is_said_in_a_sentence_and_logged(monkeypatch, caplo
         assert plain(await console.handle("test")).startswith("test_connection: APPROVED")  # and it goes on
 
 
+def test_completion_offers_commands_and_their_words():
+    from prompt_toolkit.completion import CompleteEvent
+    from prompt_toolkit.document import Document
+
+    from posbridge.cli.console import command_completer
+
+    def offered(text: str, emulator: bool = True) -> list[str]:
+        return [c.text for c in command_completer(emulator).get_completions(Document(text), CompleteEvent())]
+
+    assert offered("tr") == ["trace"]
+    assert offered("trace ") == ["hex", "decoded", "both", "off"]
+    assert offered("help ref") == ["refund"]
+    assert "insufficient_funds" in offered("card ")
+    assert offered("fault host n") == ["no_connection", "none"]
+    assert offered("ca") == ["cancel", "cancel-preauth", "card"]
+    assert offered("ca", emulator=False) == ["cancel", "cancel-preauth"]
+
+
 async def test_help_lists_commands_and_explains_one():
     async with TerminalLink("inpas") as link:
         console = Console(link.client, lambda _: None)
@@ -338,7 +356,8 @@ async def test_ctrl_c_cancels_a_slow_sale_the_console_stays_and_recover_resolves
             assert "type recover to resolve them" in report
             session.send("recover\n")
             recovered = await session.until(" resolved", timeout=30)
-            assert recovered.endswith("1 of 1 resolved") and "reversed" in recovered
+            assert recovered == (f"#{entry.id} sale 2.00 RUB transaction {entry.request.transaction_id}: reversed "
+                                 "(host 400: reversal processed)\n1 of 1 resolved")
             session.send("quit\n")
         await line.close()
         assert journal.ecr.unresolved() == []
