@@ -467,7 +467,12 @@ class Bridge:
         try:
             reversal = await self.client.emergency_reversal(original)
             code = reversal.host_code or reversal.response_code or "-"
-            done = f"reversed: {reversal.status.value} (host code {code})"
+            if reversal.approved:
+                done = f"reversed (host code {code})"
+            else:  # e.g. its batch was settled meanwhile: a person must refund it
+                done = f"the reversal was NOT approved ({reversal.status.value}, host code {code}): it stays charged"
+                log.error("an operation the register never saw stays charged: %s; the reversal was %s (host code %s)",
+                          _describe_request(original), reversal.status.value, code)
         except Exception as error:
             done = f"reversal outcome unknown ({summarize_error(error)}): recovery sends it again"
         reversal_entry = self.journal.ecr.last(self.client.journal_key)

@@ -78,6 +78,22 @@ async def test_an_approved_sale_the_register_never_acknowledges_is_reversed(
         money_moved_then_reversed(b.terminal)
 
 
+async def test_a_reversal_the_terminal_declines_is_said_plainly_and_the_charge_stays_in_the_books() -> None:
+    async with bridged("inpas", "arcus2", register_options={"ack_timeout": 0.2}) as b:
+        b.terminal.control.delays(host=1.0)
+        b.terminal.control.rule(operation="emergency_reversal", code="05")
+        async with raw_register(b.register_url, "inpas") as register:
+            register.act(lambda now: register.session.start(Request(Operation.SALE, 70_00, transaction_id="43"), now))
+            await wait_for_state(b.terminal, "authorizing")
+            await register.stop()
+            await b.bridge.wait_idle()
+        [outcome] = b.bridge.outcomes
+        assert not outcome.delivered and "NOT approved" in outcome.note and "stays charged" in outcome.note
+        sale, reversal = entries(b.journal)
+        assert "stays charged" in sale.error and reversal.result.status is Status.DECLINED
+        assert b.terminal.batch().sale_count == 1
+
+
 @pytest.mark.parametrize(("register_protocol", "terminal_protocol"), DIRECTIONS)
 async def test_a_register_that_hangs_up_mid_sale_gets_the_charge_undone(
         register_protocol: str, terminal_protocol: str) -> None:
