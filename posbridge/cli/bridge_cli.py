@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -127,6 +128,11 @@ class _Printer:
         self.say(json.dumps(outcome_json(outcome), ensure_ascii=False) if self.as_json else outcome_line(outcome))
 
 
+def _wire_log(protocol: str, line: str) -> WireLogger:
+    """``-vv``: every frame of one line, decoded, under ``posbridge.wire.register`` / ``.terminal``."""
+    return WireLogger(protocols.get(protocol).describe, logger=logging.getLogger(f"posbridge.wire.{line}"))
+
+
 async def _bridge(args: argparse.Namespace, out: TextIO) -> int:
     path = Path(args.journal)
     if args.journal == str(default_journal_path()):
@@ -138,9 +144,8 @@ async def _bridge(args: argparse.Namespace, out: TextIO) -> int:
         bridge = Bridge(args.ecr, args.ecr_protocol, args.terminal, args.terminal_protocol, journal=journal,
                         terminal_id=args.terminal_id, deadline=args.timeout, lock_wait=args.lock_wait,
                         progress_interval=args.progress_interval, on_outcome=printer,
-                        register_trace=WireLogger(protocols.get(args.ecr_protocol).describe) if verbose >= 2 else None,
-                        terminal_trace=WireLogger(protocols.get(args.terminal_protocol).describe)
-                        if verbose >= 2 else None)
+                        register_trace=_wire_log(args.ecr_protocol, "register") if verbose >= 2 else None,
+                        terminal_trace=_wire_log(args.terminal_protocol, "terminal") if verbose >= 2 else None)
         task = asyncio.current_task()
         assert task is not None  # asyncio.run made one for this coroutine
         loop = asyncio.get_running_loop()
