@@ -95,7 +95,8 @@ OPERATIONS: dict[str, CommandHelp] = {
     "preauth": CommandHelp("preauth AMOUNT", "hold AMOUNT roubles (предавторизация)", "preauth 500.00"),
     "completion": CommandHelp("completion AMOUNT RRN [AUTH]", "charge a hold, fully or partly (завершение)",
                               "completion 450.00 123456789012"),
-    "cancel-preauth": CommandHelp("cancel-preauth AMOUNT RRN [AUTH]", "release a hold (отмена предавторизации)",
+    "cancel-preauth": CommandHelp("cancel-preauth AMOUNT RRN [AUTH]",
+                                  "release a hold (отмена предавторизации)",
                                   "cancel-preauth 500.00 123456789012"),
     "reverse-last": CommandHelp("reverse-last", "emergency reversal of the last money operation in the journal"),
     "settlement": CommandHelp("settlement", "close the batch (сверка итогов)"),
@@ -531,7 +532,8 @@ class Console:
             control.reset()
             return "the emulator forgot its rules, cards, delays and faults"
         rules = control.rules()
-        lines = [f"emulated terminal on {self.client.port if isinstance(self.client.port, str) else self.client.port.url}"]
+        port = self.client.port if isinstance(self.client.port, str) else self.client.port.url
+        lines = [f"emulated terminal on {port}"]
         lines += [f"  rule {i + 1}: {rule}" for i, rule in enumerate(rules)] or ["  no outcome rules"]
         return "\n".join(lines)
 
@@ -683,7 +685,8 @@ async def run_console(client: EcrClient, *, trace: bool | str = False, input: In
 
     session: PromptSession[str] = PromptSession(
         completer=command_completer(emulator is not None), history=history, input=input, output=output,
-        bottom_toolbar=lambda: FormattedText(console.toolbar()), key_bindings=bindings, style=style, refresh_interval=0.5,
+        bottom_toolbar=lambda: FormattedText(console.toolbar()), key_bindings=bindings, style=style,
+        refresh_interval=0.5,
         complete_while_typing=False)
     running: set[asyncio.Task[None]] = set()
 

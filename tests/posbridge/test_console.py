@@ -208,7 +208,8 @@ async def test_help_lists_commands_and_explains_one():
         assert "sale AMOUNT" in everything and "trace hex|decoded|both|off" in everything
         assert "card CARD" not in everything  # the emulator's commands only with --emulate
         assert plain(await console.handle("help refund")) == (
-            "refund AMOUNT RRN [AUTH]\n  return all or part of a purchase (возврат)\n  e.g. refund 50.00 123456789012")
+            "refund AMOUNT RRN [AUTH]\n  return all or part of a purchase (возврат)\n"
+            "  e.g. refund 50.00 123456789012")
         assert plain(await console.handle("help card")) == \
             "card: only with --emulate (the console's built-in virtual terminal)"
         assert plain(await console.handle("help fly")) == "there is no command 'fly' (type help for the list)"
@@ -351,8 +352,8 @@ async def test_ctrl_c_cancels_a_slow_sale_the_console_stays_and_recover_resolves
         async with session.running():
             report = await session.until("unknown outcome in the journal")
             assert report.startswith("1 operation(s) of this terminal have an unknown outcome in the journal:")
-            assert f"#{entry.id} sale 2.00 RUB transaction {entry.request.transaction_id} (unknown: interrupted before its answer came)" \
-                in report
+            listed = f"#{entry.id} sale 2.00 RUB transaction {entry.request.transaction_id} (unknown: "
+            assert listed + "interrupted before its answer came)" in report
             assert "type recover to resolve them" in report
             session.send("recover\n")
             recovered = await session.until(" resolved", timeout=30)
@@ -458,7 +459,8 @@ async def test_emulator_commands_set_faults_rules_and_reset_in_sentences(emulate
                                                       "fault", "rule foo=1", "rule code", "card", "card nonsense",
                                                       "decline 5x", "rule nth=two")}
         assert bad["delay card x"] == "delay needs seconds as a number, e.g. 2.5, not 'x'"
-        assert bad["delay card"] == bad["delay wait 1"] == "delay needs card, pin or host and the seconds, e.g. delay card 5"
+        assert bad["delay card"] == bad["delay wait 1"] == \
+            "delay needs card, pin or host and the seconds, e.g. delay card 5"
         assert bad["fault host bogus"].startswith("fault: host fault must be one of no_connection")
         assert bad["rule foo=1"].startswith("rule: foo is not a rule key")
         assert bad["rule code"] == "rule words are KEY=VALUE, e.g. code=51; 'code' is not"

@@ -68,7 +68,8 @@ def test_console_under_tmux_sells_and_ctrl_c_cancels_a_slow_sale_without_leaving
     command = [*program, "console", "--emulate",
                "--protocol", "inpas", "--journal", str(tmp_path / "ecr.sqlite"), "--history",
                str(tmp_path / "history")]
-    env = {"POSBRIDGE_LOCK_DIR": str(tmp_path), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TERM": "xterm-256color"}
+    env = {"POSBRIDGE_LOCK_DIR": str(tmp_path), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+           "TERM": "xterm-256color"}
     exit_status = tmp_path / "exit-status"
     tmux = Tmux(command, env, exit_status)
     try:
