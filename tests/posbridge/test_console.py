@@ -335,6 +335,12 @@ async def test_ctrl_c_cancels_a_slow_sale_the_console_stays_and_recover_resolves
         async with session.running():
             session.send("delay card 3\nsale 2.00\n")
             await wait_until(lambda: terminal_state(terminal) == "waiting_for_card")
+            session.send("quit\n")  # neither quit nor Ctrl-D leaves a running sale behind
+            await session.until("the sale is still running: Ctrl-C cancels it, then quit")
+            session.send("\x04")
+            await session.until("the sale is still running: Ctrl-C cancels it, then Ctrl-D leaves")
+            session.send("sale 1.00\n")  # one operation at a time
+            await session.until("the sale is still running: wait for it, or Ctrl-C to cancel it")
             session.send("\x03")
             unknown = await session.until("outcome unknown")
             assert unknown.startswith("sale: outcome unknown (cancelled by Ctrl-C).")
