@@ -34,6 +34,7 @@ class Tmux:
                       + " ".join(shlex.quote(word) for word in command)
                       + f"; echo $? > {shlex.quote(str(exit_status))}; sleep 60")
         self.run("new-session", "-d", "-s", "console", "-x", "160", "-y", "50", shell_line)
+        self.socket = Path(self.run("display-message", "-p", "#{socket_path}").strip())
 
     def run(self, *args: str) -> str:
         done = subprocess.run([*self.base, *args], capture_output=True, text=True, timeout=10)
@@ -58,7 +59,9 @@ class Tmux:
             time.sleep(0.05)
 
     def close(self) -> None:
+        """End the private server and remove its socket file."""
         subprocess.run([*self.base, "kill-server"], capture_output=True, timeout=10)
+        self.socket.unlink(missing_ok=True)
 
 
 def test_console_under_tmux_sells_and_ctrl_c_cancels_a_slow_sale_without_leaving(tmp_path: Path) -> None:
