@@ -63,15 +63,14 @@ def _resolve_port(args: argparse.Namespace) -> None:
 
 
 async def _run_console(args: argparse.Namespace) -> int:
-    from posbridge.cli.console import run_console
+    from posbridge.cli.console import run_console_command
 
     _resolve_port(args)
     journal = _open_journal(args)
     try:
-        await run_console(_make_client(args, journal), trace=args.trace)
+        return await run_console_command(args, lambda: _make_client(args, journal))
     finally:
         journal.close()
-    return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -379,8 +378,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = journal_sub.add_parser("check", help="say what is wrong with a journal (exit 0 sound, 2 not)")
     check.add_argument("file", help="journal file (the ECR's or the emulator's)")
     console = sub.add_parser("console", help="technician's console: run operations, watch the line")
-    _link_options(console)
+    _link_options(console, port_required=False)  # --emulate needs none
     console.add_argument("--trace", action="store_true", help="show every byte on the line from the start")
+    from posbridge.cli.console import add_console_arguments
+
+    add_console_arguments(console)
     from posbridge.cli.monitor import add_monitor_arguments
     from posbridge.cli.replay import add_replay_arguments
 
@@ -399,10 +401,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _link_options(p: argparse.ArgumentParser) -> None:
+def _link_options(p: argparse.ArgumentParser, *, port_required: bool = True) -> None:
     p.add_argument("--protocol", default=None, choices=protocols.names(),
                    help=f"wire protocol (default {DEFAULT_PROTOCOL}, or the model's with --port auto)")
-    p.add_argument("--port", required=True,
+    p.add_argument("--port", required=port_required,
                    help="device URL of the terminal (serial://…, tcp://…, usb://VID:PID), or 'auto'")
     p.add_argument("--terminal-id", help="terminal id to send (tag 27)")
     p.add_argument("--journal", default=str(default_journal_path()),
