@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
@@ -254,10 +255,26 @@ async def test_the_console_records_while_it_traces(tmp_path):
 
     assert build_parser().parse_args(["console", "--port", "tcp://x:1", "--record", "c.jsonl"]).record == "c.jsonl"
     path = tmp_path / "console.jsonl"
+    transcript: list[str] = []
+
+    async def shown(needle: str) -> None:
+        for _ in range(1000):
+            if any(needle in text for text in transcript):
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"{needle!r} never shown: {transcript}")
+
     async with TerminalLink("inpas", client_options={"record": path}) as link:
         with create_pipe_input() as pipe:
-            pipe.send_text("sale 2.00\ntrace off\nsettlement\nquit\n")
-            await run_console(link.client, trace=True, input=pipe, output=DummyOutput())
+            console = asyncio.ensure_future(run_console(link.client, trace=True, input=pipe, output=DummyOutput(),
+                                                        transcript=transcript))
+            # Operations run in the background: each command once the one before has answered.
+            pipe.send_text("sale 2.00\n")
+            await shown("sale: APPROVED")
+            pipe.send_text("trace off\nsettlement\n")
+            await shown("settlement: APPROVED")
+            pipe.send_text("quit\n")
+            await asyncio.wait_for(console, 10)
     capture = read_capture(path)
     assert [e.request.operation for e in recorded_exchanges(capture)] == [Operation.SALE, Operation.SETTLEMENT]
     posbridge_replay(path)
@@ -302,11 +319,11 @@ def test_a_capture_that_cannot_be_written_is_one_line_before_the_terminal_is_tak
 
 
 async def test_the_console_trace_shows_no_full_card_number():
-    from posbridge.cli.console import Console
+    from posbridge.cli.console import Console, plain
 
     async with TerminalLink("inpas") as link:
         lines: list[str] = []
-        console = Console(link.client, lines.append)
+        console = Console(link.client, lambda text: lines.append(plain(text)))
         console.tracing = True
         console._trace("rx", _terminal_bytes_with_full_pan("inpas") + b"junk " + FULL_PAN.encode() + b"\r")
     shown = "\n".join(lines)
