@@ -438,7 +438,7 @@ class Console:
             return "nothing to recover: no operation of this terminal has an unknown outcome"
         resolved = sum(r.resolved for r in recoveries)
         self.last_result = f"recover: {resolved} of {len(recoveries)} resolved"
-        lines = [_describe_recovery(r) for r in recoveries]
+        lines = [r.describe() for r in recoveries]
         style = "class:approved" if resolved == len(recoveries) else "class:unknown"
         return [("", "\n".join(lines) + "\n"),
                               (style, f"{resolved} of {len(recoveries)} resolved")]
@@ -570,16 +570,6 @@ def _describe_entry(entry: Any) -> str:
         error = "interrupted before its answer came"
     why = f": {error}" if error else ""
     return f"#{entry.id} {what}{amount} transaction {request.transaction_id or '-'} ({entry.state}{why})"
-
-
-def _describe_recovery(recovery: Recovery) -> str:
-    """Recovery.describe() with the amount in roubles, as everywhere on the console."""
-    entry = recovery.entry
-    request = entry.request
-    what = request.operation.value if isinstance(request.operation, Operation) else str(request.operation)
-    amount = f" {format_amount(request.amount, request.currency or 643)}" if request.amount is not None else ""
-    text = f"#{entry.id} {what}{amount} transaction {request.transaction_id or '-'}: {recovery.outcome}"
-    return text + (f" ({recovery.note})" if recovery.note else "")
 
 
 def _seconds(text: str, what: str) -> float:

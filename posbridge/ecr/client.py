@@ -40,7 +40,7 @@ from posbridge.protocols.common.session import CashierPrompt, Completed, EcrSess
 
 from posbridge.ecr.answers import answer_problems
 from posbridge.journal import EcrEntry, Journal
-from posbridge.model import RUB, Operation, Request, Result
+from posbridge.model import RUB, Operation, Request, Result, format_amount
 from posbridge.ecr.ownership import DEFAULT_LOCK_WAIT, TerminalLock, canonical_port, owner_alive, this_process
 from posbridge.pump import LinkClosed, SessionPump, Trace
 from posbridge.capture import CaptureWriter
@@ -105,8 +105,8 @@ class Recovery:
         """One line for people."""
         request = self.entry.request
         what = request.operation.value if isinstance(request.operation, Operation) else str(request.operation)
-        amount = f" {request.amount}" if request.amount is not None else ""
-        text = f"#{self.entry.id} {what}{amount} transaction {request.transaction_id}: {self.outcome}"
+        amount = f" {format_amount(request.amount, request.currency or RUB)}" if request.amount is not None else ""
+        text = f"#{self.entry.id} {what}{amount} transaction {request.transaction_id or '-'}: {self.outcome}"
         return text + (f" ({self.note})" if self.note else "")
 
 

@@ -211,7 +211,7 @@ def test_json_alone_on_stdout_after_recovery_then_cancel_of_a_refund_and_reverse
         assert after.returncode == 0, after.stderr
         sale = json.loads(after.stdout)  # stdout holds the JSON and nothing else
         assert sale["approved"] and sale["amount"] == 150_00
-        assert after.stderr.startswith("recovery: #1 sale 500") and "reversed" in after.stderr
+        assert after.stderr.startswith("recovery: #1 sale 5.00 RUB") and "reversed" in after.stderr
         refund = json.loads(cli("refund", "20.00", "--rrn", sale["rrn"], "--json").stdout)
         assert refund["approved"] and refund["operation"] == "refund"
         cancel = cli("cancel", "20.00", "--of", "refund", "--rrn", refund["rrn"], "--json")
