@@ -566,8 +566,6 @@ def _describe_entry(entry: Any) -> str:
     what = request.operation.value if isinstance(request.operation, Operation) else str(request.operation)
     amount = f" {format_amount(request.amount, request.currency or 643)}" if request.amount is not None else ""
     error = entry.error or ""
-    if error.startswith("interrupted"):  # the client journals the exception's repr: not for people
-        error = "interrupted before its answer came"
     why = f": {error}" if error else ""
     return f"#{entry.id} {what}{amount} transaction {request.transaction_id or '-'} ({entry.state}{why})"
 

@@ -294,7 +294,9 @@ class EcrClient:
             raise overdue from None
         except BaseException as error:  # cancelled mid-exchange: the outcome is unknown too
             self._exchange_failed()
-            self.journal.ecr.unknown(entry, f"interrupted: {error!r}")
+            why = "interrupted before its answer came" if isinstance(error, asyncio.CancelledError) else \
+                f"interrupted ({type(error).__name__}) before its answer came"
+            self.journal.ecr.unknown(entry, why)
             raise
         self.journal.ecr.finish(entry, result)
         return result
