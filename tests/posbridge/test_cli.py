@@ -155,13 +155,6 @@ def posbridge_process(*args: str, timeout: float = 60, **kwargs) -> subprocess.C
                           encoding="utf-8", cwd=ROOT, timeout=timeout, **kwargs)
 
 
-@pytest.fixture
-def private_locks(tmp_path, monkeypatch):
-    folder = tmp_path / "locks"
-    folder.mkdir()
-    monkeypatch.setenv("POSBRIDGE_LOCK_DIR", str(folder))
-    return folder
-
 
 def test_version_and_the_default_journal_in_help():
     done = posbridge_process("--version")
@@ -194,7 +187,7 @@ def test_head_c1_on_the_shell_gives_no_traceback():
 
 
 @pytest.mark.timeout(180)
-def test_json_alone_on_stdout_after_recovery_then_cancel_of_a_refund_and_reverse_last(tmp_path, private_locks):
+def test_json_alone_on_stdout_after_recovery_then_cancel_of_a_refund_and_reverse_last(tmp_path):
     from tests.posbridge.test_terminal_logs import Emulator
 
     emulator = Emulator(tmp_path, "inpas")  # its host answers after 0.4 s
@@ -237,7 +230,7 @@ def test_json_alone_on_stdout_after_recovery_then_cancel_of_a_refund_and_reverse
 
 
 @pytest.mark.timeout(90)
-def test_a_cashier_dialog_on_a_tty_asks_on_stderr_and_json_stays_alone_on_stdout(tmp_path, private_locks):
+def test_a_cashier_dialog_on_a_tty_asks_on_stderr_and_json_stays_alone_on_stdout(tmp_path):
     """The terminal asks for the card's last 4 digits; the cashier types them on the terminal (a pty as
     stdin); the question and the prompt go to stderr, stdout holds the result's JSON only."""
     link = tmp_path / "ttyPOS"

@@ -16,7 +16,6 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -55,13 +54,6 @@ SHORT_DEADLINE = 0.8  # for modes only the deadline can end (endless WAIT)
 SLACK = 0.75  # journaling, the quiet-line wait, scheduling
 _names = itertools.count()
 
-
-@pytest.fixture(autouse=True)
-def private_lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Each test its own terminal-lock folder."""
-    folder = tmp_path / "locks"
-    monkeypatch.setenv("POSBRIDGE_LOCK_DIR", str(folder))
-    return folder
 
 
 def _name(protocol: str, what: str) -> str:

@@ -39,12 +39,6 @@ IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 Layout = tuple[int, int, dict[str, int]]  # page size, page count, root page by table or index name
 
 
-@pytest.fixture(autouse=True)
-def private_lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "locks"
-    monkeypatch.setenv("POSBRIDGE_LOCK_DIR", str(folder))
-    return folder
-
 
 # --- a terminal port that tells on the command --------------------------------------------------------------
 @dataclass

@@ -43,13 +43,6 @@ FAST = {"ack_timeout": 0.2, "packet_timeout": 1.0}
 NOW = datetime(2026, 11, 22, 12, 30, 0)
 
 
-@pytest.fixture(autouse=True)
-def private_lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Each test its own lock folder: no test sees another's terminal locks or counters."""
-    folder = tmp_path / "locks"
-    monkeypatch.setenv("POSBRIDGE_LOCK_DIR", str(folder))
-    return folder
-
 
 # --- real processes ---------------------------------------------------------------------------------
 def _cli(*args: str) -> list[str]:

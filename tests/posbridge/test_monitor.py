@@ -44,13 +44,6 @@ FULL_PAN = "4111111111111111"
 STAMP = r"\d\d:\d\d:\d\d\.\d{3}"
 
 
-@pytest.fixture(autouse=True)
-def private_lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "locks"
-    folder.mkdir()
-    monkeypatch.setenv("POSBRIDGE_LOCK_DIR", str(folder))
-    return folder
-
 
 def request_frame(protocol: str, amount: int = 150_00) -> bytes:
     """The bytes an ECR session of ``protocol`` sends for a sale."""

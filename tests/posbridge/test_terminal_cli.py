@@ -19,13 +19,6 @@ from .test_terminal_logs import ROOT, Emulator
 from .terminal_support import legitimate_sale
 
 
-@pytest.fixture(autouse=True)
-def private_lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "locks"
-    folder.mkdir()
-    monkeypatch.setenv("POSBRIDGE_LOCK_DIR", str(folder))
-    return folder
-
 
 def test_a_second_emulator_on_a_live_emulators_pty_is_refused_in_one_line(tmp_path: Path) -> None:
     link = tmp_path / "ttyPOS"

@@ -42,13 +42,6 @@ from .terminal_support import (
 HUGE = "9" * 5000  # more digits than int() takes from text (4,300)
 
 
-@pytest.fixture(autouse=True)
-def private_lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "locks"
-    folder.mkdir()
-    monkeypatch.setenv("POSBRIDGE_LOCK_DIR", str(folder))
-    return folder
-
 
 def terminal(protocol: str) -> VirtualTerminal:
     return VirtualTerminal(protocol, config=TerminalConfig(idle_timeout=0.3, progress_interval=0.2),

@@ -27,13 +27,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CARD = "5100000000000008"
 
 
-@pytest.fixture(autouse=True)
-def private_lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "locks"
-    folder.mkdir()
-    monkeypatch.setenv("POSBRIDGE_LOCK_DIR", str(folder))
-    return folder
-
 
 class Emulator:
     def __init__(self, tmp_path: Path, protocol: str, *extra: str) -> None:

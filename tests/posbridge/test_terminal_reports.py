@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -21,13 +20,6 @@ from .terminal_support import PROTOCOLS, TERMINAL_ID, legitimate_sale, serving
 NOW = datetime(2026, 11, 22, 9, 0, 0)
 CARDS = (("411111******1111", "VISA"), ("510000******0008", "MASTERCARD"), ("220000******0004", "MIR"))
 
-
-@pytest.fixture(autouse=True)
-def private_lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "locks"
-    folder.mkdir()
-    monkeypatch.setenv("POSBRIDGE_LOCK_DIR", str(folder))
-    return folder
 
 
 def fill(journal: Journal, sales: int) -> dict[str, int]:

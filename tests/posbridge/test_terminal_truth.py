@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -24,13 +23,6 @@ from .terminal_support import PROTOCOLS, TERMINAL_ID, Register, legitimate_sale,
 
 FAST_ECR = {"ack_timeout": 3.0, "packet_timeout": 5.0}
 
-
-@pytest.fixture(autouse=True)
-def private_lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "locks"
-    folder.mkdir()
-    monkeypatch.setenv("POSBRIDGE_LOCK_DIR", str(folder))
-    return folder
 
 
 def slow_terminal(protocol: str, latency: float, **config: object) -> VirtualTerminal:
