@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from posbridge import protocols
+from posbridge.cli.formatting import seconds_argument
 from posbridge.bridge import Bridge, BridgeOutcome
 from posbridge.ecr import DEFAULT_DEADLINE
 from posbridge.ecr.ownership import DEFAULT_LOCK_WAIT
@@ -47,25 +48,17 @@ def add_bridge_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--journal", default=str(default_journal_path()),
                    help="the bridge's ECR journal (SQLite; default %(default)s)")
     p.add_argument("--terminal-id", help="terminal id to send when the register sends none")
-    p.add_argument("--timeout", type=_seconds, default=DEFAULT_DEADLINE,
+    p.add_argument("--timeout", type=seconds_argument, default=DEFAULT_DEADLINE,
                    help="seconds one operation may take at the terminal (default %(default)g); then its "
                         "outcome is unknown and recovered")
-    p.add_argument("--lock-wait", type=_seconds, default=DEFAULT_LOCK_WAIT,
+    p.add_argument("--lock-wait", type=seconds_argument, default=DEFAULT_LOCK_WAIT,
                    help="seconds to wait for a terminal another process is using (default %(default)g)")
-    p.add_argument("--progress-interval", type=_seconds, default=5.0,
+    p.add_argument("--progress-interval", type=seconds_argument, default=5.0,
                    help="seconds between the bridge's own progress packets to the register (default %(default)g)")
     p.add_argument("--json", action="store_true", help="one JSON object a line instead of text")
     return p
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < value <= 86_400:
-        raise argparse.ArgumentTypeError(f"seconds must be above 0 and at most 86400, got {text}")
-    return value
 
 
 def outcome_line(outcome: BridgeOutcome) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import re
@@ -104,3 +105,14 @@ class JsonLogFormatter(logging.Formatter):
         if record.exc_info:
             data["exception"] = _masked(self.formatException(record.exc_info))
         return json.dumps(data, ensure_ascii=False, default=str)
+
+
+def seconds_argument(text: str) -> float:
+    """An argparse type: seconds above 0 and at most a day (``--timeout``, ``--lock-wait``…)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= 86_400:
+        raise argparse.ArgumentTypeError(f"seconds must be above 0 and at most 86400, got {text}")
+    return value

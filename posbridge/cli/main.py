@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Sequence, TextIO
 
 from posbridge import __version__, protocols
 from posbridge.devices import DeviceError
-from posbridge.cli.formatting import format_result, result_to_json
+from posbridge.cli.formatting import format_result, result_to_json, seconds_argument
 from posbridge.model import Operation, PosbridgeError, Request, parse_amount
 from posbridge.ecr.client import DEFAULT_DEADLINE, EcrClient, PromptHandler, Recovery
 from posbridge.journal import EXPORT_OUTCOMES, Journal, default_journal_path
@@ -410,23 +410,15 @@ def _link_options(p: argparse.ArgumentParser, *, port_required: bool = True) -> 
     p.add_argument("--journal", default=str(default_journal_path()),
                    help="ECR journal file (SQLite; default %(default)s)")
     p.add_argument("--json", action="store_true", help="print the result as JSON (recovery notes go to stderr)")
-    p.add_argument("--timeout", type=_seconds, default=DEFAULT_DEADLINE,
+    p.add_argument("--timeout", type=seconds_argument, default=DEFAULT_DEADLINE,
                    help="seconds one operation may take in all (default %(default)g); then its outcome is "
                         "unknown and recovered")
-    p.add_argument("--lock-wait", type=_seconds, default=DEFAULT_LOCK_WAIT,
+    p.add_argument("--lock-wait", type=seconds_argument, default=DEFAULT_LOCK_WAIT,
                    help="seconds to wait for a terminal another process is using (default %(default)g)")
     p.add_argument("--record", metavar="FILE", help="write every byte on the line to a capture (JSON lines, card "
                    "numbers masked) for `posbridge replay`")
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < value <= 86_400:
-        raise argparse.ArgumentTypeError(f"seconds must be above 0 and at most 86400, got {text}")
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
