@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Sequence, TextIO
 from posbridge import __version__, protocols
 from posbridge.devices import DeviceError
 from posbridge.cli.formatting import format_result, result_to_json, seconds_argument
+from posbridge.ecr.gateway import GatewaySettings
 from posbridge.model import Operation, PosbridgeError, Request, parse_amount
 from posbridge.ecr.client import DEFAULT_DEADLINE, EcrClient, PromptHandler, Recovery
 from posbridge.journal import EXPORT_OUTCOMES, Journal, default_journal_path
@@ -113,7 +114,8 @@ def _open_journal(args: argparse.Namespace) -> Journal:
 
 def _make_client(args: argparse.Namespace, journal: Journal, on_prompt: PromptHandler | None = None) -> EcrClient:
     return EcrClient(args.port, args.protocol, journal=journal, terminal_id=args.terminal_id,
-                     deadline=args.timeout, lock_wait=args.lock_wait, on_prompt=on_prompt, record=args.record)
+                     deadline=args.timeout, lock_wait=args.lock_wait, on_prompt=on_prompt, record=args.record,
+                     gateway=GatewaySettings(enabled=not args.no_gateway))
 
 
 def _print_recovery(recoveries: list[Recovery], out: TextIO = sys.stderr) -> None:
@@ -417,8 +419,9 @@ def _link_options(p: argparse.ArgumentParser, *, port_required: bool = True) -> 
                    help="seconds to wait for a terminal another process is using (default %(default)g)")
     p.add_argument("--record", metavar="FILE", help="write every byte on the line to a capture (JSON lines, card "
                    "numbers masked) for `posbridge replay`")
-
-
+    p.add_argument("--no-gateway", action="store_true",
+                   help="refuse to carry an INPAS terminal's connection to its bank host (gateway mode, "
+                        "docs/host-protocol.md); carried by default")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

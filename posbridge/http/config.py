@@ -24,6 +24,11 @@ lock_wait = 30
 recovery_retry = 5                 # seconds before recovery tries again an outcome it left open (doubling)
 [terminals.timers]                 # protocol timers, seconds
 ack_timeout = 5.0
+[terminals.gateway]                # INPAS gateway mode: carrying the terminal's host connection
+enabled = true                     # false: refuse it (the terminal then reports no connection)
+connect_timeout = 10.0             # per host address tried
+receive_wait = 5.0                 # a receive finding nothing yet answers "nothing yet" after this
+write_timeout = 10.0
 ```
 """
 
@@ -45,6 +50,7 @@ else:  # pragma: no cover
 
 from posbridge import protocols
 from posbridge.ecr import DEFAULT_DEADLINE
+from posbridge.ecr.gateway import GatewaySettings
 from posbridge.ecr.ownership import DEFAULT_LOCK_WAIT
 from posbridge.journal import default_journal_path
 
@@ -77,6 +83,7 @@ class TerminalSettings:
     lock_wait: float = DEFAULT_LOCK_WAIT
     recovery_retry: float = DEFAULT_RECOVERY_RETRY
     timers: dict[str, float] = field(default_factory=dict)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
 
 
 @dataclass(frozen=True)
@@ -139,7 +146,7 @@ def parse_listen(text: str) -> tuple[str, int]:
 def _terminal(data: dict[str, Any], index: int) -> TerminalSettings:
     where = f"terminals[{index}]"
     unknown = sorted(set(data) - {"name", "port", "protocol", "terminal_id", "num_device", "deadline",
-                                  "lock_wait", "recovery_retry", "timers"})
+                                  "lock_wait", "recovery_retry", "timers", "gateway"})
     if unknown:
         raise ConfigError(f"unknown setting(s) in {where}: {', '.join(unknown)}")
     name, port = data.get("name"), data.get("port")
@@ -169,7 +176,28 @@ def _terminal(data: dict[str, Any], index: int) -> TerminalSettings:
         raise ConfigError(f"{where}.timers must be a table of seconds")
     return TerminalSettings(name=name, port=port, protocol=protocol,
                             terminal_id=None if terminal_id is None else str(terminal_id), num_device=num_device,
-                            timers={str(k): float(v) for k, v in timers.items()}, **seconds)
+                            timers={str(k): float(v) for k, v in timers.items()},
+                            gateway=_gateway(data.get("gateway", {}), f"{where}.gateway"), **seconds)
+
+
+def _gateway(data: Any, where: str) -> GatewaySettings:
+    """``[terminals.gateway]``: how the service carries an INPAS terminal's host connection."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a table (enabled, connect_timeout, receive_wait, write_timeout)")
+    unknown = sorted(set(data) - {"enabled", "connect_timeout", "receive_wait", "write_timeout"})
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in {where}: {', '.join(unknown)}")
+    enabled = data.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{where}.enabled must be true or false, got {enabled!r}")
+    seconds = {key: data[key] for key in ("connect_timeout", "receive_wait", "write_timeout") if key in data}
+    for key, value in seconds.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}.{key} must be seconds, got {value!r}")
+    try:
+        return GatewaySettings(enabled=enabled, **{k: float(v) for k, v in seconds.items()})
+    except ValueError as error:
+        raise ConfigError(f"{where}: {error}") from None
 
 
 def _auth(data: Any, where: str) -> tuple[str, str]:

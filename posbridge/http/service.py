@@ -154,7 +154,8 @@ class TerminalWorker:
         self.service = service
         self.client = EcrClient(settings.port, settings.protocol, journal=service.journal,
                                 terminal_id=settings.terminal_id, timers=dict(settings.timers),
-                                deadline=settings.deadline, lock_wait=settings.lock_wait)
+                                deadline=settings.deadline, lock_wait=settings.lock_wait,
+                                gateway=settings.gateway)
         self.waiting: deque[Job] = deque()
         self._wake = asyncio.Event()
         self.current: Job | None = None

@@ -20,7 +20,7 @@ from tests.http.processes import _start, stop
 def _cli(*args: str) -> dict:
     done = subprocess.run([sys.executable, "-m", "posbridge", *args, "--json"], capture_output=True, text=True,
                           timeout=60)
-    assert done.returncode in (0, 1), done.stderr
+    assert done.returncode in (0, 3), done.stderr  # approved, or declined by the terminal
     return json.loads(done.stdout)
 
 
@@ -44,6 +44,8 @@ def test_a_day_through_the_ecr_to_posbridge_host(tmp_path) -> None:
         assert cancel["status"] == "approved", cancel
         settlement = _cli("settlement", *common)
         assert settlement["status"] == "approved", settlement
+        refused = _cli("sale", "10.00", "--no-gateway", *common)  # an ECR that does not carry it
+        assert refused["status"] == "no_connection", refused
     finally:
         emulator_log = stop(emulator)
         host_log = stop(host)

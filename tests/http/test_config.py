@@ -6,6 +6,8 @@ import re
 
 import pytest
 
+from posbridge.ecr.gateway import GatewaySettings
+
 from posbridge.cli.main import build_parser
 from posbridge.http import config as config_module
 from posbridge.http.config import ConfigError, config_from_args, load_config, parse_listen
@@ -27,6 +29,7 @@ def test_the_documented_example_file_is_valid(tmp_path):
     assert (terminal.name, terminal.protocol, terminal.terminal_id, terminal.num_device) == ("kassa1", "inpas",
                                                                                              "00344224", 1)
     assert terminal.timers == {"ack_timeout": 5.0} and terminal.recovery_retry == 5
+    assert terminal.gateway == GatewaySettings(enabled=True, connect_timeout=10.0, receive_wait=5.0, write_timeout=10.0)
     assert config.auth == ("kassa", "secret") and "secret" not in repr(config)
 
 
@@ -81,6 +84,12 @@ def test_bad_settings_are_one_line_naming_the_setting(argv, message):
     ('[[terminals]]\nname = "k"\nport = "serial:///x"\ndeadline = 0\n', "terminals[0].deadline must be seconds"),
     ('[auth]\nuser = "a"\n[[terminals]]\nname = "k"\nport = "serial:///x"\n', "auth needs a password"),
     ("listen = \n", "cannot read settings"),
+    ('[[terminals]]\nname = "k"\nport = "serial:///x"\n[terminals.gateway]\nenabled = "no"\n',
+     "terminals[0].gateway.enabled must be true or false"),
+    ('[[terminals]]\nname = "k"\nport = "serial:///x"\n[terminals.gateway]\nreceive_wait = 0\n',
+     "terminals[0].gateway: gateway receive_wait must be 0 < seconds <= 600"),
+    ('[[terminals]]\nname = "k"\nport = "serial:///x"\n[terminals.gateway]\nport = 1\n',
+     "unknown setting(s) in terminals[0].gateway: port"),
 ])
 def test_bad_files_name_the_setting(tmp_path, text, message):
     path = tmp_path / "serve.toml"
