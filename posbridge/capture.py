@@ -31,7 +31,6 @@ one field by field, ignoring :data:`VOLATILE_FIELDS` (values that legitimately d
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -42,7 +41,8 @@ from typing import IO, Any, Literal
 from posbridge import __version__, protocols
 from posbridge.protocols import FrameDescription
 from posbridge.protocols.common.describe import EntryKind
-from posbridge.protocols.common.model import Request, mask_bytes, mask_card_bytes, mask_decoded
+from posbridge.protocols.common.model import Request, mask_bytes, mask_decoded
+from posbridge.protocols.common.parts import DescribedStream, Piece, joined, masked_values
 from posbridge.protocols.common.session import (CashierPrompt, Completed, EcrSession, Failed, PromptAnswered,
                                                 RequestReceived, RequestRejected)
 
@@ -73,21 +73,10 @@ class CaptureError(ValueError):
     """A capture that cannot be read or replayed; the message is one line naming where."""
 
 
-def _masked_values(entries: Iterable[FrameDescription]) -> list[str]:
-    """The describer's masked card numbers (``411111******1111``): where a full one sits in the bytes."""
-    found = []
-    for entry in entries:
-        for item in entry.fields:
-            value = item.value if isinstance(item.value, str) else ""
-            if "*" in value and re.fullmatch(r"\d{6}\*+\d{4}", value):
-                found.append(value)
-    return found
-
-
 def masked_line_bytes(data: bytes, entries: Iterable[FrameDescription]) -> bytes:
     """``data`` fit to show or write, given its description: :func:`mask_bytes` with the card
     numbers the describer found in it."""
-    return mask_bytes(data, _masked_values(entries))
+    return mask_bytes(data, masked_values(entries))
 
 
 class CaptureWriter:
@@ -95,7 +84,11 @@ class CaptureWriter:
 
     ``side`` is which end of the line the traced pump is ("ecr": its tx goes ecr->terminal;
     "terminal": its tx goes terminal->ecr). Bytes are gathered per direction until they end on a
-    frame boundary, so one line holds whole frames. ``target`` is a path or an open text file.
+    frame boundary, so one line holds whole frames (a half frame is held at most ``limit`` bytes).
+    The parts of a split message (INPAS SOH frames) are held until its final part and written in
+    one line, the final part with the whole message's fields: a card number cut between two parts
+    is masked in both (:class:`~posbridge.protocols.common.parts.DescribedStream`). ``target`` is a
+    path or an open text file.
     """
 
     def __init__(self, target: str | Path | IO[str], protocol: str | protocols.ProtocolSpec, *, side: Side,
@@ -107,7 +100,7 @@ class CaptureWriter:
         self._owns = not hasattr(target, "write")
         self._file: IO[str] = open(target, "w", encoding="utf-8") if self._owns else target  # type: ignore[arg-type,assignment]
         self._start = clock()
-        self._pending: dict[str, bytes] = {"rx": b"", "tx": b""}
+        self._streams: dict[str, DescribedStream] = {}
         header = {"capture": "posbridge", "format": CAPTURE_FORMAT, "protocol": self.spec.name,
                   "posbridge": __version__, "side": side, "link": dict(link or {}),
                   "started": datetime.now(timezone.utc).isoformat()}
@@ -122,29 +115,26 @@ class CaptureWriter:
         return ECR_TO_TERMINAL if ecr_sends else TERMINAL_TO_ECR
 
     def __call__(self, direction: str, data: bytes) -> None:
-        buffer = self._pending.get(direction, b"") + data
-        entries = self.spec.describe(buffer)
-        cut = len(buffer)
-        last = entries[-1] if entries else None
-        if last is not None and last.kind is EntryKind.INCOMPLETE and len(buffer) < self.limit:
-            cut = last.offset
-            entries = entries[:-1]
-        self._pending[direction] = buffer[cut:]
-        if cut:
-            self._line(direction, buffer[:cut], entries)
+        stream = self._streams.get(direction)
+        if stream is None:
+            stream = self._streams[direction] = DescribedStream(self.spec.describe, limit=self.limit)
+        self._line(direction, stream.feed(data))
 
-    def _line(self, direction: str, data: bytes, entries: list[FrameDescription]) -> None:
-        safe = masked_line_bytes(data, entries)
+    def _line(self, direction: str, pieces: list[Piece]) -> None:
+        if not pieces:
+            return
+        safe, entries = joined(pieces)
         self._write({"t": round(self.clock() - self._start, 6), "wall": datetime.now(timezone.utc).isoformat(),
                      "dir": self._direction(direction), "hex": safe.hex(),
-                     "decoded": [mask_decoded(entry.to_dict()) for entry in entries], "masked": safe != data})
+                     "decoded": [mask_decoded(entry.to_dict()) for entry in entries],
+                     "masked": safe != b"".join(piece.data for piece in pieces)})
 
     def close(self) -> None:
-        """Write what is still gathered (a half frame, as it is) and close a file this writer opened."""
-        for direction, rest in self._pending.items():
-            if rest:
-                self._line(direction, rest, self.spec.describe(rest))
-        self._pending = {"rx": b"", "tx": b""}
+        """Write what is still gathered (a half frame as it is, the parts of a split message whose
+        final part never came) and close a file this writer opened."""
+        for direction, stream in self._streams.items():
+            self._line(direction, stream.flush())
+        self._streams = {}
         if self._owns:
             self._file.close()
         else:

@@ -31,8 +31,9 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar, Union
 
 from posbridge.devices import Device, DeviceClosed, DeviceError
-from posbridge.protocols.common.describe import EntryKind, FrameDescription
-from posbridge.protocols.common.model import mask_card_bytes, mask_decoded
+from posbridge.protocols.common.describe import FrameDescription
+from posbridge.protocols.common.model import mask_decoded
+from posbridge.protocols.common.parts import DescribedStream, Piece, joined
 from posbridge.protocols.common.errors import Disconnected, LinkError
 from posbridge.protocols.common.model import mask_card_numbers
 from posbridge.protocols.common.session import Failed, Session, SessionEvent
@@ -366,8 +367,12 @@ class WireLogger:
     """A :data:`Trace` that logs every frame on the line, in hex and decoded (``-vv``).
 
     ``describe`` is the protocol's frame describer (``ProtocolSpec.describe``); it masks the card
-    numbers it knows as such, and any other run of digits that could be one is masked here. Bytes are gathered per direction until they end on a frame boundary, so a frame split
-    over several reads is logged once, whole (a half frame is held at most ``limit`` bytes).
+    numbers it knows as such, and any other run of digits that could be one is masked here. Bytes
+    are gathered per direction until they end on a frame boundary, so a frame split over several
+    reads is logged once, whole (a half frame is held at most ``limit`` bytes). The parts of a split
+    message (INPAS SOH frames) are held until its final part and logged in one line, the final part
+    with the whole message's fields: a card number cut between two parts is masked in both
+    (:class:`~posbridge.protocols.common.parts.DescribedStream`); :meth:`flush` logs what is held.
     """
 
     def __init__(self, describe: Callable[[bytes], list[FrameDescription]],
@@ -375,29 +380,29 @@ class WireLogger:
         self.describe = describe
         self.log = logger
         self.limit = limit
-        self._pending: dict[str, bytes] = {"rx": b"", "tx": b""}
+        self._streams: dict[str, DescribedStream] = {}
 
     def __call__(self, direction: str, data: bytes) -> None:
         if not self.log.isEnabledFor(logging.DEBUG):
             return
-        buffer = self._pending.get(direction, b"") + data
-        decoded: list[object]
-        cut = len(buffer)
-        try:
-            entries = self.describe(buffer)
-        except Exception as error:  # a describer bug costs a log line, never the link
-            decoded = [{"problems": [{"reason": "describe", "detail": summarize_error(error)}]}]
-        else:
-            last = entries[-1] if entries else None
-            if last is not None and last.kind is EntryKind.INCOMPLETE and len(buffer) < self.limit:
-                cut = last.offset
-                entries = entries[:-1]
-            # Masked before clipping: a cut card number would no longer look like one.
-            decoded = [_clip_values(mask_decoded(entry.to_dict())) for entry in entries]
-        self._pending[direction] = buffer[cut:]
-        if cut:
-            self.log.debug("%s %s %s", direction, mask_card_bytes(buffer[:cut]).hex(),
-                           json.dumps(decoded, ensure_ascii=False, default=str))
+        stream = self._streams.get(direction)
+        if stream is None:
+            stream = self._streams[direction] = DescribedStream(self.describe, limit=self.limit)
+        self._line(direction, stream.feed(data))
+
+    def flush(self) -> None:
+        """Log what is still held: a half frame as it is, the parts of a split message whose final
+        part never came."""
+        for direction, stream in self._streams.items():
+            self._line(direction, stream.flush())
+
+    def _line(self, direction: str, pieces: list[Piece]) -> None:
+        if not pieces:
+            return
+        safe, entries = joined(pieces)
+        # Masked before clipping: a cut card number would no longer look like one.
+        decoded = [_clip_values(mask_decoded(entry.to_dict())) for entry in entries]
+        self.log.debug("%s %s %s", direction, safe.hex(), json.dumps(decoded, ensure_ascii=False, default=str))
 
 
 def _clip_values(value: Any, limit: int = 256) -> Any:

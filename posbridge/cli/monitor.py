@@ -41,12 +41,11 @@ from pathlib import Path
 from typing import IO, Any, TextIO
 
 from posbridge import protocols
-from posbridge.capture import (ECR_TO_TERMINAL, TERMINAL_TO_ECR, CaptureWriter, mask_bytes, mask_decoded,
-                               masked_line_bytes)
+from posbridge.capture import ECR_TO_TERMINAL, TERMINAL_TO_ECR, CaptureWriter, mask_decoded
 from posbridge.devices import Device, DeviceClosed, open_device
 from posbridge.protocols.common.describe import EntryKind, FrameDescription, Problem
 from posbridge.protocols.common.model import mask_card_bytes
-from posbridge.protocols.common.scanner import HEADER_SIZE
+from posbridge.protocols.common.parts import Piece, SplitMessages, pieces_of
 from posbridge.pump import summarize_error
 
 __all__ = ["DIRECTIONS", "LinkMonitor", "MonitorReport", "Piece", "StreamDecoder", "add_monitor_arguments",
@@ -60,7 +59,6 @@ _REOPEN_FIRST, _REOPEN_MAX = 0.2, 2.0  # back-off opening a connecting side agai
 _DIRECTION_COLOURS = {ECR_TO_TERMINAL: "36", TERMINAL_TO_ECR: "33"}  # cyan, yellow
 _NOISE_SHOWN = 32  # bytes of a longer run of noise shown in its text line (--hex and JSON have them all)
 _TRAILING_DIGITS = re.compile(rb"[0-9]{1,19}\Z")
-_MASKED_CARD = re.compile(r"\d{6}\*+\d{4}")
 
 
 def _masked_fields(entry: FrameDescription) -> FrameDescription:
@@ -71,25 +69,7 @@ def _masked_fields(entry: FrameDescription) -> FrameDescription:
     return replace(entry, fields=tuple(replace(item, value=mask_decoded(item.value)) for item in entry.fields))
 
 
-def _masked_values(entry: FrameDescription) -> list[str]:
-    """The card numbers the describer masked in ``entry`` (``411111******1111``)."""
-    return [item.value for item in entry.fields if _MASKED_CARD.fullmatch(item.value)]
-
-
 # --- decoding a stream -----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Piece:
-    """Bytes of one direction and their description: a frame (with the noise directly before it,
-    ``entry.skipped`` bytes), a control byte, a run of noise, or a frame that never completed.
-    ``entry.offset`` is where the entry starts within ``data``. ``shown``, when set, is ``data`` with
-    the digits of a card number that straddles the parts of a split message masked (each part alone
-    holds too few digits to be recognised)."""
-
-    data: bytes
-    entry: FrameDescription
-    shown: bytes | None = None
-
-
 class StreamDecoder:
     """Cuts one direction's bytes, fed in any chunks, into :class:`Piece` s, using the protocol's
     ``describe`` (which sees whole byte strings, not streams).
@@ -104,7 +84,8 @@ class StreamDecoder:
     The frames of a message split over several frames (INPAS SOH parts) are described again with
     the next part, so the final part carries the whole message's fields as the describer gives them;
     the parts are held until the final one (or until anything else comes, or :meth:`flush`) and given
-    out together, so that a card number split between two parts is masked in both (``Piece.shown``).
+    out together, so that a card number split between two parts is masked in both (``Piece.shown``):
+    :class:`~posbridge.protocols.common.parts.SplitMessages` does that, for every consumer of describers.
 
     A held frame larger than ``eager`` bytes is described again only once its bytes have doubled (or
     at :meth:`flush`): a hostile length field costs O(n log n), not O(n²). Every byte fed comes
@@ -117,14 +98,13 @@ class StreamDecoder:
         self.limit = limit
         self.eager = eager
         self._buffer = b""  # fed, not yet shown: a frame in progress, noise before it, trailing digits
-        self._context = b""  # shown frames of a split message not yet complete (described again)
         self._next_try = 0  # describe again once the buffer holds this many bytes
-        self._parts: list[Piece] = []  # the parts of a split message so far, given out with its final part
+        self._split_messages = SplitMessages(limit=limit)  # parts held, and the frames described again
 
     @property
     def pending(self) -> int:
         """Bytes fed and not yet shown."""
-        return len(self._buffer) + sum(len(piece.data) for piece in self._parts)
+        return len(self._buffer) + self._split_messages.pending
 
     def feed(self, data: bytes) -> list[Piece]:
         """The pieces ``data`` completes (those before it included), in order."""
@@ -152,19 +132,19 @@ class StreamDecoder:
                 detail = "; ".join(problem.detail for problem in last.problems)
                 stray = replace(last, size=1, problems=(Problem(
                     "incomplete", f"{detail}: no such frame came, good frames did; taken for noise", start),))
-                pieces += self._group(self._pieces(self._buffer[:start + 1], [*entries[:-1], stray], 0))
+                pieces += self._split_messages.hold(pieces_of(self._buffer[:start + 1], [*entries[:-1], stray]))
                 self._buffer = rest
                 self._next_try = 0
                 pieces += self._split(hold=True)
             else:
                 pieces += self._split(hold=False)
         self._next_try = 0
-        return pieces + self._group([], release=True)
+        return pieces + self._split_messages.release()
 
     def forget(self) -> list[Piece]:
         """:meth:`flush`, and forget a split message in progress (its sender is gone)."""
         pieces = self.flush()
-        self._context = b""
+        self._split_messages.forget()
         return pieces
 
     def _describe(self, data: bytes) -> list[FrameDescription]:
@@ -175,12 +155,12 @@ class StreamDecoder:
                                      problems=(Problem("describe", summarize_error(error)),))]
 
     def _split(self, *, hold: bool) -> list[Piece]:
-        context = self._context
+        context = self._split_messages.context
         whole = context + self._buffer
         entries = self._describe(whole)
         if hold and entries and entries[-1].kind is EntryKind.INCOMPLETE:
             entries.pop()
-        pieces = self._pieces(whole, entries, len(context))
+        pieces = pieces_of(whole, entries, len(context))
         shown = len(context) + sum(len(piece.data) for piece in pieces)
         if not hold and shown < len(whole):  # bytes no entry named: shown as noise, never dropped
             rest = whole[shown:]
@@ -194,78 +174,10 @@ class StreamDecoder:
                 if keep:
                     pieces.append(Piece(keep, replace(last.entry, size=len(keep), data=mask_card_bytes(keep).hex())))
                 shown -= len(last.data) - len(keep)
-        for piece in pieces:
-            entry = piece.entry
-            if entry.kind is EntryKind.FRAME:
-                frame = piece.data[entry.offset:entry.offset + entry.size]
-                split = entry.part is not None and not entry.part.final
-                context = context + frame if split and len(context) < self.limit else b""
-        self._context = context
         self._buffer = whole[shown:]
         held = len(self._buffer)
         self._next_try = 2 * held if held > self.eager else 0
-        return self._group(pieces)
-
-    def _group(self, pieces: list[Piece], *, release: bool = False) -> list[Piece]:
-        """Hold the parts of a split message; give them out, masked together, with its final part,
-        before anything else that comes, or on ``release``."""
-        out: list[Piece] = []
-        for piece in pieces:
-            entry = piece.entry
-            part = entry.part if entry.kind is EntryKind.FRAME and entry.ok else None
-            if part is not None and not part.final:
-                self._parts.append(piece)
-                if sum(len(held.data) for held in self._parts) > self.limit:
-                    out += self._release([])
-                continue
-            out += self._release([piece] if part is not None else [])
-            if part is None:
-                out.append(piece)
-        if release:
-            out += self._release([])
-        return out
-
-    def _release(self, final: list[Piece]) -> list[Piece]:
-        """The held parts (and ``final``), with a card number straddling their chunks masked."""
-        parts, self._parts = [*self._parts, *final], []
-        if len(parts) < 2:
-            return parts
-        chunks = [bytes.fromhex(piece.entry.part.chunk) if piece.entry.part else b"" for piece in parts]
-        joined = b"".join(chunks)
-        safe = mask_bytes(joined, _masked_values(parts[-1].entry))
-        if safe == joined:
-            return parts
-        out, at_chunk = [], 0
-        for piece, chunk in zip(parts, chunks):
-            safe_chunk, at_chunk = safe[at_chunk:at_chunk + len(chunk)], at_chunk + len(chunk)
-            entry = piece.entry
-            if safe_chunk == chunk or entry.part is None:
-                out.append(piece)
-                continue
-            # the chunk is the tail of the frame's body, which follows the start byte and LEN
-            at = entry.offset + HEADER_SIZE + (entry.length or 0) - len(chunk)
-            if piece.data[at:at + len(chunk)] != chunk:
-                at = piece.data.find(chunk, entry.offset)
-            shown = piece.data[:at] + safe_chunk + piece.data[at + len(chunk):] if at >= 0 else None
-            out.append(Piece(piece.data, replace(entry, part=replace(entry.part, chunk=safe_chunk.hex())),
-                             shown=shown if shown is not None else mask_bytes(piece.data)))
-        return out
-
-    @staticmethod
-    def _pieces(whole: bytes, entries: list[FrameDescription], shown_before: int) -> list[Piece]:
-        """Pieces for ``entries`` that end after ``shown_before``; each piece runs from the end of
-        the previous entry, so bytes no entry names are not lost."""
-        pieces = []
-        previous = 0
-        for entry in entries:
-            end = min(entry.offset + entry.size, len(whole))
-            if end <= shown_before or end <= previous:
-                previous = max(previous, end)
-                continue
-            begin = max(previous, shown_before)
-            pieces.append(Piece(whole[begin:end], replace(entry, offset=max(0, entry.offset - begin))))
-            previous = end
-        return pieces
+        return self._split_messages.hold(pieces)
 
 
 # --- what the monitor reports ----------------------------------------------------------------------
@@ -566,7 +478,7 @@ class LinkMonitor:
     def _show(self, direction: str, pieces: list[Piece]) -> None:
         for piece in pieces:
             entry = piece.entry
-            safe = masked_line_bytes(piece.data if piece.shown is None else piece.shown, [entry])
+            safe = piece.safe()  # a card number masked, one straddling a split message's parts too
             text = _masked_fields(entry).summary()  # masked before summary() clips a long value
             if entry.kind is EntryKind.NOISE and len(safe) > _NOISE_SHOWN:  # the line, not 64 KB of hex
                 text = f"noise {safe[:_NOISE_SHOWN].hex()}…({len(safe)} bytes)" + "".join(

@@ -27,7 +27,7 @@ from posbridge.capture import (VOLATILE_FIELDS, Capture, CaptureError, CaptureWr
                                frames, mask_decoded, read_capture, recorded_exchanges)
 from posbridge.ecr.client import EcrClient
 from posbridge.journal import Journal
-from posbridge.protocols.common.describe import EntryKind
+from posbridge.protocols.common.parts import DescribedStream
 from posbridge.protocols.common.session import CashierPrompt
 from posbridge.testing.harness import TerminalLink
 
@@ -35,23 +35,18 @@ __all__ = ["posbridge_replay", "replay", "replay_against_virtual_terminal"]
 
 
 class _AnswerCollector:
-    """A client trace gathering the terminal's frames (rx on the ECR side), decoded whole."""
+    """A client trace gathering the terminal's frames (rx on the ECR side), decoded whole, as the
+    capture writer decodes them (a split message's final part with the whole message's fields)."""
 
     def __init__(self, spec: protocols.ProtocolSpec) -> None:
         self.spec = spec
         self.frames: list[dict[str, Any]] = []
-        self._pending = b""
+        self._stream = DescribedStream(spec.describe)
 
     def __call__(self, direction: str, data: bytes) -> None:
         if direction != "rx":
             return
-        buffer = self._pending + data
-        entries = self.spec.describe(buffer)
-        cut = len(buffer)
-        if entries and entries[-1].kind is EntryKind.INCOMPLETE:
-            cut = entries[-1].offset
-            entries = entries[:-1]
-        self._pending = buffer[cut:]
+        entries = [piece.entry for piece in self._stream.feed(data)]
         self.frames.extend(frames(mask_decoded(entry.to_dict()) for entry in entries))  # as recorded
 
     def take(self) -> list[dict[str, Any]]:

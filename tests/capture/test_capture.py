@@ -20,6 +20,7 @@ from posbridge.emulator.slips import Merchant
 from posbridge.model import Operation, Request, Result, Status
 from posbridge.testing.capture import posbridge_replay, replay_against_virtual_terminal
 from posbridge.testing.harness import TerminalLink
+from tests.protocols.inpas.split_answers import PART_SIZE, reassembled_chunks, split_answer_writes, straddling_offsets
 
 PROTOCOLS = ("inpas", "arcus2")
 FULL_PAN = "4111111111111111"
@@ -330,3 +331,39 @@ async def test_the_console_trace_shows_no_full_card_number():
     assert lines and FULL_PAN not in shown and FULL_PAN.encode().hex(" ") not in shown
     assert FULL_PAN.encode().hex() not in shown.replace(" ", "")
     assert "411111******1111" in shown or "2a 2a 2a" in shown
+
+
+def test_a_card_number_straddling_two_parts_of_a_split_answer_reaches_no_capture(tmp_path):
+    """An INPAS answer in SOH parts (part size 40), its slip holding a full card number at every
+    offset: where the number is cut between two parts, neither part alone shows a card number, yet
+    the capture must not let a reader put it back together (from the bytes or from the parts'
+    decoded chunks)."""
+    for offset in range(PART_SIZE):
+        path = tmp_path / f"split{offset}.jsonl"
+        writer = CaptureWriter(path, "inpas", side="terminal")
+        for write in split_answer_writes(offset):
+            writer("tx", write)
+        writer.close()
+        text = path.read_text(encoding="utf-8")
+        assert FULL_PAN not in text and FULL_PAN.encode().hex() not in text, offset
+        capture = read_capture(path)
+        data = b"".join(line.data for line in capture.lines)
+        assert FULL_PAN.encode() not in reassembled_chunks(data), offset
+        # the parts' chunks joined (hex, byte-aligned: mask_decoded may star a digit run in it)
+        chunks = "".join(entry["part"]["chunk"] for line in capture.lines for entry in line.decoded if "part" in entry)
+        assert FULL_PAN.encode().hex() not in chunks and "411111".encode().hex() in chunks, offset
+    assert straddling_offsets()  # the claim is about those
+
+
+def test_the_final_part_of_a_split_answer_is_recorded_with_the_whole_messages_fields(tmp_path):
+    path = tmp_path / "split.jsonl"
+    writer = CaptureWriter(path, "inpas", side="terminal")
+    for write in split_answer_writes(3):
+        writer("tx", write)
+    writer.close()
+    capture = read_capture(path)
+    parts = [entry for line in capture.lines for entry in line.decoded if "part" in entry]
+    assert len(parts) >= 3 and [bool(entry.get("fields")) for entry in parts] == [False] * (len(parts) - 1) + [True]
+    fields = {item["name"]: item["value"] for item in parts[-1]["fields"]}
+    assert fields["pan"] == "411111******1111" and fields["amount"] == "100"
+    assert "CARD 411111******1111" in fields["receipt_data"]

@@ -211,3 +211,35 @@ def test_the_wire_log_masks_a_card_number_in_any_decoded_field(caplog) -> None:
         logger("rx", data[len(data) // 2:])
     assert caplog.text.count(" rx ") == 1 and "411111******1111" in caplog.text
     assert pan not in caplog.text and pan.encode().hex() not in caplog.text
+
+
+def test_the_wire_log_masks_a_card_number_straddling_two_parts_of_a_split_message(caplog) -> None:
+    """-vv: an INPAS answer in SOH parts (part size 40), its slip holding a full card number at
+    every offset; where the number is cut between two parts neither part alone shows one, yet the
+    log must not let a reader put it back together, from the hex or from the parts' chunks."""
+    from posbridge import protocols
+    from posbridge.pump import WireLogger
+    from tests.protocols.inpas.split_answers import (FULL_PAN, PART_SIZE, reassembled_chunks, split_answer_writes,
+                                                     straddling_offsets)
+
+    finals = []
+    for offset in range(PART_SIZE):
+        caplog.clear()
+        logger = WireLogger(protocols.get("inpas").describe)
+        with caplog.at_level(logging.DEBUG, logger="posbridge.wire"):
+            for write in split_answer_writes(offset):
+                logger("tx", write)
+        text = caplog.text
+        assert FULL_PAN not in text and FULL_PAN.encode().hex() not in text, offset
+        lines = [record.getMessage().split(" ", 2) for record in caplog.records]
+        assert lines and all(direction == "tx" for direction, _, _ in lines)
+        data = bytes.fromhex("".join(hex_text for _, hex_text, _ in lines))
+        assert FULL_PAN.encode() not in reassembled_chunks(data), offset
+        decoded = [entry for _, _, rest in lines for entry in json.loads(rest)]
+        # the parts' chunks joined (hex, byte-aligned: mask_decoded may star a digit run in it)
+        chunks = "".join(entry["part"]["chunk"] for entry in decoded if "part" in entry)
+        assert FULL_PAN.encode().hex() not in chunks and "411111".encode().hex() in chunks, offset
+        finals.append(decoded[-1])
+    assert straddling_offsets()
+    # the final part is logged with the whole message's fields (the parts before it are described again)
+    assert all({"key": "10", "name": "pan", "value": "411111******1111"} in final.get("fields", []) for final in finals)
