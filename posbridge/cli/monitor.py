@@ -45,7 +45,7 @@ from posbridge.capture import ECR_TO_TERMINAL, TERMINAL_TO_ECR, CaptureWriter, m
 from posbridge.devices import Device, DeviceClosed, open_device
 from posbridge.protocols.common.describe import EntryKind, FrameDescription, Problem
 from posbridge.protocols.common.model import mask_card_bytes
-from posbridge.protocols.common.parts import Piece, SplitMessages, pieces_of
+from posbridge.protocols.common.parts import Piece, SplitMessages, masked_entry, pieces_of
 from posbridge.pump import summarize_error
 
 __all__ = ["DIRECTIONS", "LinkMonitor", "MonitorReport", "Piece", "StreamDecoder", "add_monitor_arguments",
@@ -59,14 +59,6 @@ _REOPEN_FIRST, _REOPEN_MAX = 0.2, 2.0  # back-off opening a connecting side agai
 _DIRECTION_COLOURS = {ECR_TO_TERMINAL: "36", TERMINAL_TO_ECR: "33"}  # cyan, yellow
 _NOISE_SHOWN = 32  # bytes of a longer run of noise shown in its text line (--hex and JSON have them all)
 _TRAILING_DIGITS = re.compile(rb"[0-9]{1,19}\Z")
-
-
-def _masked_fields(entry: FrameDescription) -> FrameDescription:
-    """``entry`` with card numbers masked in its field values: a one-line summary clips a long value
-    (a slip) and could cut a card number to a part no masking recognises."""
-    if not entry.fields:
-        return entry
-    return replace(entry, fields=tuple(replace(item, value=mask_decoded(item.value)) for item in entry.fields))
 
 
 # --- decoding a stream -----------------------------------------------------------------------------
@@ -479,7 +471,7 @@ class LinkMonitor:
         for piece in pieces:
             entry = piece.entry
             safe = piece.safe()  # a card number masked, one straddling a split message's parts too
-            text = _masked_fields(entry).summary()  # masked before summary() clips a long value
+            text = masked_entry(entry).summary()  # masked before summary() clips a long value
             if entry.kind is EntryKind.NOISE and len(safe) > _NOISE_SHOWN:  # the line, not 64 KB of hex
                 text = f"noise {safe[:_NOISE_SHOWN].hex()}…({len(safe)} bytes)" + "".join(
                     f" [{problem.reason}: {problem.detail}]" for problem in entry.problems)

@@ -25,10 +25,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from .describe import EntryKind, FrameDescription, Problem
-from .model import mask_bytes, mask_card_bytes, mask_card_numbers
+from .model import mask_bytes, mask_card_bytes, mask_card_numbers, mask_decoded
 
-__all__ = ["DescribedStream", "Piece", "SplitMessages", "joined", "mask_split_message", "masked_values",
-           "pieces_of"]
+__all__ = ["DescribedStream", "Piece", "SplitMessages", "joined", "mask_split_message", "masked_entry",
+           "masked_values", "pieces_of"]
 
 _MASKED_CARD = re.compile(r"\d{6}\*+\d{4}")
 _HEADER_SIZE = 3  # START + LEN(2): where a start-byte framed body begins (protocols.common.scanner)
@@ -39,6 +39,16 @@ def masked_values(entries: Iterable[FrameDescription]) -> list[str]:
     full one sits in the bytes, found by its first 6 and last 4 digits (:func:`mask_bytes`)."""
     return [item.value for entry in entries for item in entry.fields
             if isinstance(item.value, str) and _MASKED_CARD.fullmatch(item.value)]
+
+
+def masked_entry(entry: FrameDescription) -> FrameDescription:
+    """``entry`` with card numbers masked in its field values (:func:`mask_decoded`): a field the
+    describer does not know as a card number (a slip) may hold one, and a one-line
+    :meth:`~FrameDescription.summary` clips a long value, which could cut the number to a part no
+    masking recognises -- mask first, then summarise."""
+    if not entry.fields:
+        return entry
+    return replace(entry, fields=tuple(replace(item, value=mask_decoded(item.value)) for item in entry.fields))
 
 
 @dataclass(frozen=True)
@@ -234,10 +244,10 @@ class DescribedStream:
 
 
 def joined(pieces: Iterable[Piece]) -> tuple[bytes, list[FrameDescription]]:
-    """``pieces`` as one line: their safe bytes (:meth:`Piece.safe`) joined, and their entries with
-    offsets into those bytes."""
+    """``pieces`` as one line fit to show: their safe bytes (:meth:`Piece.safe`) joined, and their
+    entries (:func:`masked_entry`) with offsets into those bytes."""
     data, entries = b"", []
     for piece in pieces:
-        entries.append(replace(piece.entry, offset=piece.entry.offset + len(data)))
+        entries.append(replace(masked_entry(piece.entry), offset=piece.entry.offset + len(data)))
         data += piece.safe()
     return data, entries
