@@ -76,3 +76,114 @@ def two_receives(lose_ack: bool) -> None:
     [answer] = answers
     assert (answer.ok, answer.data) == (True, b"second half"), \
         f"the terminal got {answer.ok}, {answer.data!r} for its second receive"
+
+
+# --- a host that answers with a whole tag 70 ------------------------------------------------------------
+@pytest.mark.xfail(strict=True, reason="BUG: a receive of MAX_RECEIVE (65,535) bytes cannot be answered: tag 70 "
+                   "plus the other tags overflow the 65,535-byte frame body, answer_gateway raises InvalidRequest "
+                   "and the exception ends the ECR's operation (docs: 'never an exception that ends the operation')")
+async def test_a_host_flooding_the_relay_gets_the_terminal_an_answer_not_an_exception() -> None:
+    from posbridge.ecr.gateway import GatewayRelay, GatewaySettings
+
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"\xAA" * 100_000)  # a host gone mad (or a huge answer) — more than one tag 70 holds
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(flood, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    relay = GatewayRelay(GatewaySettings(receive_wait=1.0))
+    line = Line()
+    line.ecr.start(SALE, line.now)
+    line.run()
+    line.take(RequestReceived, "terminal")
+    try:
+        assert (await relay.handle(GatewayCommand("open", f"127.0.0.1;{port}".encode()))) == (True, b"")
+        await asyncio.sleep(0.2)  # every byte of the flood has arrived
+        ok, data = await relay.handle(GatewayCommand("receive", b""))
+        assert ok and data
+        line.terminal.send_gateway("receive", b"", line.now)
+        line.run()
+        [command] = line.take(GatewayCommand)
+        line.ecr.answer_gateway(ok, data, line.now)  # the client does exactly this with the relay's answer
+        line.run()
+        [answered] = line.take(GatewayAnswered, "terminal")
+        assert answered.data == data[:len(answered.data)] and answered.ok
+    finally:
+        await relay.close()
+        server.close()
+        await server.wait_closed()
+
+
+# --- PBH1 against garbage and odd pieces ----------------------------------------------------------------
+def test_a_length_header_over_the_limit_is_refused_before_any_body_is_buffered() -> None:
+    from posbridge.emulator.remote_host import HostProtocolError, MessageReader
+
+    reader = MessageReader()
+    with pytest.raises(HostProtocolError, match="over the"):
+        reader.feed(struct.pack(">I", 0xFFFF_FFFF))
+
+
+def test_a_pbh1_answer_fed_byte_by_byte_gives_exactly_one_message_at_its_last_byte() -> None:
+    from posbridge.emulator.remote_host import MessageReader, encode_message
+
+    wire = encode_message({"v": 1, "decision": {"status": "approved"}}) + encode_message({"v": 1, "error": "x"})
+    reader = MessageReader()
+    got = [(i, reader.feed(wire[i:i + 1])) for i in range(len(wire))]
+    found = [(i, m) for i, m in got if m is not None]
+    first_end = len(encode_message({"v": 1, "decision": {"status": "approved"}})) - 1
+    assert found == [(first_end, {"v": 1, "decision": {"status": "approved"}}), (len(wire) - 1, {"v": 1, "error": "x"})]
+
+
+async def _host_exchange(service: object, pieces: list[bytes], timeout: float = 3.0) -> bytes:
+    from posbridge.emulator.remote_host import start_host_service
+
+    server = await start_host_service(service, "127.0.0.1", 0)  # type: ignore[arg-type]
+    port = server.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for piece in pieces:
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        header = await asyncio.wait_for(reader.readexactly(4), timeout)
+        body = await asyncio.wait_for(reader.readexactly(struct.unpack(">I", header)[0]), timeout)
+        writer.close()
+        return body
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def _service(tmp_path: object) -> object:
+    from posbridge.emulator.host import BankHost, HostConfig
+    from posbridge.emulator.remote_host import HostService
+    from posbridge.journal import Journal
+
+    return HostService(BankHost(Journal(), HostConfig(terminal_id="00344224")))
+
+
+async def test_a_pbh1_request_split_in_odd_pieces_is_decided_once(tmp_path: object) -> None:
+    from posbridge.emulator.cards import Card
+    from posbridge.emulator.remote_host import process_request
+
+    service = _service(tmp_path)
+    wire = process_request(Request(Operation.SALE, 10_00, 643, transaction_id="5"), Card("4111111111111111", "3012"),
+                           None)
+    pieces = [wire[:1], wire[1:3], wire[3:4], wire[4:5], wire[5:77], wire[77:-1], wire[-1:]]
+    answer = json.loads(await _host_exchange(service, pieces))
+    assert answer["decision"]["status"] == "approved" and answer["decision"]["amount"] == 10_00
+    assert service.requests == 1  # type: ignore[attr-defined]
+
+
+async def test_a_sale_with_a_wrong_typed_amount_is_declined_110_and_charges_nothing(tmp_path: object) -> None:
+    from posbridge.emulator.remote_host import encode_message
+
+    service = _service(tmp_path)
+    bad = encode_message({"v": 1, "kind": "process", "card": None, "forced": None,
+                          "request": {"operation": "sale", "amount": "abc", "currency": 643,
+                                      "transaction_id": "7"}})
+    body = json.loads(await _host_exchange(service, [bad]))
+    assert (body["decision"]["status"], body["decision"]["code"]) == ("declined", "110")
+    assert service.host.totals().sale_count == 0  # type: ignore[attr-defined]
