@@ -11,7 +11,7 @@ import struct
 
 import pytest
 
-from posbridge.model import Operation, Request
+from posbridge.model import Operation, Request, Status
 from posbridge.protocols.common.session import GatewayAnswered, GatewayCommand, RequestReceived
 
 from tests.protocols.inpas.test_gateway import SALE, Line
@@ -187,3 +187,26 @@ async def test_a_sale_with_a_wrong_typed_amount_is_declined_110_and_charges_noth
     body = json.loads(await _host_exchange(service, [bad]))
     assert (body["decision"]["status"], body["decision"]["code"]) == ("declined", "110")
     assert service.host.totals().sale_count == 0  # type: ignore[attr-defined]
+
+
+# --- the ECR's deadline expires mid-relay ---------------------------------------------------------------
+async def test_the_ecr_deadline_expiring_while_a_slow_host_holds_the_charge_ends_reversed(tmp_path: object) -> None:
+    from tests.gateway.test_gateway_e2e import Host, _link
+
+    async with Host(str(tmp_path) + "/host.sqlite3") as host, _link(host.address, deadline=1.5) as link:  # type: ignore[operator]
+        host.service.latency = 2.5  # the host decides (charges) at once, answers 2.5 s later
+        with pytest.raises(Exception):
+            await link.client.sale(33_00)
+        [entry] = link.client.unresolved()
+        assert entry.state == "unknown"
+        host.service.latency = 0
+        for _ in range(5):  # the terminal may still be busy with the lost sale's relay
+            reports = await link.client.recover()
+            if not link.client.unresolved():
+                break
+            await asyncio.sleep(0.5)
+        assert not link.client.unresolved(), [r.describe() for r in reports]
+        rows = host.journal.ledger.operations("00344224")
+        assert [(r.operation, r.status) for r in rows] == \
+            [(Operation.SALE, Status.APPROVED), (Operation.EMERGENCY_REVERSAL, Status.APPROVED)]
+        assert host.service.host.totals().sale_count == 0
