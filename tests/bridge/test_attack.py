@@ -120,3 +120,41 @@ async def test_an_inpas_register_eot_while_the_terminal_authorizes_leaves_nothin
         assert charged(b.terminal) == 0
         sale, reversal = entries(b.journal)
         assert sale.state == "done" and reversal.request.operation is Operation.EMERGENCY_REVERSAL
+
+
+@pytest.mark.parametrize("register_protocol", ["inpas", "arcus2"])
+async def test_a_request_whose_ack_and_wait_are_lost_is_one_operation_and_never_charged_unseen(
+        register_protocol: str) -> None:
+    """Arcus2 resends the request (the bridge must see one operation); INPAS sends it once and the
+    register gives up (NoAck) while the bridge charges: the register's own recovery must undo it."""
+    from posbridge.ecr import EcrClient
+
+    terminal_protocol = "arcus2" if register_protocol == "inpas" else "inpas"
+    async with tcp_bridged(register_protocol, terminal_protocol) as b:
+        b.terminal.control.delays(card=1.0)  # nothing for the register to hear before it resends
+        wire: list[tuple[str, bytes]] = []
+        register = EcrClient(f"{b.register_url}?faults=rx:silence=0.2@0", register_protocol, journal=Journal(),
+                             timers={"ack_timeout": 0.15}, trace=lambda direction, data: wire.append((direction, data)))
+        try:
+            try:
+                sale = await register.sale(25_00)
+            except Exception:
+                assert register_protocol == "inpas"  # INPAS sends a request once
+                await b.bridge.wait_idle()
+                [entry] = register.unresolved()
+                assert entry.state == "unknown"
+                await register.recover()
+                assert not register.unresolved()
+                await b.bridge.wait_idle()
+                assert charged(b.terminal) == 0
+                return
+        finally:
+            await register.close()
+        await b.bridge.wait_idle()
+        written = [data for direction, data in wire if direction == "tx"]
+        assert written and written[0] in written[1:], "the request was not resent"
+        # Whatever the register heard matches the terminal's batch, and the terminal saw one sale.
+        assert (sale.status is Status.APPROVED) == (charged(b.terminal) == 1), \
+            f"register heard {sale.status.value} {sale.host_code}, terminal holds {charged(b.terminal)}"
+        assert [o.operation for o in b.terminal.operations() if o.operation is Operation.SALE] == [Operation.SALE]
+        assert sale.approved, f"a lost ACK cost the sale: {sale.status.value} {sale.host_code}"
