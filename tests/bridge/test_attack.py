@@ -158,3 +158,32 @@ async def test_a_request_whose_ack_and_wait_are_lost_is_one_operation_and_never_
             f"register heard {sale.status.value} {sale.host_code}, terminal holds {charged(b.terminal)}"
         assert [o.operation for o in b.terminal.operations() if o.operation is Operation.SALE] == [Operation.SALE]
         assert sale.approved, f"a lost ACK cost the sale: {sale.status.value} {sale.host_code}"
+
+
+@pytest.mark.xfail(strict=True, reason="BUG (same root, customer's side): a refund the register did not take is "
+                   "reversed by the bridge; the cashier's retry with the same STAN is told the refund APPROVED, "
+                   "yet no refund stays in the batch: the customer never gets the money back")
+async def test_a_refund_retried_with_the_same_stan_after_the_bridge_reversed_it_is_not_told_approved() -> None:
+    async with tcp_bridged("inpas", "arcus2", register_options={"ack_timeout": 0.2}) as b:
+        async with raw_register(b.register_url, "inpas") as register:
+            register.act(lambda now: register.session.start(Request(Operation.SALE, 50_00, transaction_id="51"), now))
+            sale = await final_event(register)
+        assert isinstance(sale, Completed) and sale.result.approved and sale.result.rrn
+        await b.bridge.wait_idle()
+        refund = Request(Operation.REFUND, 50_00, transaction_id="52", rrn=sale.result.rrn)
+        b.terminal.control.delays(host=0.5)
+        async with raw_register(b.register_url, "inpas") as register:
+            register.act(lambda now: register.session.start(refund, now))
+            await wait_for_state(b.terminal, "authorizing")
+            await register.stop()  # never acknowledged: the bridge reverses the refund
+            await b.bridge.wait_idle()
+        assert b.terminal.batch().refund_count == 0
+        b.terminal.control.delays(host=0)
+        async with raw_register(b.register_url, "inpas") as register:
+            register.act(lambda now: register.session.start(refund, now))
+            event = await final_event(register)
+        await b.bridge.wait_idle()
+        assert isinstance(event, Completed)
+        refunded = b.terminal.batch().refund_count
+        assert (event.result.status is Status.APPROVED) == (refunded == 1), \
+            f"register told {event.result.status.value}, the batch holds {refunded} refund(s)"

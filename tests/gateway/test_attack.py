@@ -210,3 +210,27 @@ async def test_the_ecr_deadline_expiring_while_a_slow_host_holds_the_charge_ends
         assert [(r.operation, r.status) for r in rows] == \
             [(Operation.SALE, Status.APPROVED), (Operation.EMERGENCY_REVERSAL, Status.APPROVED)]
         assert host.service.host.totals().sale_count == 0
+
+
+def test_a_send_packet_resent_after_the_ecrs_ack_was_lost_is_relayed_to_the_host_once() -> None:
+    line = Line()
+    line.ecr.start(SALE, line.now)
+    line.run()
+    line.take(RequestReceived, "terminal")
+    line.terminal.send_gateway("send", b"\x00\x00\x00\x05hello", line.now)
+    dropped = False
+    commands: list[GatewayCommand] = []
+    for _ in range(300):  # 3 s of virtual time: the terminal's ACK timer runs out and it resends
+        line.now += 0.01
+        out = line.ecr.data_to_send()
+        if out.startswith(ACK) and not dropped:
+            out, dropped = out[1:], True  # the ECR's ACK of the send packet is lost
+        line.terminal_events += line.terminal.receive(out, line.now) + line.terminal.poll(line.now)
+        line.ecr_events += line.ecr.receive(line.terminal.data_to_send(), line.now) + line.ecr.poll(line.now)
+        commands += line.take(GatewayCommand)
+    assert dropped
+    assert [(c.action, c.data) for c in commands] == [("send", b"\x00\x00\x00\x05hello")]
+    line.ecr.answer_gateway(True, b"", line.now)
+    line.run()
+    [answered] = line.take(GatewayAnswered, "terminal")
+    assert (answered.action, answered.ok) == ("send", True)
