@@ -18,7 +18,7 @@ from posbridge.testing.background import BackgroundTerminal
 from posbridge.model import Operation, Request, Status
 from posbridge.protocols.common.session import Completed
 
-from tests.bridge.test_bridge import bridged, entries, wait_for_state
+from tests.bridge.test_bridge import entries, wait_for_state
 from tests.bridge.test_bridge_rules import final_event, raw_register
 
 
