@@ -40,7 +40,7 @@ from posbridge.protocols.common.session import CashierPrompt, Completed, EcrSess
 
 from posbridge.ecr.answers import answer_problems
 from posbridge.journal import EcrEntry, Journal
-from posbridge.model import RUB, Operation, Request, Result, format_amount
+from posbridge.model import RUB, Operation, PosbridgeError, Request, Result, format_amount
 from posbridge.ecr.ownership import DEFAULT_LOCK_WAIT, TerminalLock, canonical_port, owner_alive, this_process
 from posbridge.pump import LinkClosed, SessionPump, Trace
 from posbridge.capture import CaptureWriter
@@ -342,7 +342,11 @@ class EcrClient:
                 pump.act(lambda now: pump.session.answer_prompt(answer, ok, now))
             if isinstance(event, GatewayCommand):
                 done, data = await relay.handle(event)
-                pump.act(lambda now: pump.session.answer_gateway(done, data, now))
+                try:
+                    pump.act(lambda now: pump.session.answer_gateway(done, data, now))
+                except (ValueError, PosbridgeError) as error:  # an answer the protocol cannot carry
+                    log.warning("gateway %s: the answer cannot be sent (%s); refused instead", event.action, error)
+                    pump.act(lambda now: pump.session.answer_gateway(False, b"", now))
 
     def abort(self) -> None:
         """Ask the terminal to abort the operation in progress (Arcus ``A``: it answers 998 while it

@@ -21,10 +21,12 @@ from dataclasses import dataclass
 
 from posbridge.protocols.common.model import mask_card_bytes
 from posbridge.protocols.common.session import GatewayCommand
+from posbridge.protocols.inpas.mapping import MAX_GATEWAY_DATA
 
 log = logging.getLogger("posbridge.gateway")
 
-MAX_RECEIVE = 65_535  # one INPAS tag 70 holds at most this much; the terminal asks again for more
+# One INPAS answer frame carries at most this much in tag 70; the terminal asks again for more.
+MAX_RECEIVE = MAX_GATEWAY_DATA
 
 
 class GatewayAddressError(ValueError):

@@ -48,6 +48,9 @@ table       per table      the host-rules test cards, their exact code (``00`` w
                            currency (nothing charged; never that operation's outcome)
 ``9017``    DECLINED       *posbridge*: emergency reversal whose amount differs from the
                            operation its STAN names (nothing reversed)
+``9018``    REVERSED       *posbridge*: a retry (same STAN, operation, amount) of an operation
+                           that was approved and has been reversed since: nothing is charged
+                           now, and the retry is never told "approved"
 ``151018``  DECLINED       fault ``request_not_sent``: nothing charged
 ``151019``  REVERSED       fault ``answer_lost`` on a money operation: whatever the host decided,
                            the terminal never learnt it and reversed on its own
@@ -79,7 +82,8 @@ Decisions where host-rules is silent
   cancels = live cancels of sales, completions, refunds. Emergency reversals count nowhere.
 - Duplicate STAN: a request with the STAN of an earlier operation of this terminal's open batch
   (for a settlement, also of the batch it closed) is a retry only with the same operation and, for
-  money, the same amount and currency: the first decision is returned with ``duplicate=True``.
+  money, the same amount and currency: the first decision is returned with ``duplicate=True`` —
+  as it stands now: an approval reversed since is answered 9018 REVERSED, never "approved".
   Anything else is declined 9016 and never answered with the other operation's outcome. Requests stopped by
   ``no_connection`` / ``request_not_sent`` never reached the host and are not "first outcomes".
 - ``request.terminal_id`` is not checked: the host serves ``HostConfig.terminal_id``.
@@ -135,6 +139,7 @@ TEXTS: dict[str, str] = {
     "9015": "ОТКЛОНЕНО: НЕВЕРНЫЙ ТИП ИСХОДНОЙ ОПЕРАЦИИ",
     "9016": "ОТКЛОНЕНО: ПОВТОР НОМЕРА ОПЕРАЦИИ",
     "9017": "ОТКЛОНЕНО: ОТМЕНА НЕ СООТВЕТСТВУЕТ ОПЕРАЦИИ",
+    "9018": "ОПЕРАЦИЯ ОТМЕНЕНА РАНЕЕ: ДЕНЬГИ НЕ СПИСАНЫ",
     "9020": "ОТМЕНЯТЬ НЕЧЕГО: ОПЕРАЦИЯ НЕ ПРОВОДИЛАСЬ",
     "151018": "ОТКЛОНЕНО: ТАЙМАУТ, ЗАПРОС НЕ ОТПРАВЛЕН",
     "151019": "ОПЕРАЦИЯ ОТМЕНЕНА: НЕТ ОТВЕТА БАНКА",
@@ -317,7 +322,12 @@ class BankHost:
             first = self._first_outcome(ctx)
             if first is not None:
                 if self._same_request(first, ctx):
-                    return self._decision(first, duplicate=True)  # a retry: the first outcome again
+                    # A retry: the first outcome again, as it stands now. An approval reversed since
+                    # (an emergency or automatic reversal) must not be reported as money taken.
+                    if first.status is Status.APPROVED and self.journal.ledger.state(first.id).reversed:
+                        return replace(self._decision(first, duplicate=True), status=Status.REVERSED,
+                                       code="9018", text=TEXTS["9018"], auth_code=None)
+                    return self._decision(first, duplicate=True)
                 return self._decline(ctx, _Decline("9016"))  # the number names another operation
             try:
                 self._check_format(ctx)

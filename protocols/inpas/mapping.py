@@ -14,6 +14,7 @@ from datetime import datetime
 from ..common.errors import UnsupportedMessage
 from ..common.model import Operation, Request, Result, Slips, Status, Totals
 
+from .constants import MAX_BODY
 from .fields import NUMBER_WIDTHS, Message, brief, mask_pan, name_for, number_problem, read_number
 
 
@@ -372,8 +373,9 @@ GATEWAY_MODES: dict[str, tuple[int, int]] = {
     "send": (CustomCommand.GATEWAY_DATA, 0), "receive": (CustomCommand.GATEWAY_DATA, 1),
 }
 _GATEWAY_ACTIONS = {(str(int(sub)), str(mode)): action for action, (sub, mode) in GATEWAY_MODES.items()}
-#: The most host data one tag 70 carries (a field's length is 2 bytes).
-MAX_GATEWAY_DATA = 65_535
+#: The most host data one gateway packet carries in tag 70: the frame's body (MAX_BODY) less room
+#: for the packet's other tags (25, 64/65, 67: under 20 bytes), so a full answer still fits one frame.
+MAX_GATEWAY_DATA = MAX_BODY - 64
 
 
 def gateway_command_message(action: str, data: bytes = b"") -> Message:

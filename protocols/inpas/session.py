@@ -209,10 +209,12 @@ class InpasEcrSession(_SessionBase[EcrEvent], EcrSession):
         intermediate = code in (OpCode.WAIT, OpCode.CASHIER_DIALOG) or gateway
         if not intermediate and not self._answers_our_request(message):
             return []  # a resent answer to an earlier exchange: the link ACKed it, nothing more
-        if gateway and self._state in (_Ecr.RELAYING, _Ecr.ANSWERING) and self._gateway is not None \
+        if gateway and self._state is _Ecr.RELAYING and self._gateway is not None \
                 and message.fields == self._gateway.fields:
-            # The terminal resent the packet we are relaying or have just answered (our ACK was
-            # lost): carrying it out twice could send the host the same bytes twice.
+            # The terminal resent the packet we are still carrying out (our ACK was lost): doing it
+            # twice could send the host the same bytes twice. Once we have answered, the same
+            # fields are a new command (the next "receive" looks exactly like the last one; a
+            # terminal takes our answer as the ACK of its packet, so it resends nothing after it).
             return []
         events: list[EcrEvent] = []
         if self._state in (_Ecr.REQUESTING, _Ecr.ANSWERING):

@@ -1,6 +1,7 @@
 """Attacks on the protocol bridge's money rules (posbridge/bridge/bridge.py): races and faults a
-register can cause. A test marked xfail(strict=True) demonstrates a real bug (it fails today);
-the others pass and so document behaviour that held."""
+register can cause. Each documents behaviour that holds; the three same-STAN retry tests found a
+real bug (a retry after the bridge's reversal was told "approved" by the host's duplicate control,
+nothing charged), fixed in the host: such a retry is answered 9018 REVERSED."""
 
 from __future__ import annotations
 
@@ -51,9 +52,6 @@ def charged(terminal: object) -> int:
     return terminal.batch().sale_count  # type: ignore[attr-defined,no-any-return]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a register's retry with the same STAN after the bridge reversed the "
-                   "undelivered sale is answered APPROVED (the host's duplicate control returns the first "
-                   "outcome), yet nothing stays charged: goods given, customer not charged")
 async def test_a_retry_with_the_same_stan_after_the_undelivered_sale_was_reversed_is_not_told_approved() -> None:
     async with tcp_bridged("inpas", "arcus2", register_options={"ack_timeout": 0.2}) as b:
         b.terminal.control.delays(host=0.5)
@@ -76,9 +74,6 @@ async def test_a_retry_with_the_same_stan_after_the_undelivered_sale_was_reverse
             f"register told {event.result.status.value}, terminal holds {charged(b.terminal)} sale(s)"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (same root as the retry-after-reversal test): busy answers while the "
-                   "bridge works, then the retry is answered APPROVED from the host's duplicate control although "
-                   "the bridge reversed the undelivered first sale: nothing charged")
 async def test_a_register_that_hangs_up_mid_sale_and_retries_the_same_stan_at_once_is_never_told_approved_uncharged(
         ) -> None:
     """The retry arrives while the bridge still works on the first sale (busy answers), then after."""
@@ -160,9 +155,6 @@ async def test_a_request_whose_ack_and_wait_are_lost_is_one_operation_and_never_
         assert sale.approved, f"a lost ACK cost the sale: {sale.status.value} {sale.host_code}"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (same root, customer's side): a refund the register did not take is "
-                   "reversed by the bridge; the cashier's retry with the same STAN is told the refund APPROVED, "
-                   "yet no refund stays in the batch: the customer never gets the money back")
 async def test_a_refund_retried_with_the_same_stan_after_the_bridge_reversed_it_is_not_told_approved() -> None:
     async with tcp_bridged("inpas", "arcus2", register_options={"ack_timeout": 0.2}) as b:
         async with raw_register(b.register_url, "inpas") as register:

@@ -1,7 +1,8 @@
 """Attacks on INPAS gateway mode (posbridge/ecr/gateway.py, protocols/inpas/session.py gateway
 commands, posbridge/emulator/remote_host.py PBH1): faults of the line, the host and the relay. A test
-marked xfail(strict=True) demonstrates a real bug (it fails today); the others pass and document
-behaviour that held."""
+that found a real bug is said so in its docstring (all fixed: a second identical "receive" after a lost
+ACK was dropped as a resend; a full 65,535-byte receive overflowed the answer frame); the others
+document behaviour that held."""
 
 from __future__ import annotations
 
@@ -30,9 +31,6 @@ def step(line: Line, drop_ack_to_ecr: bool = False) -> None:
     line.ecr_events += line.ecr.receive(back, line.now) + line.ecr.poll(line.now)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: after the terminal's ACK of a gateway answer is lost, its next "
-                   "'receive' (same fields as the last) is dropped by the ECR as a resend: the relay stalls, "
-                   "the host's answer never reaches the terminal and a charged sale ends unknown")
 def test_a_second_receive_after_a_lost_ack_is_relayed_not_dropped_as_a_resend() -> None:
     two_receives(lose_ack=True)
 
@@ -79,9 +77,6 @@ def two_receives(lose_ack: bool) -> None:
 
 
 # --- a host that answers with a whole tag 70 ------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="BUG: a receive of MAX_RECEIVE (65,535) bytes cannot be answered: tag 70 "
-                   "plus the other tags overflow the 65,535-byte frame body, answer_gateway raises InvalidRequest "
-                   "and the exception ends the ECR's operation (docs: 'never an exception that ends the operation')")
 async def test_a_host_flooding_the_relay_gets_the_terminal_an_answer_not_an_exception() -> None:
     from posbridge.ecr.gateway import GatewayRelay, GatewaySettings
 
