@@ -123,6 +123,7 @@ HOST_CODE_MEANINGS: dict[str, str] = {
     "9015": "posbridge host: the original operation is of the wrong kind",
     "9016": "posbridge host: duplicate transaction number (STAN) with another operation or amount",
     "9017": "posbridge host: the reversal does not match the operation (amount differs)",
+    "9018": "posbridge host: a retry of an operation reversed since (nothing charged; never \"approved\")",
     "9020": "posbridge host: nothing to reverse, the operation never happened",
 }
 
