@@ -33,7 +33,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
-from posbridge.capture import mask_decoded, masked_line_bytes
+from posbridge.protocols.common.model import mask_decoded
+from posbridge.protocols.common.parts import DescribedStream, joined
 from posbridge.cli.formatting import format_result
 from posbridge.ecr.client import EcrClient, Recovery
 from posbridge.ecr.ownership import TerminalBusy
@@ -238,6 +239,7 @@ class Console:
         self.history = history
         self.clock = clock
         self.trace_mode = "off"
+        self._trace_streams: dict[str, DescribedStream] = {}  # per direction: whole frames, parts together
         self.last_result = "-"
         self.terminal_id = client.terminal_id or "-"
         self._operation: asyncio.Task[Result | list[Recovery]] | None = None
@@ -541,14 +543,21 @@ class Console:
     def _trace(self, direction: str, data: bytes) -> None:
         if self.trace_mode == "off":
             return
-        items = self.client.protocol.describe(data)  # one schema for every protocol, never raises
+        # Whole frames only (a frame cut over two reads is shown once), and a split message's parts
+        # together: a card number is then masked even when a read or a part boundary cuts it.
+        stream = self._trace_streams.get(direction)
+        if stream is None:
+            stream = self._trace_streams[direction] = DescribedStream(self.client.protocol.describe)
+        pieces = stream.feed(data)
+        if not pieces:
+            return
+        shown, items = joined(pieces)  # bytes masked (across parts too), entries with fields masked
         stamp = self.clock().strftime("%H:%M:%S.%f")[:-3]
         arrow = "->" if direction == "tx" else "<-"
         fragments: Fragments = [("class:time", stamp + " "), (f"class:{direction}", arrow + " ")]
-        # Card numbers masked in the hex too: a terminal may send a full one, and a screen is a log.
         summaries = [mask_decoded(item.summary()) for item in items]
         if self.trace_mode in ("hex", "both"):
-            fragments.append(("class:hex", masked_line_bytes(data, items).hex(" ")))
+            fragments.append(("class:hex", shown.hex(" ")))
         if self.trace_mode in ("decoded", "both"):
             indent = " " * (len(stamp) + 4)
             for i, summary in enumerate(summaries):

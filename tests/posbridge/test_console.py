@@ -476,3 +476,24 @@ async def test_emulator_commands_set_faults_rules_and_reset_in_sentences(emulate
         assert bad["rule nth=two"] == "nth needs a whole number, not 'two'"
         for line, answer in bad.items():
             assert not any(word in answer for word in PYTHON_WORDS), (line, answer)
+
+
+async def test_the_trace_masks_a_card_number_cut_by_a_part_or_a_read() -> None:
+    """A terminal's split answer whose slip holds a full card number across a part boundary, each
+    part's frame itself cut over two reads: the trace shows no full number, in hex or decoded, and
+    the frames once each, whole."""
+    from posbridge.cli.console import Console, plain
+    from posbridge.testing import TerminalLink
+    from tests.protocols.inpas.split_answers import FULL_PAN, split_answer_writes, straddling_offsets
+
+    async with TerminalLink("inpas") as link:
+        for offset in straddling_offsets()[:4]:
+            lines: list[str] = []
+            console = Console(link.client, lambda text: lines.append(plain(text)))
+            console.trace_mode = "both"
+            for write in split_answer_writes(offset):
+                console._trace("rx", write[: len(write) // 2])
+                console._trace("rx", write[len(write) // 2:])
+            shown = "\n".join(lines)
+            assert lines and FULL_PAN not in shown and FULL_PAN.encode().hex(" ") not in shown, offset
+            assert "incomplete" not in shown.lower(), shown
