@@ -223,7 +223,8 @@ async def _run_emulate(args: argparse.Namespace) -> int:
 
     scenario = load_scenario(args.scenario) if args.scenario else None
     # -vv: every frame on the line, in hex and decoded (card numbers masked)
-    trace: Trace | None = WireLogger(protocols.get(args.protocol).describe) if args.verbose >= 2 else None
+    wire_log = WireLogger(protocols.get(args.protocol).describe) if args.verbose >= 2 else None
+    trace: Trace | None = wire_log
     recorder = None
     if args.record:  # the capture and the wire log both see every byte
         from posbridge.capture import CaptureWriter, chain_traces
@@ -270,6 +271,8 @@ async def _run_emulate(args: argparse.Namespace) -> int:
     except asyncio.CancelledError:
         print("posbridge virtual terminal stopped", flush=True)
     finally:
+        if wire_log is not None:
+            wire_log.flush()  # a half frame or a split message's parts still held: logged, not lost
         if recorder is not None:
             recorder.close()
         if control is not None:
