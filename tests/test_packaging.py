@@ -10,6 +10,7 @@ resolve); posbridge's own editable install is left out of it so that only the wh
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -28,7 +29,12 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(ROOT)],
+    # Built from a copy of the tree: setuptools writes build/ into the source folder, and two test
+    # workers (pytest-xdist) building from one folder at once trip over each other's files.
+    source = tmp_path_factory.mktemp("source") / "posbridge"
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "build", "*.egg-info", "__pycache__", ".hypothesis", ".mypy_cache", ".pytest_cache"))
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(source)],
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
     (built,) = out.glob("posbridge-*.whl")
