@@ -131,6 +131,7 @@ OFF_LOOP_OPERATIONS = REPORT_OPERATIONS | {Operation.SHORT_REPORT}
 CODE_BAD_MESSAGE = "913"  # invalid message format (the manual's code)
 CODE_CARD_DETAILS = "71015"  # card details entered incorrectly (the manual's code)
 CODE_ABORTED = "998"
+BOOKS_GRACE = 2.0  # seconds a stopping terminal gives an answered operation to keep its books
 MIN_GATEWAY_POLL = 0.2  # seconds between "receive" commands when the ECR answers "nothing yet" at once
 TEXT_ABORTED = "ОПЕРАЦИЯ ПРЕРВАНА"
 TEXT_BAD_MESSAGE = "НЕВЕРНЫЙ ФОРМАТ СООБЩЕНИЯ"
@@ -318,6 +319,13 @@ class VirtualTerminal:
                     await self._wait_for_work()
                     return
         finally:
+            job = self._job
+            if job is not None and job.delivery is not None and job.delivery.done():
+                # Stopped while an answered operation keeps its books (the delivery flag, its one
+                # outcome line): a moment to finish them rather than lose them.
+                keeping = [t for t in self._tasks if not t.done()]
+                if keeping:
+                    await asyncio.wait(keeping, timeout=BOOKS_GRACE)
             for task in (watchdog, self._keepalive, *self._tasks):
                 if task is not None and not task.done():
                     task.cancel()

@@ -52,13 +52,22 @@ class Emulator:
         self.proc.kill()
         raise AssertionError(f"the emulator did not start: {self.log_path.read_text()}")
 
-    def stop(self) -> str:
+    def stop(self, outcomes: int | None = None) -> str:
+        """SIGTERM the emulator and return its log; first wait (at most 10 s) until the log holds
+        ``outcomes`` outcome lines: the ECR has its answer a moment before the terminal's books and
+        its outcome line are done, and a loaded machine stretches that moment."""
+        deadline = time.monotonic() + 10
+        while outcomes is not None and time.monotonic() < deadline and \
+                _outcomes_logged(self.log_path.read_text(encoding="utf-8")) < outcomes:
+            time.sleep(0.02)
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         return self.log_path.read_text(encoding="utf-8")
 
 
@@ -78,6 +87,11 @@ async def four_operations(port: int, protocol: str) -> None:
     await legitimate_sale(port, protocol)
 
 
+def _outcomes_logged(log: str) -> int:
+    """Outcome lines in a text or a JSON log."""
+    return sum(" posbridge.terminal INFO " in line or '"outcome": {' in line for line in log.splitlines())
+
+
 def outcome_lines(log: str) -> list[str]:
     return [line for line in log.splitlines() if " posbridge.terminal INFO " in line]
 
@@ -90,7 +104,7 @@ async def test_one_outcome_line_per_operation_no_chatter_and_hex_frames_with_vv(
     try:
         await four_operations(emulator.port, protocol)
     finally:
-        log = emulator.stop()
+        log = emulator.stop(outcomes=4)
     outcomes = outcome_lines(log)
     assert len(outcomes) == 4, "\n".join(outcomes)
     assert [("NOT delivered" in line) for line in outcomes] == [False, True, False, False]
@@ -111,7 +125,7 @@ async def test_without_v_only_outcomes_with_v_link_events_but_no_frames(tmp_path
     try:
         await legitimate_sale(quiet.port, "inpas")
     finally:
-        log = quiet.stop()
+        log = quiet.stop(outcomes=1)
     assert [line.split(" INFO ")[0].split()[-1] for line in log.splitlines() if " INFO " in line] == [
         "posbridge.terminal"]
     assert " DEBUG " not in log and "transitions" not in log
@@ -119,7 +133,7 @@ async def test_without_v_only_outcomes_with_v_link_events_but_no_frames(tmp_path
     try:
         await legitimate_sale(verbose.port, "inpas")
     finally:
-        log = verbose.stop()
+        log = verbose.stop(outcomes=1)
     assert len(outcome_lines(log)) == 1
     assert " posbridge.terminal DEBUG request (exchange" in log and "the ECR disconnected" in log
     assert "posbridge.wire" not in log and "transitions" not in log
@@ -130,7 +144,7 @@ async def test_a_card_on_the_command_line_works_but_warns_and_is_never_logged(tm
     try:
         result = await legitimate_sale(emulator.port, "inpas")
     finally:
-        log = emulator.stop()
+        log = emulator.stop(outcomes=1)
     assert result.masked_pan is not None and result.masked_pan.endswith("0008")
     assert "visible to every user in the process list" in log and "--cards" in log
     assert CARD not in log
@@ -158,7 +172,7 @@ async def test_log_format_json_is_one_object_a_line_with_each_operations_outcome
     try:
         await four_operations(emulator.port, protocol)
     finally:
-        log = emulator.stop()
+        log = emulator.stop(outcomes=4)
     records = [json.loads(line) for line in log.splitlines()]  # every line is one JSON object
     for record in records:
         assert {"time", "level", "logger", "message"} <= set(record)
@@ -186,7 +200,7 @@ async def test_log_format_json_keeps_the_card_warning_a_json_line_without_the_nu
     try:
         await legitimate_sale(emulator.port, "inpas")
     finally:
-        log = emulator.stop()
+        log = emulator.stop(outcomes=1)
     records = [json.loads(line) for line in log.splitlines()]
     warning = next(r for r in records if r["level"] == "WARNING")
     assert "visible to every user in the process list" in warning["message"] and "--cards" in warning["message"]
