@@ -341,6 +341,13 @@ class VirtualTerminal:
             if self.state != "idle":
                 self.finish()
 
+    def forget_steering(self) -> None:
+        """Forget outcome rules, queued cards and the host fault (the journal and its batches stay):
+        what the control API's ``POST /reset`` and the test fixture's ``reset()`` undo."""
+        self.rules.clear()
+        self.cards.clear()
+        self.host_config.fault = None
+
     @property
     def busy(self) -> bool:
         """An operation is in hand or waiting, or its books (delivery, the outcome line) are not kept yet."""

@@ -219,10 +219,7 @@ async def post_settle(request: web.Request) -> web.Response:
 
 async def post_reset(request: web.Request) -> web.Response:
     """Forget rules, queued cards and the host fault (the journal and its batches stay)."""
-    terminal = request.app[TERMINAL]
-    terminal.rules.clear()
-    terminal.cards.clear()
-    terminal.host_config.fault = None
+    request.app[TERMINAL].forget_steering()
     return json_response({"status": "ok"})
 
 

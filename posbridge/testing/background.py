@@ -151,9 +151,7 @@ class TerminalControl:
         """Forget rules, queued cards, delays and faults (the journal and its batches stay)."""
         def apply() -> None:
             terminal = self._terminal
-            terminal.rules.clear()
-            terminal.cards.clear()
-            terminal.host_config.fault = None
+            terminal.forget_steering()
             terminal.host_config.latency = 0.0
             terminal.config.card_delay = terminal.config.pin_delay = 0.0
             terminal.config.ask_last_digits = False

@@ -77,16 +77,22 @@ def marker_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
     return settings
 
 
+def _beside_test(path: str | os.PathLike[str], request: pytest.FixtureRequest) -> Path:
+    """A relative file path as found beside the test file, then from the rootdir (else as given)."""
+    given = Path(path)
+    if not given.is_absolute():
+        for base in (Path(request.path).parent, Path(str(request.config.rootpath))):
+            if (base / given).is_file():
+                return base / given
+    return given
+
+
 def _scenario(value: Any, request: pytest.FixtureRequest) -> Scenario | str | Mapping[str, Any] | None:
     """A scenario path is looked up beside the test file, then from the rootdir."""
     if value is None or isinstance(value, Mapping):
         return value
     if isinstance(value, (str, os.PathLike)):
-        path = Path(value)
-        if not path.is_absolute():
-            for base in (Path(request.path).parent, Path(str(request.config.rootpath))):
-                if (base / path).is_file():
-                    return str(base / path)
+        path = _beside_test(value, request)
         if not path.is_file():
             pytest.fail(f"@pytest.mark.posbridge: scenario file {value} not found (beside the test file or "
                         "from the rootdir)", pytrace=False)
@@ -130,13 +136,7 @@ def posbridge_replay(request: pytest.FixtureRequest) -> Callable[..., None]:
     from posbridge.testing.capture import posbridge_replay as replay
 
     def run(path: str | os.PathLike[str], **options: Any) -> None:
-        given = Path(path)
-        if not given.is_absolute():
-            for base in (Path(request.path).parent, Path(str(request.config.rootpath))):
-                if (base / given).is_file():
-                    given = base / given
-                    break
-        replay(given, **options)
+        replay(_beside_test(path, request), **options)
     return run
 
 

@@ -247,3 +247,21 @@ def test_a_capture_from_the_field_becomes_a_regression_test(pytester: pytest.Pyt
     result = pytester.runpytest_subprocess("-p", "no:asyncio", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*amount*recorded '99999'*"])
+
+
+def test_the_control_handle_reset_forgets_rules_cards_delays_and_faults() -> None:
+    from posbridge.testing.background import BackgroundTerminal
+
+    with BackgroundTerminal("inpas", transport="virtual") as terminal:
+        control = terminal.control
+        control.decline_next("51")
+        control.cards("insufficient_funds")
+        control.delays(card=1.5, pin=0.5, host=2.0)
+        control.host_fault("no_connection")
+        control.line_faults("rx:corrupt@5")
+        control.ask_last_digits()
+        control.reset()
+        vt = terminal.terminal
+        assert control.rules() == [] and vt.cards.pending() == 0
+        assert (vt.config.card_delay, vt.config.pin_delay, vt.host_config.latency) == (0.0, 0.0, 0.0)
+        assert vt.host_config.fault is None and not vt.config.ask_last_digits and not terminal.line.spec
