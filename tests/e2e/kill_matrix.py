@@ -430,6 +430,13 @@ def context() -> Any:
         return _CONTEXT
 
 
+# A forkserver child's exit code is read once from its sentinel pipe: two threads polling the same
+# child at once (one in wait_exit, another in Process.start(), which polls every live child) make
+# the loser read EOF and multiprocessing records 255 over the real code. Seen once in CI: a
+# recovery that ended with 0 reported as 255. Every poll of a child's state goes under this lock.
+_PROCESS_LOCK = threading.RLock()
+
+
 class Child:
     """A forked child with a message pipe; every wait is bounded."""
 
@@ -437,7 +444,8 @@ class Child:
         ctx = context()
         self.conn, child_conn = ctx.Pipe()
         self.proc = ctx.Process(target=target, args=(child_conn, params), daemon=True)
-        self.proc.start()
+        with _PROCESS_LOCK:  # start() polls every other child (multiprocessing's _cleanup)
+            self.proc.start()
         child_conn.close()
         self.messages: list[tuple[str, Any]] = []
         self._closed = False
@@ -462,12 +470,12 @@ class Child:
                     return message
             seen = len(self.messages)
             left = deadline - time.monotonic()
-            if left <= 0 or (self._closed and not self.proc.is_alive()):
+            if left <= 0 or (self._closed and not self._alive()):
                 return None
             ready = mp_wait([self.conn, self.proc.sentinel] if not self._closed else [self.proc.sentinel],
                             min(left, 1.0))
             if self.proc.sentinel in ready:
-                self.proc.join(1)
+                self._reap(1)
                 self._drain()
                 for message in self.messages[seen:]:
                     if message[0] in kinds:
@@ -478,18 +486,34 @@ class Child:
         """The exit code (negative: killed by that signal); a child still alive after ``timeout``
         is killed (SIGKILL) and None is returned."""
         deadline = time.monotonic() + timeout
-        while self.proc.is_alive() and time.monotonic() < deadline:
+        while self._alive() and time.monotonic() < deadline:
             self._drain()
             mp_wait([self.conn, self.proc.sentinel] if not self._closed else [self.proc.sentinel],
                     max(0.0, min(1.0, deadline - time.monotonic())))
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(5)
+        if self._alive():
+            self._kill()
             self._drain()
             return None
-        self.proc.join(5)
+        code = self._reap(5)
         self._drain()
-        return self.proc.exitcode
+        return code
+
+    def _alive(self) -> bool:
+        with _PROCESS_LOCK:
+            return self.proc.is_alive()
+
+    def _reap(self, timeout: float) -> int | None:
+        """Wait (outside the lock) for the child to end, then collect its exit code (inside)."""
+        mp_wait([self.proc.sentinel], timeout)
+        with _PROCESS_LOCK:
+            self.proc.join(0)
+            return self.proc.exitcode
+
+    def _kill(self) -> None:
+        with _PROCESS_LOCK:
+            if self.proc.is_alive():
+                self.proc.kill()
+        self._reap(5)
 
     def send(self, obj: Any) -> None:
         self.conn.send(obj)
@@ -498,9 +522,7 @@ class Child:
         return next((body for k, body in self.messages if k == kind), None)
 
     def close(self) -> None:
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(5)
+        self._kill()
         self.conn.close()
 
 
