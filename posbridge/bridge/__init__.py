@@ -10,9 +10,10 @@ from posbridge.bridge.bridge import (
     CODE_BUSY,
     CODE_OUTCOME_UNKNOWN,
     CODE_TERMINAL_UNREACHABLE,
+    CODE_UNDONE,
     Bridge,
     BridgeOutcome,
 )
 
-__all__ = ["CODE_BAD_REQUEST", "CODE_BUSY", "CODE_OUTCOME_UNKNOWN", "CODE_TERMINAL_UNREACHABLE", "Bridge",
-           "BridgeOutcome"]
+__all__ = ["CODE_BAD_REQUEST", "CODE_BUSY", "CODE_OUTCOME_UNKNOWN", "CODE_TERMINAL_UNREACHABLE", "CODE_UNDONE",
+           "Bridge", "BridgeOutcome"]

@@ -14,13 +14,15 @@ Money rules, and why:
   request's operation and transaction number, and it is checked again against the register's
   request before it is sent. The register's transaction number is passed to the terminal as it is
   (the host's idempotency key, as on a direct line); a request without one gets the client's.
-- **No approval that was not seen.** When the terminal's outcome is unknown (no answer, a lost
-  link, an answer that does not match) the register is answered ``Status.UNDEFINED`` with
-  :data:`CODE_OUTCOME_UNKNOWN` (INPAS: status 0 "not performed"; Arcus: a decline, 900), and
-  :meth:`EcrClient.recover <posbridge.ecr.EcrClient.recover>` runs at once: the journal entry,
-  ``unknown``, is resolved by emergency reversal (or flagged for a person), so the register's
-  "not performed" becomes true. Recovery runs again before every later operation while anything is
-  open, and when the bridge starts.
+- **No approval that was not seen; no "not performed" that is not known.** When the terminal's
+  outcome is unknown (no answer, a lost link) :meth:`EcrClient.recover
+  <posbridge.ecr.EcrClient.recover>` runs before the register is answered (it hears progress
+  packets meanwhile): the journal entry, ``unknown``, is resolved by emergency reversal (or flagged
+  for a person). Once nothing is charged (reversed, the host never saw it) the register is answered
+  ``Status.DECLINED`` with :data:`CODE_UNDONE`; otherwise ``Status.UNDEFINED`` with
+  :data:`CODE_OUTCOME_UNKNOWN` (INPAS: status 0 "undefined"; Arcus has no such status: a decline,
+  900) and recovery runs again before every later operation while anything is open, and when the
+  bridge starts.
 - **A result the register did not take is undone.** When the register does not acknowledge the
   result (``ResultUndelivered``), hung up, gave up on the exchange (INPAS EOT) or moved on to another
   request, it does not know the outcome: a cashier then retries or gives the goods back. For an
@@ -51,7 +53,7 @@ Money rules, and why:
 Refusals the bridge makes itself: :data:`CODE_BAD_REQUEST` (a request it cannot read or the
 terminal's protocol cannot carry: declined, nothing sent), :data:`CODE_TERMINAL_UNREACHABLE` (the
 terminal could not be reached; the journal says nothing was sent), :data:`CODE_BUSY`,
-:data:`CODE_OUTCOME_UNKNOWN`.
+:data:`CODE_OUTCOME_UNKNOWN`, :data:`CODE_UNDONE`.
 """
 
 from __future__ import annotations
@@ -99,20 +101,27 @@ CODE_BUSY = "9002"
 CODE_TERMINAL_UNREACHABLE = "9003"
 """Not performed: the terminal could not be reached; nothing was sent to it (posbridge's code)."""
 CODE_OUTCOME_UNKNOWN = "9004"
-"""The terminal's outcome is unknown: no approval is reported, recovery reverses the operation
-(posbridge's code)."""
+"""The terminal's outcome is unknown and recovery could not settle it yet: no approval is
+reported; recovery goes on (before each operation, at start) until it is reversed or flagged for a
+person (posbridge's code)."""
+CODE_UNDONE = "9005"
+"""Declined: the terminal's outcome was lost, and recovery has since made sure nothing is charged
+(an emergency reversal approved, or the host never saw it; posbridge's code)."""
 
 TEXTS = {
     CODE_BAD_REQUEST: "НЕВЕРНЫЙ ФОРМАТ СООБЩЕНИЯ",
     CODE_BUSY: "ТЕРМИНАЛ ЗАНЯТ",
     CODE_TERMINAL_UNREACHABLE: "НЕТ СВЯЗИ С ТЕРМИНАЛОМ",
     CODE_OUTCOME_UNKNOWN: "НЕТ ОТВЕТА ОТ ТЕРМИНАЛА",
+    CODE_UNDONE: "ОПЕРАЦИЯ ОТМЕНЕНА",
 }
 PROGRESS_TEXT = "ПОДОЖДИТЕ"
 
 # Results that say money moved (the client's answers module reads them the same way).
 _MONEY_MOVED = (Status.APPROVED, Status.APPROVED_OFFLINE, Status.CONDITIONAL)
 _OPEN_STATES = ("pending", "sent", "unknown")
+# Recovery outcomes after which an operation that moves money is known not to have charged.
+_NOTHING_CHARGED = ("reversed", "not_charged", "not_sent")
 
 
 @dataclass(frozen=True)
@@ -445,10 +454,17 @@ class Bridge:
                                f"not sent: {text}")
             return
         log.warning("the terminal's outcome of %s is unknown: %s", request.operation.value, text)
-        answer = self._refusal(request, Status.UNDEFINED, CODE_OUTCOME_UNKNOWN)
-        delivered, why = await self._deliver(job, answer)
+        # Recovery before the answer (the register hears progress packets meanwhile): what the
+        # register is told is then what is known — "not performed" only once the terminal undid
+        # it or never charged it, "unknown" otherwise.
         reports = await self._recover(f"after {text}")
         mine = [r for r in reports if r.entry.id == entry.id]
+        if mine and isinstance(request.operation, Operation) and request.operation.moves_money \
+                and mine[0].outcome in _NOTHING_CHARGED:
+            answer = self._refusal(request, Status.DECLINED, CODE_UNDONE)
+        else:
+            answer = self._refusal(request, Status.UNDEFINED, CODE_OUTCOME_UNKNOWN)
+        delivered, why = await self._deliver(job, answer)
         note = f"outcome unknown ({text}); recovery: " + (mine[0].describe() if mine else "not resolved yet")
         self._record(job, answer, delivered, entry, note if delivered else f"{note}; {why}")
 

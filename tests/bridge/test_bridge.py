@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from posbridge.bridge import CODE_OUTCOME_UNKNOWN, Bridge
+from posbridge.bridge import CODE_OUTCOME_UNKNOWN, CODE_UNDONE, Bridge
 from posbridge.ecr import EcrClient
 from posbridge.journal import Journal
 from posbridge.model import Operation, Status
@@ -137,9 +137,9 @@ async def test_the_terminal_killed_mid_sale_gives_no_approval_and_recovery_rever
         result = await sale
         await b.bridge.wait_idle()
 
-        assert not result.approved
-        assert result.status is (Status.UNDEFINED if register_protocol == "inpas" else Status.DECLINED)
-        assert result.host_code == CODE_OUTCOME_UNKNOWN
+        # Recovery ran before the answer: the register hears a definite "declined, undone".
+        assert result.status is Status.DECLINED
+        assert result.host_code == CODE_UNDONE
         # The bridge's entry went unknown and recovery resolved it by an emergency reversal.
         sale_entry, reversal_entry = entries(b.journal)
         assert (sale_entry.request.operation, sale_entry.state, sale_entry.how) == \
@@ -162,3 +162,37 @@ async def test_the_terminal_killed_mid_sale_gives_no_approval_and_recovery_rever
         b.terminal.control.delays(host=0)
         again = await b.register.sale(120_00)
         assert again.approved
+
+
+@pytest.mark.parametrize(("register_protocol", "terminal_protocol"), DIRECTIONS)
+async def test_an_outcome_recovery_cannot_settle_is_answered_unknown_and_recovered_before_the_next_sale(
+        register_protocol: str, terminal_protocol: str) -> None:
+    async with bridged(register_protocol, terminal_protocol, transport="tcp") as b:
+        b.terminal.control.delays(host=1.5)
+        b.terminal.control.decline_next("96", operation="emergency_reversal")  # recovery's reversal fails
+        sale = asyncio.get_running_loop().create_task(b.register.sale(130_00))
+        await wait_for_state(b.terminal, "authorizing")
+        assert b.terminal.call(lambda: b.terminal.line.drop_peer("killed mid-operation"))
+        result = await sale
+        await b.bridge.wait_idle()
+
+        # Not "declined": the customer may be charged. INPAS says "undefined" (status 0); Arcus has
+        # no such status and hears the code as a decline.
+        assert result.status is (Status.UNDEFINED if register_protocol == "inpas" else Status.DECLINED)
+        assert result.host_code == CODE_OUTCOME_UNKNOWN
+        [sale_entry, reversal_entry] = entries(b.journal)
+        assert (sale_entry.request.operation, sale_entry.state) == (Operation.SALE, "unknown")
+        assert reversal_entry.request.operation is Operation.EMERGENCY_REVERSAL
+        assert reversal_entry.result.status is Status.DECLINED
+        [outcome] = b.bridge.outcomes
+        assert outcome.delivered and "stays unknown" in outcome.note
+        assert b.terminal.batch().sale_count == 1  # charged, and the bridge knows it may be
+
+        # The next operation waits for recovery: the sale is reversed, then the new one runs.
+        b.terminal.control.delays(host=0)
+        again = await b.register.sale(131_00)
+        assert again.approved
+        await b.bridge.wait_idle()
+        first = entries(b.journal)[0]
+        assert (first.state, first.how) == ("resolved", "reversed")
+        assert b.terminal.batch().sale_count == 1 and b.terminal.batch().sale_amount == 131_00
