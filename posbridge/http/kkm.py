@@ -94,16 +94,24 @@ def kkm_view(service: Service, command: str, view: dict[str, Any], warning: str 
     return _answer(command, view["command_id"], num_device, status, error, warning, **fields)
 
 
+# KKM Server answers a command it refuses with HTTP 200 and the refusal in the body (Status 2 or 3,
+# Error): its clients read Status and show Error to the cashier, and its sample client takes any
+# other HTTP code for a broken connection ("Ошибка передачи данных по протоколу HTTP"), never
+# showing why. Only what happens below the command keeps its HTTP code: a body sent too slowly
+# (408, the connection is closed), credentials (401, before any command is read).
+_KKM_TRANSPORT_CODES = (408,)
+
+
 def _kkm_error(command: str, id_command: str, num_device: int, error: FieldError | Unavailable) -> web.Response:
     if isinstance(error, Unavailable):
         body = _answer(command, id_command, num_device, 2, str(error))
-        return json_response(body, status=503, headers={"Retry-After": "5"})
+        return json_response(body, headers={"Retry-After": "5"})
     field = mask_card_numbers(_FIELD_NAMES.get(error.field, error.field))
     status = 3 if error.http_status == 404 else 2
     # Masked: a refused Command, IdCommand or field may quote what the register sent, a card number too.
     body = _answer(mask_card_numbers(command), mask_card_numbers(id_command), num_device, status,
                    mask_card_numbers(f"{field}: {error}"), Field=field)
-    return json_response(body, status=error.http_status)
+    return json_response(body, status=error.http_status if error.http_status in _KKM_TRANSPORT_CODES else 200)
 
 
 @routes.post("/Execute")
@@ -210,7 +218,7 @@ def _get_rezult(service: Service, body: dict[str, Any]) -> web.Response:
     if view is None:
         answer = _answer("GetRezult", mask_card_numbers(id_command), 0, 3,
                          mask_card_numbers(f"IdCommand: no command {id_command!r} was ever accepted"), Field="IdCommand")
-        return json_response(answer, status=404)
+        return json_response(answer)  # Status 3, HTTP 200: see _KKM_TRANSPORT_CODES
     original = next((k for k, v in KKM_COMMANDS.items() if v == view["operation"]), view["operation"])
     if view["origin"] == "native":
         original = view["operation"]

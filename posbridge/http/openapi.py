@@ -234,16 +234,16 @@ def _kkm_path() -> dict[str, Any]:
                                      "Amount": 50.00, "UniversalID": _UID}},
             }}}},
         "responses": {
-            "200": {"description": "the answer", "content": {"application/json": {"example": {
+            "200": {"description": "the answer, refusals included as KKM Server gives them: Status 2 (a body "
+                                   "that is not JSON or names a key twice, a field the command cannot take, "
+                                   "IdCommand used for another request, the terminal's queue full — with "
+                                   "Retry-After), Status 3 (unknown Command, NumDevice or IdCommand); Error "
+                                   "and Field name the field",
+                    "content": {"application/json": {"example": {
                 "Command": "PayByPaymentCard", "IdCommand": "kkm-0001", "NumDevice": 1, "Status": 0, "Error": "",
                 "Warning": "", "UniversalID": _UID, "Amount": 150.0, "Slip": _SLIP, "RRNCode": "512345678901",
                 "AuthorizationCode": "123456", "CardNumber": "411111******1111", "ReceiptNumber": "26"}}}},
-            "400": {"description": "the body is not JSON, or names a key twice (Status 2)"},
-            "408": {"description": "the body took more than 10 s to arrive (Status 2)"},
-            "404": {"description": "unknown Command, NumDevice or IdCommand (Status 3)"},
-            "409": {"description": "IdCommand used for another request (Status 2)"},
-            "422": {"description": "a field the command cannot take (Status 2, Error and Field name it)"},
-            "503": {"description": "the terminal's queue is full (Status 2)"},
+            "408": {"description": "the body took more than 10 s to arrive (Status 2; the connection is closed)"},
         },
     }}}
 

@@ -36,7 +36,7 @@ async def test_a_key_given_twice_is_refused_naming_it(path, raw, field):
     # json.loads keeps the last value: 10,000.00 RUB charged where a proxy or a log saw 1.00.
     async with in_process() as s:
         status, body = await s.post(path, raw=raw)
-        assert status == 400, body
+        assert status == (200 if path == "/Execute" else 400), body
         assert body.get("field", body.get("Field")) == field
         _nothing_stored(s, "d1", "d2")
 
@@ -57,7 +57,7 @@ async def test_json_nested_too_deep_is_400_not_a_500():
 async def test_a_lone_surrogate_is_400_naming_the_field_not_a_500(path, raw, field):
     async with in_process() as s:
         status, body = await s.post(path, raw=raw)
-        assert status == 400, body
+        assert status == (200 if path == "/Execute" else 400), body
         assert body.get("field", body.get("Field")) == field
         _nothing_stored(s, "s1")
 
@@ -93,7 +93,10 @@ async def test_an_error_answer_never_echoes_a_full_card_number(method, path, bod
             status, answer = await s.get(path)
         else:
             status, answer = await s.post(path, body)
-        assert 400 <= status < 500
+        if path == "/Execute":  # KKM refuses in the body, HTTP 200
+            assert status == 200 and answer["Status"] in (2, 3), answer
+        else:
+            assert 400 <= status < 500
         assert PAN not in json.dumps(answer, ensure_ascii=False).replace(" ", "")
         _nothing_stored(s, "p1")
 
@@ -110,7 +113,8 @@ async def test_a_full_card_number_in_a_stored_field_is_refused(path, body, field
     # would reach the command store and the cash register's database.
     async with in_process() as s:
         status, answer = await s.post(path, body)
-        assert status == 422 and answer.get("field", answer.get("Field")) == field, answer
+        assert status == (200 if path == "/Execute" else 422), answer
+        assert answer.get("field", answer.get("Field")) == field, answer
         assert PAN not in json.dumps(answer)
         _nothing_stored(s, "p1")
 
@@ -121,7 +125,7 @@ async def test_a_kkm_amount_text_is_a_plain_decimal_or_refused(amount):
     # means them.
     async with in_process() as s:
         status, answer = await s.post("/Execute", {"Command": "PayByPaymentCard", "IdCommand": "a1", "Amount": amount})
-        assert (status, answer.get("Field")) == (422, "Amount"), answer
+        assert (status, answer["Status"], answer.get("Field")) == (200, 2, "Amount"), answer
         _nothing_stored(s, "a1")
 
 

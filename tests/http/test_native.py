@@ -92,6 +92,28 @@ async def test_a_full_queue_is_503_and_nothing_is_stored():
             assert body["status"] == "approved"
 
 
+async def test_a_full_queue_is_kkm_status_2_with_http_200_and_nothing_is_stored():
+    async with in_process(queue_limit=1, terminal_options={"config": TerminalConfig(card_delay=0.4)}) as s:
+        for command_id in ("g1", "g2"):  # one running, one queued
+            status, body = await s.post("/Execute", {"Command": "PayByPaymentCard", "IdCommand": command_id,
+                                                     "Amount": 1, "Timeout": 1})
+            assert status == 200 and body["Status"] in (1, 4), body
+            await asyncio.sleep(0.05)
+        response = await s.client.post("/Execute", json={"Command": "PayByPaymentCard", "IdCommand": "g3",
+                                                         "Amount": 1})
+        body = await response.json()
+        assert (response.status, body["Status"], body["IdCommand"]) == (200, 2, "g3"), body
+        assert "waiting" in body["Error"] and response.headers["Retry-After"]
+        assert s.service.store.get("g3") is None  # not accepted: the same IdCommand may be sent again later
+        for command_id in ("g1", "g2"):
+            for _ in range(100):
+                _, body = await s.post("/Execute", {"Command": "GetRezult", "IdCommand": command_id})
+                if body["Status"] not in (1, 4):
+                    break
+                await asyncio.sleep(0.05)
+            assert body["Status"] == 0, body
+
+
 async def test_a_declined_test_card_is_declined_with_the_host_code_and_a_decline_slip():
     rule = TEST_CARDS[DECLINED_PAN]
     async with in_process() as s:
