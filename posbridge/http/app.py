@@ -29,7 +29,7 @@ from posbridge.http.service import Service, Unavailable
 from posbridge.journal import JournalError
 from posbridge.model import mask_card_numbers
 
-__all__ = ["make_app", "run_serve", "serve"]
+__all__ = ["IDLE_TIMEOUT", "make_app", "run_serve", "runner_options", "serve"]
 
 log = logging.getLogger("posbridge.http")
 
@@ -37,6 +37,19 @@ MAX_BODY = 64 * 1024
 """Bytes a request body may have: an operation's JSON is a few hundred."""
 OPEN_PATHS = frozenset({"/health"})
 """Paths served without authentication (they tell nothing about operations)."""
+IDLE_TIMEOUT = 15.0
+"""Seconds a connection may go without a whole request (headers sent too slowly, or an idle
+keep-alive connection) before it is closed. aiohttp has no header timeout of its own: its keep-alive
+timer (default an hour) is the one clock that runs from the connection's start until a request's
+headers are in, so it is set to this. A request being handled is never cut by it."""
+
+
+def runner_options() -> dict[str, Any]:
+    """How ``serve`` (and the control API, and the tests' server) run the application."""
+    # handler_cancellation off (aiohttp's default, said aloud): a client that hangs up does not
+    # cancel its request's handler; the operation is the terminal worker's and finishes anyway.
+    return {"access_log": None, "handle_signals": False, "handler_cancellation": False,
+            "keepalive_timeout": IDLE_TIMEOUT}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -142,10 +155,7 @@ async def serve(config: ServiceConfig, *, ready: Callable[[str], None] | None = 
                 stop: asyncio.Event | None = None) -> None:
     """Run the service until ``stop`` is set (or SIGTERM / SIGINT when ``stop`` is None)."""
     service = Service(config)
-    # handler_cancellation off (aiohttp's default, said aloud): a client that hangs up does not
-    # cancel its request's handler; the operation is the terminal worker's and finishes anyway.
-    runner = web.AppRunner(make_app(service), access_log=None, handle_signals=False, shutdown_timeout=10.0,
-                           handler_cancellation=False)
+    runner = web.AppRunner(make_app(service), shutdown_timeout=10.0, **runner_options())
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.host, config.port)

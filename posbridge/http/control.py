@@ -22,7 +22,7 @@ from posbridge.emulator.cards import Card
 from posbridge.emulator.host import FAULTS
 from posbridge.emulator.rules import RuleError, card_from_name, rule_from_dict
 from posbridge.emulator.terminal import VirtualTerminal
-from posbridge.http.app import json_errors
+from posbridge.http.app import json_errors, runner_options
 from posbridge.http.native import json_response, read_json
 from posbridge.http.operations import FieldError
 from posbridge.journal import OperationRecord
@@ -340,8 +340,7 @@ def make_control_app(terminal: VirtualTerminal) -> web.Application:
 async def start_control(terminal: VirtualTerminal, address: str) -> tuple[web.AppRunner, str]:
     """Serve the control API on loopback ``address`` in the running loop; (runner, "http://host:port")."""
     host, port = parse_control_address(address)
-    runner = web.AppRunner(make_control_app(terminal), access_log=None, handle_signals=False,
-                           shutdown_timeout=2.0)
+    runner = web.AppRunner(make_control_app(terminal), shutdown_timeout=2.0, **runner_options())
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:

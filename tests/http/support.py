@@ -20,19 +20,18 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from posbridge.devices import open_device
 from posbridge.emulator.terminal import VirtualTerminal
-from posbridge.http.app import make_app
+from posbridge.http.app import make_app, runner_options
 from posbridge.http.config import ServiceConfig, TerminalSettings
 from posbridge.http.service import Service
 
 
 class ServeLikeTestServer(TestServer):
-    """aiohttp's test server as ``posbridge serve`` runs the application: a client that hangs up
-    does not cancel its handler (aiohttp's test server cancels it; the real runner does not, so a
-    test would not see what production does)."""
+    """aiohttp's test server as ``posbridge serve`` runs the application (``runner_options``): a
+    client that hangs up does not cancel its handler (aiohttp's test server cancels it; the real
+    runner does not, so a test would not see what production does); the same idle timeout."""
 
     async def _make_runner(self, **kwargs: Any) -> Any:
-        kwargs["handler_cancellation"] = False
-        return await super()._make_runner(**kwargs)
+        return await super()._make_runner(**{**kwargs, **runner_options()})
 
 
 @dataclass

@@ -12,7 +12,7 @@ import socket
 import pytest
 
 from posbridge.emulator.config import TerminalConfig
-from posbridge.http import native
+from posbridge.http import app, native
 from posbridge.journal import JournalFault
 
 from tests.http.support import InProcess, in_process
@@ -214,6 +214,32 @@ async def test_a_body_sent_too_slowly_is_408_the_connection_closed_and_nothing_h
         assert answer.startswith(b"HTTP/1.1 408") and field in answer, answer
         assert closed == b""
         _nothing_stored(s)
+
+
+@pytest.mark.parametrize("head", [b"", b"POST /v1/terminals/kassa1/Pay HTTP/1.1\r\nHost: x\r\nContent-Ty"],
+                         ids=["nothing sent", "headers never finished"])
+async def test_a_connection_without_a_whole_request_is_closed_after_the_idle_timeout(monkeypatch, head):
+    # aiohttp has no header timeout: without one a client sending headers a byte a minute (or
+    # nothing) held its connection for aiohttp's keep-alive default, an hour.
+    monkeypatch.setattr(app, "IDLE_TIMEOUT", 0.5)
+    async with in_process() as s:
+        sock = _raw_request(s, head)
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            closed = await asyncio.wait_for(loop.sock_recv(sock, 4096), 5)
+        finally:
+            sock.close()
+        assert closed == b"" and 0.4 < loop.time() - started < 3
+        _nothing_stored(s)
+
+
+async def test_a_payment_that_takes_longer_than_the_idle_timeout_is_answered_on_its_connection(monkeypatch):
+    monkeypatch.setattr(app, "IDLE_TIMEOUT", 0.3)
+    async with in_process(terminal_options={"config": TerminalConfig(card_delay=0.8)}) as s:
+        status, body = await s.post("/v1/terminals/kassa1/Pay", {"command_id": "i1", "amount": 100})
+        assert (status, body["status"]) == (200, "approved"), body
 
 
 async def test_the_log_keeps_the_rrn_the_register_reconciles_by(tmp_path):
