@@ -8,7 +8,8 @@ The rules (arcus2.md, "Arcus2-style link"; docs/protocols/arcus2.md states them 
 
 - Frames are link version 2 (SOH ... ETX CRC-32) unless the side is configured for version 1
   (``Arcus2Options(link_version=1)``, the ``link_version`` option): a version 1 side sends version 1
-  (STX ... ETX LRC) and accepts both; a version 2 side answers a version 1 frame with NAK.
+  (STX ... ETX LRC) and accepts both, answering in the version its peer last spoke; a version 2
+  side answers a version 1 frame with NAK.
 
 - A side with something to say sends ENQ and waits T1 for the answer: ACK = "go ahead", NAK = "busy".
   A try fails on NAK or silence; the next ENQ goes ``enq_interval`` (500 ms) after the failure; after
@@ -197,7 +198,7 @@ class Arcus2Link:
             if isinstance(token, Control):
                 events += self._on_control(token.byte, now)
             elif isinstance(token, FrameToken):
-                events += self._on_frame(token.body, now)
+                events += self._on_frame(token, now)
             elif isinstance(token, BadFrame):
                 events.append(self._reject(token.error, now))
             elif isinstance(token, Noise):
@@ -229,7 +230,8 @@ class Arcus2Link:
             if phase is Phase.SENDING:
                 head = self._queue[0]
                 if head.sends >= self.timers.tries:
-                    return self._frame_failed(NakLimit(f"frame NAKed {head.sends} times"), now)
+                    hint = " (a version 2 peer refuses version 1 frames: link_version)" if self.version == 1 else ""
+                    return self._frame_failed(NakLimit(f"frame NAKed {head.sends} times{hint}"), now)
                 self._transmit_head(now)
         elif byte == EOT and phase is Phase.RECEIVING:
             self._idle()
@@ -241,11 +243,15 @@ class Arcus2Link:
         self.phase = Phase.RECEIVING
         self._turn_deadline = now + self.timers.peer_turn_limit
 
-    def _on_frame(self, body: bytes, now: float) -> list[LinkEvent]:
+    def _on_frame(self, frame: FrameToken, now: float) -> list[LinkEvent]:
         try:
-            message = Message.decode_body(body)
+            message = Message.decode_body(frame.body)
         except DecodeError as error:
             return [self._reject(error, now)]
+        # A version 1 side speaks the version its peer last spoke (it takes both): a version 2
+        # peer's request must not be performed and its answer then sent in a version the peer
+        # refuses (the operation done, its outcome lost, the recovery's reversal lost the same way).
+        self.version = frame.version
         self._out.append(ACK)
         if self.phase in (Phase.IDLE, Phase.RECEIVING):
             self._peer_turn(now)

@@ -20,8 +20,8 @@ class Arcus2Options(ProtocolOptions):
     timer (restarted by every ``I``); ``enq_interval`` the pause after a failed ENQ try; ``tries``
     the ENQ tries per turn and sends per frame; ``turn_timeout`` ends a peer turn gone silent
     (None: 3 x T1). ``link_version`` (2 by default) is the frame format this side sends: 2 accepts
-    only version 2 frames (a version 1 frame is answered NAK), 1 accepts both -- for a peer that
-    speaks only the legacy version 1.
+    only version 2 frames (a version 1 frame is answered NAK), 1 accepts both and answers in the
+    version its peer last spoke -- for a peer that speaks only the legacy version 1.
     """
 
     protocol: ClassVar[str] = "arcus2"

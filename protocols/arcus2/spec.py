@@ -25,7 +25,7 @@ def ecr_session(
 
     ``options``: :class:`Arcus2Options` -- timers, tries and ``link_version``: 2 (the default: SOH
     frames with a CRC-32; version 1 frames are refused) or 1 (legacy STX frames with an LRC, for a
-    peer that speaks only version 1; both are accepted).
+    peer that speaks only version 1; both are accepted, answered in the version the peer last spoke).
     ``ops_table``: an installation's :class:`OpsTable` (``parse_ops_ini`` of its ops.ini; default:
     posbridge's table).
     ``texts``: response texts (rc_res) for results that come without ``text_message``.

@@ -325,6 +325,38 @@ def test_a_version_1_side_accepts_both_versions():
         assert link.data_to_send() == byte(ACK)
 
 
+def _talk(a: Arcus2Link, b: Arcus2Link) -> tuple[list, list, list[bytes]]:
+    """Carry bytes both ways until the line is quiet; (a's events, b's events, what b sent)."""
+    a_events: list = []
+    b_events: list = []
+    b_wrote: list[bytes] = []
+    for _ in range(50):
+        out_a = a.data_to_send()
+        if out_a:
+            b_events += b.receive(out_a, 0.0)
+        out_b = b.data_to_send()
+        if out_b:
+            b_wrote.append(out_b)
+            a_events += a.receive(out_b, 0.0)
+        if not out_a and not out_b:
+            break
+    return a_events, b_events, b_wrote
+
+
+@pytest.mark.parametrize("ecr_version", [1, 2])
+def test_a_version_1_terminal_answers_in_the_version_its_ecr_speaks(ecr_version: int):
+    # Before: a version 1 terminal took a version 2 ECR's request and answered in version 1, which
+    # the ECR refuses — the sale done, its answer lost, and the recovery's reversal lost the same way.
+    ecr, terminal = ecr_link(link_version=ecr_version), terminal_link(link_version=1)
+    ecr.send(Q, 0.0)
+    _, terminal_events, _ = _talk(ecr, terminal)
+    assert terminal_events == [MessageReceived(Q)]
+    terminal.send(I, 0.0)
+    ecr_events, _, terminal_wrote = _talk(ecr, terminal)
+    assert ecr_events == [MessageReceived(I)]
+    assert encode_frame(I.encode_body(), ecr_version) in terminal_wrote
+
+
 def test_a_version_1_sender_facing_a_version_2_receiver_fails_typed_after_three_sends():
     sender, receiver = ecr_link(link_version=1), terminal_link()
     sender.send(Q, 0.0)
