@@ -30,7 +30,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import signal
 import sys
 import time
@@ -44,8 +43,7 @@ from posbridge import protocols
 from posbridge.capture import ECR_TO_TERMINAL, TERMINAL_TO_ECR, CaptureWriter, mask_decoded
 from posbridge.devices import Device, DeviceClosed, open_device
 from posbridge.protocols.common.describe import EntryKind, FrameDescription, Problem
-from posbridge.protocols.common.model import mask_card_bytes
-from posbridge.protocols.common.parts import Piece, SplitMessages, masked_entry, pieces_of
+from posbridge.protocols.common.parts import DescribedStream, Piece, masked_entry, pieces_of
 from posbridge.pump import summarize_error
 
 __all__ = ["DIRECTIONS", "LinkMonitor", "MonitorReport", "Piece", "StreamDecoder", "add_monitor_arguments",
@@ -58,65 +56,29 @@ QUIET_FLUSH = 0.5  # seconds of silence after which a half frame in hand is show
 _REOPEN_FIRST, _REOPEN_MAX = 0.2, 2.0  # back-off opening a connecting side again, seconds
 _DIRECTION_COLOURS = {ECR_TO_TERMINAL: "36", TERMINAL_TO_ECR: "33"}  # cyan, yellow
 _NOISE_SHOWN = 32  # bytes of a longer run of noise shown in its text line (--hex and JSON have them all)
-_TRAILING_DIGITS = re.compile(rb"[0-9]{1,19}\Z")
 
 
 # --- decoding a stream -----------------------------------------------------------------------------
-class StreamDecoder:
-    """Cuts one direction's bytes, fed in any chunks, into :class:`Piece` s, using the protocol's
-    ``describe`` (which sees whole byte strings, not streams).
+class StreamDecoder(DescribedStream):
+    """One direction's bytes, fed in any chunks, as :class:`Piece` s: a
+    :class:`~posbridge.protocols.common.parts.DescribedStream` (whole frames, a split message's
+    parts held until its final part and masked together, digits that end the noise held, every
+    byte fed given out once, in order) that resynchronises when it is flushed.
 
-    A frame not yet complete is held (at most ``limit`` bytes) until it is, or until :meth:`flush`
-    (the monitor calls it after :data:`QUIET_FLUSH` seconds of silence, and when a side closes): a
-    held frame whose start byte was stray noise (what follows it holds good frames) is then shown
+    The monitor flushes after :data:`QUIET_FLUSH` seconds of silence and when a side closes. A held
+    frame whose start byte was stray noise (what follows it holds good frames) is then given out
     as a one-byte incomplete frame and the rest described afresh, as a receiver resynchronises;
-    otherwise it is shown as the incomplete frame it is. Digits that end a run of noise are held as
-    well: a card number split over two reads must be masked whole, not shown in halves.
-
-    The frames of a message split over several frames (INPAS SOH parts) are described again with
-    the next part, so the final part carries the whole message's fields as the describer gives them;
-    the parts are held until the final one (or until anything else comes, or :meth:`flush`) and given
-    out together, so that a card number split between two parts is masked in both (``Piece.shown``):
-    :class:`~posbridge.protocols.common.parts.SplitMessages` does that, for every consumer of describers.
-
-    A held frame larger than ``eager`` bytes is described again only once its bytes have doubled (or
-    at :meth:`flush`): a hostile length field costs O(n log n), not O(n²). Every byte fed comes
-    out in exactly one piece, in order.
+    otherwise it is given out as the incomplete frame it is.
     """
-
-    def __init__(self, describe: Callable[[bytes], list[FrameDescription]], *, limit: int = 70_000,
-                 eager: int = 4096) -> None:
-        self.describe = describe
-        self.limit = limit
-        self.eager = eager
-        self._buffer = b""  # fed, not yet shown: a frame in progress, noise before it, trailing digits
-        self._next_try = 0  # describe again once the buffer holds this many bytes
-        self._split_messages = SplitMessages(limit=limit)  # parts held, and the frames described again
-
-    @property
-    def pending(self) -> int:
-        """Bytes fed and not yet shown."""
-        return len(self._buffer) + self._split_messages.pending
-
-    def feed(self, data: bytes) -> list[Piece]:
-        """The pieces ``data`` completes (those before it included), in order."""
-        if not data:
-            return []
-        self._buffer += data
-        if len(self._buffer) >= self.limit:
-            return self.flush()
-        if len(self._buffer) < self._next_try:
-            return []
-        return self._split(hold=True)
 
     def flush(self) -> list[Piece]:
         """Everything held, as pieces (see the class docstring): nothing stays pending."""
-        pieces = self._split(hold=True)
+        pieces = self._cut(hold=True)
         while self._buffer:
             entries = self._describe(self._buffer)
             last = entries[-1] if entries else None
             if last is None or last.kind is not EntryKind.INCOMPLETE:  # held digits (or a describer's whim)
-                pieces += self._split(hold=False)
+                pieces += self._cut(hold=False)
                 break
             start = last.offset
             rest = self._buffer[start + 1:]
@@ -124,52 +86,13 @@ class StreamDecoder:
                 detail = "; ".join(problem.detail for problem in last.problems)
                 stray = replace(last, size=1, problems=(Problem(
                     "incomplete", f"{detail}: no such frame came, good frames did; taken for noise", start),))
-                pieces += self._split_messages.hold(pieces_of(self._buffer[:start + 1], [*entries[:-1], stray]))
+                pieces += self.split.hold(pieces_of(self._buffer[:start + 1], [*entries[:-1], stray]))
                 self._buffer = rest
-                self._next_try = 0
-                pieces += self._split(hold=True)
+                pieces += self._cut(hold=True)
             else:
-                pieces += self._split(hold=False)
+                pieces += self._cut(hold=False)
         self._next_try = 0
-        return pieces + self._split_messages.release()
-
-    def forget(self) -> list[Piece]:
-        """:meth:`flush`, and forget a split message in progress (its sender is gone)."""
-        pieces = self.flush()
-        self._split_messages.forget()
-        return pieces
-
-    def _describe(self, data: bytes) -> list[FrameDescription]:
-        try:
-            return self.describe(data)
-        except Exception as error:  # a describer bug costs a noise line, never the relay
-            return [FrameDescription(EntryKind.NOISE, 0, len(data), data=mask_card_bytes(data).hex(),
-                                     problems=(Problem("describe", summarize_error(error)),))]
-
-    def _split(self, *, hold: bool) -> list[Piece]:
-        context = self._split_messages.context
-        whole = context + self._buffer
-        entries = self._describe(whole)
-        if hold and entries and entries[-1].kind is EntryKind.INCOMPLETE:
-            entries.pop()
-        pieces = pieces_of(whole, entries, len(context))
-        shown = len(context) + sum(len(piece.data) for piece in pieces)
-        if not hold and shown < len(whole):  # bytes no entry named: shown as noise, never dropped
-            rest = whole[shown:]
-            pieces.append(Piece(rest, FrameDescription(EntryKind.NOISE, 0, len(rest), data=mask_card_bytes(rest).hex())))
-            shown = len(whole)
-        if hold and shown == len(whole) and pieces and pieces[-1].entry.kind is EntryKind.NOISE:
-            digits = _TRAILING_DIGITS.search(pieces[-1].data)
-            if digits is not None:  # may be the head of a card number whose tail is on its way
-                last = pieces.pop()
-                keep = last.data[:digits.start()]
-                if keep:
-                    pieces.append(Piece(keep, replace(last.entry, size=len(keep), data=mask_card_bytes(keep).hex())))
-                shown -= len(last.data) - len(keep)
-        self._buffer = whole[shown:]
-        held = len(self._buffer)
-        self._next_try = 2 * held if held > self.eager else 0
-        return self._split_messages.hold(pieces)
+        return pieces + self.split.release()
 
 
 # --- what the monitor reports ----------------------------------------------------------------------

@@ -31,6 +31,7 @@ __all__ = ["DescribedStream", "Piece", "SplitMessages", "joined", "mask_split_me
            "masked_values", "pieces_of"]
 
 _MASKED_CARD = re.compile(r"\d{6}\*+\d{4}")
+_TRAILING_DIGITS = re.compile(rb"[0-9]{1,19}\Z")  # may be the head of a card number
 _HEADER_SIZE = 3  # START + LEN(2): where a start-byte framed body begins (protocols.common.scanner)
 
 
@@ -183,17 +184,25 @@ class DescribedStream:
     together. A describer that raises costs a noise piece, never the stream. Every byte fed comes
     out in exactly one piece, in order, by :meth:`flush` at the latest.
 
+    Digits that end a run of noise are held too, until more bytes come or :meth:`flush`: a card
+    number cut by a read must be masked whole, never given out in halves that no masking recognises.
+    A held frame larger than ``eager`` bytes is described again only once its bytes have doubled
+    (or at :meth:`flush`): a hostile length field costs O(n log n) describing, not O(n²).
+
     A trace (``(direction, data)``) keeps one per direction::
 
         pieces = streams[direction].feed(data)
         data_shown, entries = joined(pieces)   # bytes and descriptions, card numbers masked
     """
 
-    def __init__(self, describe: Callable[[bytes], list[FrameDescription]], *, limit: int = 70_000) -> None:
+    def __init__(self, describe: Callable[[bytes], list[FrameDescription]], *, limit: int = 70_000,
+                 eager: int = 4096) -> None:
         self.describe = describe
         self.limit = limit
+        self.eager = eager
         self.split = SplitMessages(limit=limit)
-        self._buffer = b""
+        self._buffer = b""  # fed, not yet given out: a frame in progress, noise before it, trailing digits
+        self._next_try = 0  # describe again once the buffer holds this many bytes
 
     @property
     def pending(self) -> int:
@@ -201,11 +210,16 @@ class DescribedStream:
         return len(self._buffer) + self.split.pending
 
     def feed(self, data: bytes) -> list[Piece]:
-        """The pieces ``data`` completes (held ones before them included), in order."""
+        """The pieces ``data`` completes (held ones before them included), in order; at ``limit``
+        bytes held, everything (:meth:`flush`)."""
         if not data:
             return []
         self._buffer += data
-        return self._cut(hold=len(self._buffer) < self.limit)
+        if len(self._buffer) >= self.limit:
+            return self.flush()
+        if len(self._buffer) < self._next_try:
+            return []
+        return self._cut(hold=True)
 
     def flush(self) -> list[Piece]:
         """Everything held, as pieces: a half frame as the incomplete frame it is."""
@@ -219,6 +233,8 @@ class DescribedStream:
         return pieces
 
     def _cut(self, *, hold: bool) -> list[Piece]:
+        """The pieces the buffer (after the split message's context) holds; with ``hold``, a frame
+        not yet complete and digits ending the noise stay in the buffer, else nothing does."""
         context = self.split.context
         whole = context + self._buffer
         entries = self._describe(whole)
@@ -231,7 +247,11 @@ class DescribedStream:
             pieces.append(Piece(rest, FrameDescription(EntryKind.NOISE, 0, len(rest),
                                                        data=mask_card_bytes(rest).hex())))
             shown = len(whole)
+        if hold and shown == len(whole):
+            shown -= _hold_trailing_digits(pieces)
         self._buffer = whole[shown:]
+        held = len(self._buffer)
+        self._next_try = 2 * held if held > self.eager else 0
         return self.split.hold(pieces)
 
     def _describe(self, data: bytes) -> list[FrameDescription]:
@@ -241,6 +261,21 @@ class DescribedStream:
             detail = mask_card_numbers(f"{type(error).__name__}: {error}")[:200]
             return [FrameDescription(EntryKind.NOISE, 0, len(data), data=mask_card_bytes(data).hex(),
                                      problems=(Problem("describe", detail),))]
+
+
+def _hold_trailing_digits(pieces: list[Piece]) -> int:
+    """When ``pieces`` end in noise that ends in digits (perhaps the head of a card number whose
+    tail is on its way), cut those digits off the last piece (in place) and return how many."""
+    if not pieces or pieces[-1].entry.kind is not EntryKind.NOISE:
+        return 0
+    digits = _TRAILING_DIGITS.search(pieces[-1].data)
+    if digits is None:
+        return 0
+    last = pieces.pop()
+    keep = last.data[:digits.start()]
+    if keep:
+        pieces.append(Piece(keep, replace(last.entry, size=len(keep), data=mask_card_bytes(keep).hex())))
+    return len(last.data) - len(keep)
 
 
 def joined(pieces: Iterable[Piece]) -> tuple[bytes, list[FrameDescription]]:

@@ -105,3 +105,20 @@ def test_split_messages_give_held_parts_out_before_anything_else_and_past_their_
     ack_piece, part_piece = pieces_of(writes[0], DESCRIBE(writes[0]))
     assert SplitMessages().hold([ack_piece, part_piece]) == [ack_piece]  # part 1 held
     assert SplitMessages(limit=10).hold([ack_piece, part_piece]) == [ack_piece, part_piece]  # 55 bytes > 10
+
+
+def test_a_card_number_in_noise_cut_by_a_read_is_held_and_masked_whole():
+    # Every consumer (console trace, capture, wire log, monitor): the digits that end the noise wait
+    # for the next read, so the number is masked whole, not given out as two unrecognisable halves.
+    stream = DescribedStream(DESCRIBE)
+    first = stream.feed(b"noise " + FULL_PAN[:9].encode())
+    assert [piece.data for piece in first] == [b"noise "] and stream.pending == 9
+    second = stream.feed(FULL_PAN[9:].encode() + b" more")
+    rest = stream.flush()
+    pieces = first + second + rest
+    assert b"".join(piece.data for piece in pieces) == b"noise " + FULL_PAN.encode() + b" more"
+    assert b"".join(bytes.fromhex(piece.entry.data) for piece in pieces) == b"noise 411111******1111 more"
+    assert FULL_PAN.encode() not in b"".join(piece.safe() for piece in pieces)
+    # digits still held when the stream is flushed come out then
+    stream.feed(b"tail 12345")
+    assert [piece.data for piece in stream.flush()] == [b"12345"] and stream.pending == 0
