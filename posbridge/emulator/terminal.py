@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import time
 from collections import defaultdict, deque
@@ -142,6 +143,16 @@ SLIP_BUDGET = 48_000
 """Bytes all copies of one slip may take together: an Arcus frame holds 65,535 bytes in all, an
 INPAS tag-90 value 65,535 (with a CR per line); the rest of the answer needs far less than the
 margin left."""
+
+
+class GatewayFailure(enum.Enum):
+    """How asking the host through the ECR (gateway mode) can end without the host's decision."""
+
+    NO_CONNECTION = "no connection"
+    """The ECR could not reach the host: the request never left, nothing is charged -- refuse."""
+    OUTCOME_UNKNOWN = "outcome unknown"
+    """The request may have reached the host and its answer was lost: the host may have charged the
+    card. Answer nothing; the ECR's recovery asks the host again."""
 
 
 class _Job:
@@ -579,7 +590,11 @@ class VirtualTerminal:
         extra = () if forced is None else (forced,)
         if self.config.host_via_ecr:
             remote = await self._decide_via_ecr(job, request, card, forced)
-            if remote is None:  # the host may have decided: answer nothing, the ECR's outcome is unknown
+            if remote is GatewayFailure.NO_CONNECTION:  # the request never left: nothing charged
+                result, refusal = await self._refusal(request, Status.NO_CONNECTION, "", TEXTS[""], card)
+                await self._deliver(job, result, refusal)
+                return
+            if remote is GatewayFailure.OUTCOME_UNKNOWN:  # the host may have decided: answer nothing
                 return
             decision = remote
         else:
@@ -657,11 +672,11 @@ class VirtualTerminal:
             return False, b""
 
     async def _decide_via_ecr(self, job: _Job, request: Request, card: Card | None,
-                              forced: Forced | None) -> HostDecision | None:
+                              forced: Forced | None) -> HostDecision | GatewayFailure:
         """The host's decision, every message carried by the ECR (gateway mode) to ``posbridge host``
-        at ``config.host_via_ecr``. Host unreachable: a "no connection" refusal, nothing charged.
-        Once the request may have reached the host, a failure leaves the outcome unknown: None (the
-        terminal answers nothing; the ECR's recovery asks the host again)."""
+        at ``config.host_via_ecr``; or why there is none: the host unreachable
+        (:attr:`GatewayFailure.NO_CONNECTION`), or, once the request may have reached the host, its
+        answer lost (:attr:`GatewayFailure.OUTCOME_UNKNOWN`; the job is aborted)."""
         from posbridge.emulator.remote_host import HostProtocolError, MessageReader, decision_from_json, process_request
 
         address = self.config.host_via_ecr or ""
@@ -669,9 +684,7 @@ class VirtualTerminal:
         opened, _ = await self._gateway(job, "open", f"{host};{port}".encode("ascii"))
         if not opened:
             log.info("gateway: the ECR could not reach the host at %s: no connection, nothing charged", address)
-            result, refusal = await self._refusal(request, Status.NO_CONNECTION, "", TEXTS[""], card)
-            await self._deliver(job, result, refusal)
-            return None
+            return GatewayFailure.NO_CONNECTION
         try:
             sent, _ = await self._gateway(job, "send", process_request(request, card, forced, self.config.host_key))
             reader, message = MessageReader(), None
@@ -697,7 +710,7 @@ class VirtualTerminal:
         finally:
             await self._gateway(job, "close")
         job.abort("the host's answer was lost on the way through the ECR")
-        return None
+        return GatewayFailure.OUTCOME_UNKNOWN
 
     async def _refuse(self, job: _Job) -> None:
         """Answer a message that is not a valid request: 913, as a real terminal prints a refusal."""
