@@ -317,7 +317,8 @@ class EcrClient:
         while not pump.events.empty():
             pump.events.get_nowait()
         pump.act(lambda now: pump.session.start(request, now))
-        relay = GatewayRelay(self.gateway)  # the terminal's host connection, if it asks us to carry it
+        # the terminal's host connection, if it asks us to carry it
+        relay = GatewayRelay(self.gateway, max_data=self.protocol.capabilities.gateway_data)
         try:
             return await self._events(pump, relay)
         finally:

@@ -21,12 +21,9 @@ from dataclasses import dataclass
 
 from posbridge.protocols.common.model import mask_card_bytes
 from posbridge.protocols.common.session import GatewayCommand
-from posbridge.protocols.inpas.mapping import MAX_GATEWAY_DATA
 
 log = logging.getLogger("posbridge.gateway")
 
-# One INPAS answer frame carries at most this much in tag 70; the terminal asks again for more.
-MAX_RECEIVE = MAX_GATEWAY_DATA
 
 
 class GatewayAddressError(ValueError):
@@ -75,8 +72,12 @@ def parse_addresses(data: bytes) -> list[tuple[str, int]]:
 class GatewayRelay:
     """One operation's host connection, carried for the terminal (see the module docstring)."""
 
-    def __init__(self, settings: GatewaySettings | None = None) -> None:
+    def __init__(self, settings: GatewaySettings | None = None, *, max_data: int) -> None:
+        """``max_data``: the most bytes one ``receive`` answers with -- what one answer to the
+        terminal carries, the protocol's ``capabilities.gateway_data`` (the terminal asks again
+        for the rest); 0 (a protocol without gateway mode) refuses every command."""
         self.settings = settings or GatewaySettings()
+        self.max_data = max_data
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self.peer: str | None = None
@@ -90,7 +91,7 @@ class GatewayRelay:
 
     async def handle(self, command: GatewayCommand) -> tuple[bool, bytes]:
         """Carry out ``command``: ``(ok, data)`` for the terminal's answer (data only for ``receive``)."""
-        if not self.settings.enabled:
+        if not self.settings.enabled or self.max_data <= 0:
             log.info("gateway %s refused: gateway mode is off", command.action)
             return False, b""
         try:
@@ -150,7 +151,7 @@ class GatewayRelay:
             log.warning("gateway receive refused: no host connection is open")
             return False, b""
         try:
-            data = await asyncio.wait_for(reader.read(MAX_RECEIVE), self.settings.receive_wait)
+            data = await asyncio.wait_for(reader.read(self.max_data), self.settings.receive_wait)
         except asyncio.TimeoutError:
             log.debug("gateway: nothing from host %s within %g s yet", self.peer, self.settings.receive_wait)
             return True, b""  # still connected: the terminal asks again

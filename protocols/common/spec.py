@@ -33,12 +33,21 @@ class Capabilities:
     (:meth:`~posbridge.protocols.common.session.EcrSession.abort`; Arcus ``A``).
     ``cashier_dialog``: the terminal can ask the cashier a question through the ECR
     (:class:`~posbridge.protocols.common.session.CashierPrompt`; INPAS dialog packets).
-    ``gateway``: the ECR can relay the terminal's host traffic (not offered by any protocol yet).
+    ``gateway``: the ECR can relay the terminal's host traffic
+    (:class:`~posbridge.protocols.common.session.GatewayCommand`; INPAS operation 63);
+    ``gateway_data``: then the most bytes one gateway answer carries to the terminal (what the ECR
+    reads from the host at a time; the terminal asks again for the rest), 0 without gateway.
     """
 
     abort: bool = False
     cashier_dialog: bool = False
     gateway: bool = False
+    gateway_data: int = 0
+
+    def __post_init__(self) -> None:
+        if self.gateway != (self.gateway_data > 0):
+            raise ValueError(f"gateway={self.gateway} needs gateway_data > 0 exactly when gateway is offered, "
+                             f"not {self.gateway_data}")
 
 
 @dataclass(frozen=True)

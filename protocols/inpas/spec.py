@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..common.spec import Capabilities, ProtocolSpec
 
 from .describe import describe
+from .mapping import MAX_GATEWAY_DATA
 from .options import InpasOptions
 from .session import InpasEcrSession, InpasTerminalSession
 
@@ -28,5 +29,5 @@ SPEC = ProtocolSpec(
     ecr_factory=ecr_session,
     terminal_factory=terminal_session,
     describe=describe,
-    capabilities=Capabilities(abort=False, cashier_dialog=True, gateway=True),
+    capabilities=Capabilities(abort=False, cashier_dialog=True, gateway=True, gateway_data=MAX_GATEWAY_DATA),
 )

@@ -25,6 +25,7 @@ from posbridge.protocols.common.session import (
     Session,
     TerminalSession,
 )
+from posbridge.protocols.inpas.mapping import MAX_GATEWAY_DATA
 from posbridge.protocols.inpas.options import InpasOptions
 
 BUILT_IN = ("inpas", "arcus2")
@@ -143,13 +144,14 @@ def test_capabilities_are_data_and_sessions_agree(spec: ProtocolSpec) -> None:
             spec.terminal_session().send_prompt("last 4 digits?", 30.0, 0.0)
         with pytest.raises(NotSupported):
             ecr.answer_prompt("1234", True, 0.2)
+    assert caps.gateway == (caps.gateway_data > 0)
     if not caps.gateway:
         with pytest.raises(NotSupported):
             spec.terminal_session().send_gateway("open", b"127.0.0.1;7100", 0.0)
         with pytest.raises(NotSupported):
             ecr.answer_gateway(True, b"", 0.2)
     assert (protocols.get("inpas").capabilities, protocols.get("arcus2").capabilities) == (
-        Capabilities(abort=False, cashier_dialog=True, gateway=True),
+        Capabilities(abort=False, cashier_dialog=True, gateway=True, gateway_data=MAX_GATEWAY_DATA),
         Capabilities(abort=True, cashier_dialog=False, gateway=False))
 
 
@@ -238,3 +240,10 @@ def test_the_client_checks_its_timers_when_it_is_made_not_when_it_opens_the_line
         EcrClient("virtual://never-opened", "arcus2", journal=Journal(), timers={"t1": 2.0})
     client = EcrClient("virtual://never-opened", "arcus2", journal=Journal(), timers=Arcus2Options(link_version=1))
     assert client.protocol.options(client.timers).link_version == 1
+
+
+def test_gateway_capability_and_its_data_limit_come_together() -> None:
+    with pytest.raises(ValueError, match="gateway_data"):
+        Capabilities(gateway=True)  # an ECR would not know how much one answer to the terminal carries
+    with pytest.raises(ValueError, match="gateway_data"):
+        Capabilities(gateway=False, gateway_data=100)
