@@ -107,6 +107,23 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False, default=str)
 
 
+def link_option_argument(text: str) -> tuple[str, int | float | str]:
+    """An argparse type: ``NAME=VALUE`` of a protocol link option (``--link-option``); the value
+    read as a whole number, else a number, else text. The protocol checks names and ranges."""
+    name, sep, raw = text.partition("=")
+    name, raw = name.strip(), raw.strip()
+    if not sep or not name or not raw:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, e.g. ack_timeout=0.5, got {text!r}")
+    value: int | float | str = raw
+    for kind in (int, float):
+        try:
+            value = kind(raw)
+            break
+        except ValueError:
+            continue
+    return name, value
+
+
 def seconds_argument(text: str) -> float:
     """An argparse type: seconds above 0 and at most a day (``--timeout``, ``--lock-wait``…)."""
     try:

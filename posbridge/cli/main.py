@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Sequence, TextIO
 
 from posbridge import __version__, protocols
 from posbridge.devices import DeviceError
-from posbridge.cli.formatting import format_result, result_to_json, seconds_argument
+from posbridge.cli.formatting import format_result, link_option_argument, result_to_json, seconds_argument
 from posbridge.ecr.gateway import GatewaySettings
 from posbridge.model import Operation, PosbridgeError, Request, parse_amount
 from posbridge.ecr.client import DEFAULT_DEADLINE, EcrClient, PromptHandler, Recovery
@@ -115,7 +115,7 @@ def _open_journal(args: argparse.Namespace) -> Journal:
 def _make_client(args: argparse.Namespace, journal: Journal, on_prompt: PromptHandler | None = None) -> EcrClient:
     return EcrClient(args.port, args.protocol, journal=journal, terminal_id=args.terminal_id,
                      deadline=args.timeout, lock_wait=args.lock_wait, on_prompt=on_prompt, record=args.record,
-                     gateway=GatewaySettings(enabled=not args.no_gateway))
+                     gateway=GatewaySettings(enabled=not args.no_gateway), timers=dict(args.link_option) or None)
 
 
 def _print_recovery(recoveries: list[Recovery], out: TextIO = sys.stderr) -> None:
@@ -425,6 +425,9 @@ def _link_options(p: argparse.ArgumentParser, *, port_required: bool = True) -> 
     p.add_argument("--no-gateway", action="store_true",
                    help="refuse to carry an INPAS terminal's connection to its bank host (gateway mode, "
                         "docs/host-protocol.md); carried by default")
+    p.add_argument("--link-option", metavar="NAME=VALUE", type=link_option_argument, action="append", default=[],
+                   help="a protocol link option (repeatable; serve's [terminals.timers]), e.g. ack_timeout=0.5, "
+                        "or link_version=1 for an Arcus2-style peer that speaks only version 1")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -52,3 +52,38 @@ async def test_a_disconnect_fault_on_tcp_listen_is_a_pulled_cable_and_serving_re
     finally:
         log = emulator.stop(outcomes=3)
     assert log.count("result delivered") == 2
+
+
+@pytest.mark.parametrize("cli_options", [["--link-option", "link_version=1"], []], ids=["cli v1", "cli v2"])
+def test_the_cli_drives_a_version_1_arcus2_emulator_with_or_without_link_option(
+        tmp_path: Path, cli_options: list[str]) -> None:
+    # --link-option carries the protocol's link options as serve's [terminals.timers] does; a
+    # version 1 terminal answers a version 2 ECR in version 2, so both complete.
+    link = tmp_path / "ttyPOS"
+    scenario = tmp_path / "v1.toml"
+    scenario.write_text("[terminal.timers]\nlink_version = 1\n")
+    emulator = subprocess.Popen([sys.executable, "-m", "posbridge", "emulate", "--protocol", "arcus2",
+                                 "--port", f"pty://{link}", "--scenario", str(scenario),
+                                 "--journal", str(tmp_path / "terminal.sqlite")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert emulator.stdout is not None and "listening on" in emulator.stdout.readline()
+        sale = subprocess.run([sys.executable, "-m", "posbridge", "sale", "12.34", "--protocol", "arcus2",
+                               "--port", f"serial://{link}", "--journal", str(tmp_path / "ecr.sqlite"), "--json",
+                               "--link-option", "ack_timeout=1.5", *cli_options],
+                              capture_output=True, text=True, cwd=ROOT, timeout=60, env=os.environ | {
+                                  "POSBRIDGE_LOCK_DIR": str(tmp_path)})
+        assert sale.returncode == 0, sale.stderr
+        assert '"status": "approved"' in sale.stdout and '"amount": 1234' in sale.stdout
+    finally:
+        emulator.terminate()
+        emulator.wait(10)
+
+
+def test_a_bad_link_option_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    for option, message in (("link_version=3", "arcus2 option link_version: expected one of 1, 2, got 3"),
+                            ("bogus=1", "unknown arcus2 option(s): bogus"), ("nonsense", "expected NAME=VALUE")):
+        done = subprocess.run([sys.executable, "-m", "posbridge", "sale", "1", "--protocol", "arcus2",
+                               "--port", "virtual://nobody", "--journal", str(tmp_path / "ecr.sqlite"),
+                               "--link-option", option], capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
