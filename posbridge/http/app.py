@@ -15,13 +15,14 @@ import binascii
 import hmac
 import logging
 import signal
+import ssl
 import sys
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
 from posbridge.http import kkm, native
-from posbridge.http.config import ServiceConfig, config_from_args
+from posbridge.http.config import ConfigError, ServiceConfig, config_from_args
 from posbridge.http.native import SERVICE, ClientGone, answer_and_hang_up, json_response
 from posbridge.http.openapi import openapi_document
 from posbridge.http.operations import FieldError
@@ -29,7 +30,7 @@ from posbridge.http.service import Service, Unavailable
 from posbridge.journal import JournalError
 from posbridge.model import mask_card_numbers
 
-__all__ = ["IDLE_TIMEOUT", "make_app", "run_serve", "runner_options", "serve"]
+__all__ = ["IDLE_TIMEOUT", "make_app", "run_serve", "runner_options", "serve", "tls_context"]
 
 log = logging.getLogger("posbridge.http")
 
@@ -151,20 +152,39 @@ def make_app(service: Service) -> web.Application:
     return app
 
 
+def tls_context(tls: tuple[str, str] | None) -> ssl.SSLContext | None:
+    """The server's TLS context (TLS 1.2 at least, the ssl module's default ciphers) for
+    ``(certificate file, key file)``; None serves plain HTTP. A file that cannot be used is a
+    one-line ConfigError before anything listens."""
+    if tls is None:
+        return None
+    cert, key = tls
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as error:
+        reason = getattr(error, "strerror", None) or getattr(error, "reason", None) or error
+        raise ConfigError(f"cannot use the TLS certificate {cert} with key {key}: {reason}") from None
+    return context
+
+
 async def serve(config: ServiceConfig, *, ready: Callable[[str], None] | None = None,
                 stop: asyncio.Event | None = None) -> None:
     """Run the service until ``stop`` is set (or SIGTERM / SIGINT when ``stop`` is None)."""
+    context = tls_context(config.tls)  # a bad certificate stops here, before any journal is opened
     service = Service(config)
     runner = web.AppRunner(make_app(service), shutdown_timeout=10.0, **runner_options())
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.host, config.port)
+        site = web.TCPSite(runner, config.host, config.port, ssl_context=context)
         try:
             await site.start()
         except OSError as error:
             raise OSError(f"cannot listen on {config.host}:{config.port}: {error.strerror or error}") from None
         host, port = runner.addresses[0][:2]
-        where = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+        scheme = "https" if config.tls else "http"
+        where = f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
         if ready is not None:
             ready(where)
         if stop is None:

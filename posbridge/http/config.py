@@ -13,6 +13,10 @@ queue_limit = 8                    # operations waiting per terminal; one more i
 user = "kassa"
 password = "secret"                # or password_file = "/etc/posbridge/password"
 
+[tls]                              # serve HTTPS (TLS 1.2+): the password then never crosses a network in clear
+cert = "/etc/posbridge/serve.crt"  # PEM: the certificate, then any intermediates
+key = "/etc/posbridge/serve.key"   # PEM private key (unencrypted; keep it readable by posbridge only)
+
 [[terminals]]
 name = "kassa1"
 port = "serial:///dev/ttyACM0?baudrate=115200"
@@ -100,6 +104,8 @@ class ServiceConfig:
     log_max_bytes: int = 10 * 1024 * 1024
     log_backups: int = 10
     queue_limit: int = DEFAULT_QUEUE_LIMIT
+    tls: tuple[str, str] | None = None
+    """(certificate file, key file), PEM: serve HTTPS."""
 
     def __post_init__(self) -> None:
         if not self.terminals:
@@ -233,7 +239,7 @@ def config_from_dict(data: dict[str, Any], overrides: dict[str, Any] | None = No
     """Settings from parsed TOML; unknown keys are errors, not silently ignored."""
     data = {**data, **{k: v for k, v in (overrides or {}).items() if v is not None}}
     unknown = sorted(set(data) - {"listen", "journal", "commands", "log_file", "log_max_bytes", "log_backups",
-                                  "queue_limit", "auth", "terminals"})
+                                  "queue_limit", "auth", "terminals", "tls"})
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
     terminals = data.get("terminals", [])
@@ -252,7 +258,17 @@ def config_from_dict(data: dict[str, Any], overrides: dict[str, Any] | None = No
         journal=str(data.get("journal") or default_journal_path()), commands=data.get("commands"), host=host, port=port,
         auth=data["auth"] if isinstance(data.get("auth"), tuple) else
         _auth(data["auth"], "auth") if "auth" in data else None,
-        log_file=data.get("log_file"), **options)
+        log_file=data.get("log_file"), tls=_tls(data["tls"]) if data.get("tls") is not None else None, **options)
+
+
+def _tls(data: Any) -> tuple[str, str]:
+    """[tls] cert and key (or the command line's pair): both files, PEM."""
+    if isinstance(data, tuple):
+        return data
+    if not isinstance(data, dict) or set(data) != {"cert", "key"} or \
+            not all(isinstance(v, str) and v for v in data.values()):
+        raise ConfigError("[tls] needs cert and key, the PEM files of the certificate and its private key")
+    return data["cert"], data["key"]
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -269,6 +285,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--journal", help="ECR journal file (SQLite); command ids are kept beside it")
     parser.add_argument("--log-file", help="one line per command, rotated (default: serve.log beside the journal)")
     parser.add_argument("--auth-file", metavar="FILE", help="a file holding USER:PASSWORD for HTTP basic auth")
+    parser.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate (with --tls-key)")
+    parser.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
     parser.add_argument("--queue-limit", type=int, default=None,
                         help=f"operations waiting per terminal; one more gets 503 (default {DEFAULT_QUEUE_LIMIT})")
     parser.add_argument("--timeout", type=float, default=None,
@@ -295,6 +313,10 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
         if not colon or not user or not password:
             raise ConfigError(f"--auth-file {args.auth_file} must hold USER:PASSWORD")
         overrides["auth"] = (user, password)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    if args.tls_cert:
+        overrides["tls"] = (args.tls_cert, args.tls_key)
     if args.config:
         base: dict[str, Any] = {}
         try:

@@ -66,7 +66,7 @@ def start_serve(journal: Path, *extra: str, terminal: str | None = None) -> tupl
     if terminal:
         args += ["--terminal", terminal]
     proc, line = _start(args, "posbridge serve listening on")
-    match = re.search(r"http://127\.0\.0\.1:\d+", line)
+    match = re.search(r"https?://127\.0\.0\.1:\d+", line)
     assert match, line
     return proc, match.group(0)
 
@@ -88,9 +88,13 @@ def stop(proc: subprocess.Popen[str], how: int = signal.SIGTERM) -> str:
     return "".join(lines)
 
 
-def curl(method: str, url: str, body: Any = None, *, user: str | None = None) -> tuple[int, Any]:
-    """One HTTP request by curl; returns (HTTP status, decoded JSON body)."""
+def curl(method: str, url: str, body: Any = None, *, user: str | None = None,
+         cacert: Path | None = None) -> tuple[int, Any]:
+    """One HTTP request by curl (``cacert``: the certificate to trust for https); returns (HTTP
+    status, decoded JSON body)."""
     args = ["curl", "-sS", "--max-time", "60", "-X", method, "-w", "\n%{http_code}"]
+    if cacert is not None:
+        args += ["--cacert", str(cacert)]
     if body is not None:
         args += ["-H", "Content-Type: application/json", "--data-binary", json.dumps(body, ensure_ascii=False)]
     if user:
@@ -109,3 +113,12 @@ def poll(url: str, done: Any, timeout: float = 30.0, interval: float = 0.1) -> A
         if done(body) or time.monotonic() > deadline:
             return body
         time.sleep(interval)
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made by the openssl command; (cert, key)."""
+    cert, key = folder / "serve.crt", folder / "serve.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key

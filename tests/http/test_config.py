@@ -31,6 +31,7 @@ def test_the_documented_example_file_is_valid(tmp_path):
     assert terminal.timers == {"ack_timeout": 5.0} and terminal.recovery_retry == 5
     assert terminal.gateway == GatewaySettings(enabled=True, connect_timeout=10.0, receive_wait=5.0, write_timeout=10.0)
     assert config.auth == ("kassa", "secret") and "secret" not in repr(config)
+    assert config.tls == ("/etc/posbridge/serve.crt", "/etc/posbridge/serve.key")
 
 
 def test_command_line_terminals_and_defaults(tmp_path):
@@ -70,6 +71,7 @@ def test_config_file_and_command_line_together(tmp_path):
     (("--terminal", "k=serial:///a", "--listen", "192.168.1.5:8765"), "refusing to listen on 192.168.1.5"),
     (("--terminal", "k=serial:///a", "--queue-limit", "0"), "queue_limit must be a positive integer"),
     (("--terminal", "k=serial:///a", "--auth-file", "/nonexistent/auth"), "cannot read --auth-file"),
+    (("--terminal", "k=serial:///a", "--tls-cert", "/etc/c.pem"), "--tls-cert and --tls-key go together"),
 ])
 def test_bad_settings_are_one_line_naming_the_setting(argv, message):
     with pytest.raises(ConfigError) as caught:
@@ -90,6 +92,7 @@ def test_bad_settings_are_one_line_naming_the_setting(argv, message):
      "terminals[0].gateway: gateway receive_wait must be 0 < seconds <= 600"),
     ('[[terminals]]\nname = "k"\nport = "serial:///x"\n[terminals.gateway]\nport = 1\n',
      "unknown setting(s) in terminals[0].gateway: port"),
+    ('[tls]\ncert = "/etc/c.pem"\n[[terminals]]\nname = "k"\nport = "serial:///x"\n', "[tls] needs cert and key"),
 ])
 def test_bad_files_name_the_setting(tmp_path, text, message):
     path = tmp_path / "serve.toml"

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.http.processes import curl, poll, start_emulator, start_serve, stop
+from tests.http.processes import curl, poll, self_signed_certificate, start_emulator, start_serve, stop
 
 
 @pytest.mark.timeout(120)
@@ -170,3 +170,41 @@ def test_a_second_serve_on_the_same_journal_or_terminal_is_refused_and_the_first
         if serve is not None:
             stop(serve)
         stop(emulator)
+
+
+@pytest.mark.timeout(90)
+def test_serve_over_tls_takes_a_payment_from_curl_and_refuses_plain_http(tmp_path):
+    cert, key = self_signed_certificate(tmp_path)
+    link = tmp_path / "ttyPOS"
+    emulator = start_emulator(link)
+    serve = None
+    try:
+        serve, base = start_serve(tmp_path / "ecr.sqlite3", "--tls-cert", str(cert), "--tls-key", str(key),
+                                  terminal=f"kassa1=serial://{link}")
+        assert base.startswith("https://127.0.0.1:")
+        status, paid = curl("POST", f"{base}/v1/terminals/kassa1/Pay", {"command_id": "t1", "amount": 100},
+                            cacert=cert)
+        assert (status, paid["status"]) == (200, "approved"), paid
+        _, kkm = curl("POST", f"{base}/Execute", {"Command": "GetRezult", "IdCommand": "t1"}, cacert=cert)
+        assert kkm["Status"] == 0 and kkm["RRNCode"] == paid["rrn"]
+        plain = subprocess.run(["curl", "-sS", "--max-time", "10", base.replace("https://", "http://") + "/health"],
+                               capture_output=True, text=True, timeout=20)
+        assert plain.returncode != 0 and plain.stdout == "", plain  # nothing answered in clear
+        untrusted = subprocess.run(["curl", "-sS", "--max-time", "10", f"{base}/health"], capture_output=True,
+                                   text=True, timeout=20)
+        assert untrusted.returncode != 0 and "certificate" in untrusted.stderr.lower()
+    finally:
+        if serve is not None:
+            stop(serve)
+        stop(emulator)
+
+
+def test_serve_with_a_certificate_it_cannot_use_is_one_line_and_opens_nothing(tmp_path):
+    (tmp_path / "bad.crt").write_text("not a certificate\n")
+    (tmp_path / "bad.key").write_text("not a key\n")
+    done = subprocess.run([sys.executable, "-m", "posbridge", "serve", "--terminal", "kassa1=serial:///dev/null",
+                           "--journal", str(tmp_path / "ecr.sqlite3"), "--tls-cert", str(tmp_path / "bad.crt"),
+                           "--tls-key", str(tmp_path / "bad.key")], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().count("\n") == 0 and "cannot use the TLS certificate" in done.stderr, done.stderr
+    assert not (tmp_path / "ecr.sqlite3").exists()
