@@ -93,7 +93,7 @@ async def test_a_full_queue_is_503_and_nothing_is_stored():
 
 
 async def test_a_full_queue_is_kkm_status_2_with_http_200_and_nothing_is_stored():
-    async with in_process(queue_limit=1, terminal_options={"config": TerminalConfig(card_delay=0.4)}) as s:
+    async with in_process(queue_limit=1, terminal_options={"config": TerminalConfig(card_delay=1.0)}) as s:  # margin: g3 must come while g1 runs
         for command_id in ("g1", "g2"):  # one running, one queued
             status, body = await s.post("/Execute", {"Command": "PayByPaymentCard", "IdCommand": command_id,
                                                      "Amount": 1, "Timeout": 1})
