@@ -5,7 +5,10 @@ Wire format ("PBH1", posbridge's own; docs/host-protocol.md): each message is a 
 length and that many bytes of UTF-8 JSON. One request, one answer, on one connection:
 
 - request ``{"v": 1, "kind": "process", "request": {...}, "card": {...} | null, "forced": {...} | null}``
-- answer ``{"v": 1, "decision": {...}}`` or ``{"v": 1, "error": "one line"}``
+  (a settlement or full report adds ``"report": {"listing": N | null}``: the terminal's own journal
+  is empty in gateway mode, so the host sends the report's lines)
+- answer ``{"v": 1, "decision": {...}}`` (and ``"report": {...}`` when asked: :class:`BatchReport`)
+  or ``{"v": 1, "error": "one line"}``
 
 The card travels sealed: ``{"sealed": HEX, "nonce": HEX, "expiry": "YYMM"}``, the number XORed
 with a SHA-256 keystream of a key the terminal and the host share (``--host-key``; a fixed test
@@ -28,6 +31,7 @@ from typing import Any
 
 from posbridge.emulator.cards import Card
 from posbridge.emulator.host import BankHost, Forced, HostDecision
+from posbridge.emulator.reports import REPORT_OPERATIONS, BatchReport, batch_report
 from posbridge.model import Operation, Request, Status, Totals
 
 log = logging.getLogger("posbridge.host")
@@ -124,11 +128,26 @@ def encode_message(data: dict[str, Any]) -> bytes:
     return _LENGTH.pack(len(body)) + body
 
 
-def process_request(request: Request, card: Card | None, forced: Forced | None, key: bytes | None = None) -> bytes:
-    """The PBH1 request asking the host to decide ``request``."""
-    return encode_message({"v": VERSION, "kind": "process", "request": _request_to_json(request),
-                           "card": seal_card(card, key) if card is not None else None,
-                           "forced": asdict(forced) if forced is not None else None})
+def process_request(request: Request, card: Card | None, forced: Forced | None, key: bytes | None = None, *,
+                    listing: int | None = None) -> bytes:
+    """The PBH1 request asking the host to decide ``request``; for a settlement or full report, it
+    asks for the report's lines too (``listing``: how many operations a full report lists)."""
+    message: dict[str, Any] = {"v": VERSION, "kind": "process", "request": _request_to_json(request),
+                               "card": seal_card(card, key) if card is not None else None,
+                               "forced": asdict(forced) if forced is not None else None}
+    if request.operation in REPORT_OPERATIONS:
+        message["report"] = {"listing": listing}
+    return encode_message(message)
+
+
+def report_from_json(data: Any) -> BatchReport:
+    """The report lines of a PBH1 answer; HostProtocolError (one line) when they are not that."""
+    if not isinstance(data, dict):
+        raise HostProtocolError("report: not an object")
+    try:
+        return BatchReport.from_json(data)
+    except ValueError as error:
+        raise HostProtocolError(str(error)) from None
 
 
 class MessageReader:
@@ -206,14 +225,30 @@ class HostService:
             forced = Forced(**forced_data) if forced_data else None
         except (TypeError, ValueError) as error:
             raise HostProtocolError(f"forced: {error}") from None
-        async with self._lock:
+        report_asked = request.operation in REPORT_OPERATIONS and isinstance(message.get("report"), dict)
+        listing = message["report"].get("listing") if report_asked else None
+        if listing is not None and (not isinstance(listing, int) or isinstance(listing, bool) or listing < 0):
+            raise HostProtocolError(f"report: listing must be a count, not {listing!r}")
+        async with self._lock:  # the report read with its decision: no other operation in between
             decision = await asyncio.to_thread(self.host.process, request, card, forced)
+            report = await asyncio.to_thread(self._report, decision, listing) if report_asked else None
         self.requests += 1
         if self.latency:
             await asyncio.sleep(self.latency)
         log.info("host: %s %s -> %s %s", request.operation.value, request.amount if request.amount is not None else "",
                  decision.status.value, decision.code)
-        return {"v": VERSION, "decision": decision_to_json(decision)}
+        answer = {"v": VERSION, "decision": decision_to_json(decision)}
+        if report is not None:
+            answer["report"] = report.to_json()
+        return answer
+
+    def _report(self, decision: HostDecision, listing: int | None) -> BatchReport | None:
+        """The report lines of the batch ``decision`` reported on or closed (approved only)."""
+        if not decision.approved:
+            return None
+        config = self.host.config
+        records = self.host.journal.ledger.operations(config.terminal_id, decision.batch_number)
+        return batch_report(records, config.currency, listing=listing)
 
 
 async def start_host_service(service: HostService, host: str, port: int) -> asyncio.Server:

@@ -57,7 +57,7 @@ import contextlib
 import enum
 import logging
 import time
-from collections import defaultdict, deque
+from collections import deque
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Coroutine, Sequence, TypeVar
@@ -83,9 +83,10 @@ from posbridge.protocols.common.session import (
 from posbridge.emulator.cards import Card, CardReader
 from posbridge.emulator.config import TerminalConfig
 from posbridge.emulator.host import TEXTS, BankHost, Forced, HostConfig, HostDecision
-from posbridge.journal import Journal, OperationRecord
+from posbridge.journal import Journal
 from posbridge.model import Operation, Request, Result, Slips, Status, format_amount, mask_card_numbers
 from posbridge.pump import LinkClosed, ReaderStopped, SessionPump, Trace, summarize_error
+from posbridge.emulator.reports import REPORT_OPERATIONS, BatchReport, batch_report
 from posbridge.emulator.rules import Rule, RuleBook
 from posbridge.emulator.scenario import Scenario
 from posbridge.emulator.slips import TITLES, SlipPrinter
@@ -123,7 +124,6 @@ TRANSITIONS: list[TransitionConfigDict] = [
     {"trigger": "finish", "source": "*", "dest": "idle"},
 ]
 CARD_OPERATIONS = frozenset({Operation.SALE, Operation.PREAUTH, Operation.REFUND})
-REPORT_OPERATIONS = frozenset({Operation.FULL_REPORT, Operation.SETTLEMENT})
 # Batch-wide journal queries, run in a worker thread even on an in-memory journal: the totals of a
 # 5,000-operation batch take ~50 ms (benchmarks/journal_calls.py), too long to stall the loop.
 OFF_LOOP_OPERATIONS = REPORT_OPERATIONS | {Operation.SHORT_REPORT}
@@ -588,6 +588,7 @@ class VirtualTerminal:
                             decline_text=rule.text, approve=rule.outcome == "approved")
         # Without a rule the host is called as before (tests stand in for it with (request, card)).
         extra = () if forced is None else (forced,)
+        report: BatchReport | None = None  # gateway mode: the host's (the terminal's journal is empty)
         if self.config.host_via_ecr:
             remote = await self._decide_via_ecr(job, request, card, forced)
             if remote is GatewayFailure.NO_CONNECTION:  # the request never left: nothing charged
@@ -596,12 +597,12 @@ class VirtualTerminal:
                 return
             if remote is GatewayFailure.OUTCOME_UNKNOWN:  # the host may have decided: answer nothing
                 return
-            decision = remote
+            decision, report = remote
         else:
             decision = await self._off_loop(request.operation, self.host.process, request, card, *extra)
         await self._busy(job, _or(rule.host_delay if rule else None, self.host_config.latency), "СОЕДИНЕНИЕ С БАНКОМ")
         result = self._result(request, decision)
-        result = result.with_changes(slips=await self._render(result, decision))
+        result = result.with_changes(slips=await self._render(result, decision, report))
         await self._deliver(job, result, decision)
 
     def _current(self, job: _Job) -> bool:
@@ -672,12 +673,19 @@ class VirtualTerminal:
             return False, b""
 
     async def _decide_via_ecr(self, job: _Job, request: Request, card: Card | None,
-                              forced: Forced | None) -> HostDecision | GatewayFailure:
+                              forced: Forced | None) -> tuple[HostDecision, BatchReport | None] | GatewayFailure:
         """The host's decision, every message carried by the ECR (gateway mode) to ``posbridge host``
-        at ``config.host_via_ecr``; or why there is none: the host unreachable
+        at ``config.host_via_ecr``, with the batch's report lines for a settlement or full report
+        (None from a host that sends none); or why there is none: the host unreachable
         (:attr:`GatewayFailure.NO_CONNECTION`), or, once the request may have reached the host, its
         answer lost (:attr:`GatewayFailure.OUTCOME_UNKNOWN`; the job is aborted)."""
-        from posbridge.emulator.remote_host import HostProtocolError, MessageReader, decision_from_json, process_request
+        from posbridge.emulator.remote_host import (
+            HostProtocolError,
+            MessageReader,
+            decision_from_json,
+            process_request,
+            report_from_json,
+        )
 
         address = self.config.host_via_ecr or ""
         host, _, port = address.rpartition(":")
@@ -686,7 +694,9 @@ class VirtualTerminal:
             log.info("gateway: the ECR could not reach the host at %s: no connection, nothing charged", address)
             return GatewayFailure.NO_CONNECTION
         try:
-            sent, _ = await self._gateway(job, "send", process_request(request, card, forced, self.config.host_key))
+            listing = self._listing(request.operation)
+            sent, _ = await self._gateway(job, "send", process_request(request, card, forced, self.config.host_key,
+                                                                       listing=listing))
             reader, message = MessageReader(), None
             give_up = self.monotonic() + self.config.host_timeout
             while sent and message is None and self.monotonic() < give_up:
@@ -701,8 +711,9 @@ class VirtualTerminal:
                 await asyncio.sleep(MIN_GATEWAY_POLL)
             if message is not None and "decision" in message:
                 decision = decision_from_json(message["decision"])
+                report = report_from_json(message["report"]) if message.get("report") is not None else None
                 # Its operation_id names a row of the host's journal, not ours.
-                return replace(decision, operation_id=None)
+                return replace(decision, operation_id=None), report
             log.error("the host's answer through the ECR was lost%s: outcome unknown, no answer to the ECR",
                       f" ({message.get('error')})" if message else "")
         except HostProtocolError as error:
@@ -843,16 +854,17 @@ class VirtualTerminal:
             totals=decision.totals,
         )
 
-    async def _render(self, result: Result, decision: HostDecision) -> Slips:
-        """The slips of ``result``: never an exception (a closed batch must always be answered)."""
+    async def _render(self, result: Result, decision: HostDecision, report: BatchReport | None = None) -> Slips:
+        """The slips of ``result``: never an exception (a closed batch must always be answered).
+        A report's lines come from ``report`` (gateway mode: the host's) or the terminal's journal."""
         operation = result.operation
 
         def render() -> Slips:
-            head: list[str] = []
-            listed: list[OperationRecord] = []
-            if operation in REPORT_OPERATIONS and result.approved:
-                head, listed = self._report_details(operation, decision.batch_number)
-            return self._fitting(result, head, listed, decision.auto_reversed)
+            lines = report
+            if lines is None and operation in REPORT_OPERATIONS and result.approved:
+                lines = batch_report(self.journal.ledger.operations(self.host_config.terminal_id, decision.batch_number),
+                                     self.host_config.currency, listing=self._listing(operation))
+            return self._fitting(result, lines or BatchReport(), decision.auto_reversed)
 
         try:
             return await self._off_loop(operation, render)
@@ -861,18 +873,19 @@ class VirtualTerminal:
                       summarize_error(error))
             return self._safe_render(result, (), minimal=True)
 
-    def _fitting(self, result: Result, head: list[str], listed: list[OperationRecord],
-                 auto_reversed: bool) -> Slips:
-        """Render ``head`` lines and the latest of ``listed`` (at most ``report_max_lines``, the
-        rest counted on the slip), halving the list until all copies fit :data:`SLIP_BUDGET`."""
-        limit = min(len(listed), max(0, self.config.report_max_lines))
+    def _fitting(self, result: Result, report: BatchReport, auto_reversed: bool) -> Slips:
+        """Render ``report``'s totals by scheme and the latest of its listed operations (the rest
+        counted on the slip), halving the list until all copies fit :data:`SLIP_BUDGET`."""
+        head = self._scheme_lines(report)
+        listed = report.listed
+        limit = len(listed)
         while True:
-            shown = listed[len(listed) - limit:] if limit else []
+            shown = listed[len(listed) - limit:] if limit else ()
             details = list(head)
-            if listed:
+            if report.listed_total:
                 details.append(self.printer._center("ОПЕРАЦИИ"))
-                if len(listed) > limit:
-                    details.append(f"... ЕЩЕ {len(listed) - limit} ОПЕРАЦИЙ РАНЕЕ")
+                if report.listed_total > limit:
+                    details.append(f"... ЕЩЕ {report.listed_total - limit} ОПЕРАЦИЙ РАНЕЕ")
                 details += [self.printer.operation_line(op.host_datetime, TITLES[op.operation], op.masked_pan,
                                                         op.amount, op.currency) for op in shown]
             slips = self.printer.render(result, auto_reversed=auto_reversed, details=details)
@@ -890,62 +903,25 @@ class VirtualTerminal:
             log.error("the slip could not be laid out: %s", summarize_error(error))
             return Slips()
 
-    def _report_details(self, operation: Operation, batch: int) -> tuple[list[str], list[OperationRecord]]:
-        """What follows the totals: lines by card scheme (settlement and full report) and, for a
-        full report, the operations to list (approved money operations, oldest first)."""
-        records = self.journal.ledger.operations(self.host_config.terminal_id, batch)
-        lines = self._scheme_lines(records)
-        if operation is not Operation.FULL_REPORT:
-            return lines, []
-        return lines, [op for op in records if op.status is Status.APPROVED and op.operation.moves_money
-                       and op.amount]
+    def _listing(self, operation: Operation) -> int | None:
+        """How many operations a report of ``operation`` lists: a full report at most
+        ``report_max_lines`` (the latest), anything else none (None)."""
+        return max(0, self.config.report_max_lines) if operation is Operation.FULL_REPORT else None
 
-    def _scheme_lines(self, records: list[OperationRecord]) -> list[str]:
-        """Totals by card scheme (the batch totals' rules: live, not cancelled sales and completions;
-        live, not cancelled refunds; live cancels of those), as real settlement slips print them."""
-        reversed_ids = {r.original_id for r in records if r.operation is Operation.EMERGENCY_REVERSAL
-                        and r.status is Status.APPROVED and r.original_id is not None}
-        by_id = {r.id: r for r in records}
-
-        def live(r: OperationRecord) -> bool:
-            return r.status is Status.APPROVED and r.operation is not Operation.EMERGENCY_REVERSAL \
-                and r.id not in reversed_ids
-
-        voided = {r.original_id for r in records if live(r) and r.original_id is not None
-                  and r.operation in (Operation.CANCEL, Operation.CANCEL_PREAUTH)}
-        sums: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
-        currency = self.host_config.currency
-        for r in records:
-            if not live(r) or r.currency not in (None, currency):
-                continue
-            scheme = r.card_scheme or "ПРОЧИЕ"
-            kind = None
-            if r.operation in (Operation.SALE, Operation.COMPLETION) and r.id not in voided:
-                kind = "sale"
-            elif r.operation is Operation.REFUND and r.id not in voided:
-                kind = "refund"
-            elif r.operation is Operation.CANCEL:
-                original = by_id.get(r.original_id) if r.original_id is not None else None
-                if original is not None and original.operation in (Operation.SALE, Operation.COMPLETION,
-                                                                   Operation.REFUND):
-                    kind = "cancel"
-            if kind is not None:
-                entry = sums[scheme][kind]
-                entry[0] += 1
-                entry[1] += int(r.amount or 0)
-        if not sums:
+    def _scheme_lines(self, report: BatchReport) -> list[str]:
+        """Totals by card scheme, as real settlement slips print them."""
+        if not report.schemes:
             return []
         p = self.printer
+        currency = self.host_config.currency
         lines = [p._center("ПО ПЛАТЕЖНЫМ СИСТЕМАМ")]
-        for scheme in sorted(sums):
-            kinds = sums[scheme]
-            lines.append(scheme[: p.width])
-            for kind, title in (("sale", "ОПЛАТА"), ("refund", "ВОЗВРАТ"), ("cancel", "ОТМЕНА")):
-                count, amount = kinds.get(kind, (0, 0))
+        for totals in report.schemes:
+            lines.append(totals.scheme[: p.width])
+            for (count, amount), title in ((totals.sale, "ОПЛАТА"), (totals.refund, "ВОЗВРАТ"),
+                                           (totals.cancel, "ОТМЕНА")):
                 if count:
                     lines.append(p._pair(f" {title} ({count})", format_amount(amount, currency)))
-            net = kinds.get("sale", (0, 0))[1] - kinds.get("refund", (0, 0))[1]
-            lines.append(p._pair(" ИТОГО:", format_amount(net, currency)))
+            lines.append(p._pair(" ИТОГО:", format_amount(totals.net, currency)))
         return lines
 
     async def _refusal(self, request: Request, status: Status, code: str, text: str, card: Card | None,
