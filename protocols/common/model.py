@@ -331,20 +331,29 @@ def mask_bytes(data: bytes, masked_values: Iterable[str] = ()) -> bytes:
 
 
 _HEX_RUN = re.compile(r"[0-9a-fA-F]{26,}")  # bytes in hex, long enough to hold a card number
+_TEXT_DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]{13,19}(?![0-9])")  # _CARD_DIGIT_RUN, for text
 
 
 def mask_decoded(value: Any) -> Any:
     """A description (``to_dict()``) fit for a capture, a log or a screen: the describers mask the card numbers they
     know as such, but a noise entry's ``data`` (and its one-line summary) holds the raw bytes in hex
     and a text field may carry a number the describer took for something else: runs of hex digits
-    are masked as bytes, then the text as text (runs of 13-19 digits that could be card numbers)."""
+    are masked as bytes, and the text as text (runs of 13-19 digits that could be card numbers).
+
+    Both are found in the text as it came: a card number written in digits inside hex-looking text
+    (EMV track 2, ``4111111111111111D2512…``) is masked as any other, and the hex of a number masked
+    as bytes (``…3131312a2a2a…``) is not read again as digits (its ``…3131312`` was no run of the
+    text, and starring it would break the hex and hide the digits a masked number shows)."""
     if isinstance(value, dict):
         return {key: mask_decoded(item) for key, item in value.items()}
     if isinstance(value, list):
         return [mask_decoded(item) for item in value]
     if isinstance(value, str):
-        value = _HEX_RUN.sub(_mask_hex_run, value)
-        return mask_bytes(value.encode("utf-8")).decode("utf-8")
+        masked = _HEX_RUN.sub(_mask_hex_run, value)  # same length: positions in ``value`` hold
+        for run in _TEXT_DIGIT_RUN.finditer(value):
+            if could_be_card_number(run.group(0).encode("ascii")):
+                masked = masked[:run.start()] + mask_pan(run.group(0)) + masked[run.end():]
+        return masked
     return value
 
 
@@ -356,5 +365,10 @@ def _mask_hex_run(match: re.Match[str]) -> str:
 
 
 def _mask_hex_run_even(text: str) -> str:
-    masked = mask_bytes(bytes.fromhex(text)).hex()
-    return masked if masked != bytes.fromhex(text).hex() else text  # keep the original's letter case
+    raw = bytes.fromhex(text)
+    masked = mask_bytes(raw)
+    if masked == raw:
+        return text
+    # the original's letter case: a character kept keeps it; one masked is upper in an upper-case dump
+    upper = any(char.isupper() for char in text) and not any(char.islower() for char in text)
+    return "".join(new.upper() if upper or old.isupper() else new for new, old in zip(masked.hex(), text))

@@ -134,3 +134,62 @@ def test_the_wire_log_and_describe_never_hold_a_full_card_number_in_hex(caplog: 
             WireLogger(spec.describe, logger)("rx", noise)
         assert caplog.text and pan.hex() not in caplog.text and pan.decode() not in caplog.text
         caplog.clear()
+
+
+# --- mask_decoded: descriptions (to_dict()) whose text holds hex dumps -----------------------------------
+SBER_PAN = "4276001234567896"  # Luhn-valid, a real issuer prefix (427600)
+
+
+def test_mask_decoded_masks_a_card_number_in_a_text_field_and_in_track_2_shaped_hex() -> None:
+    from posbridge.protocols.common.model import mask_decoded
+
+    decoded = {"fields": [{"name": "receipt_data", "value": f"CARD {SBER_PAN} APPROVED"},
+                          {"name": "57", "value": "4111111111111111D25122010000000000000F"}]}
+    assert mask_decoded(decoded) == {"fields": [
+        {"name": "receipt_data", "value": "CARD 427600******7896 APPROVED"},
+        {"name": "57", "value": "411111******1111D25122010000000000000F"}]}  # digits in hex-looking text: masked
+
+
+@pytest.mark.parametrize("hex_text", [
+    "deadbeef1234567890123456cafebabe00",  # 16 decimal digits, no issuer's prefix
+    "deadbeef4111111111111112cafebabe00",  # an issuer's prefix, not Luhn-valid
+    "00000000004111111111111111ffff0000",  # 26 digits: longer than any card number
+    "ab3132333435363738abababababababab",  # ASCII "12345678" in hex: not Luhn-valid as digits
+])
+def test_mask_decoded_leaves_hex_whose_digit_runs_are_no_card_numbers_as_it_is(hex_text: str) -> None:
+    from posbridge.protocols.common.model import mask_decoded
+
+    assert mask_decoded({"kind": "noise", "data": hex_text}) == {"kind": "noise", "data": hex_text}
+
+
+def test_the_hex_of_a_card_numbers_bytes_is_the_hex_of_the_masked_number_and_stays_hex() -> None:
+    from posbridge.protocols.common.model import mask_decoded
+
+    data = b"\xfe" + SBER_PAN.encode() + b"\x03"
+    # "3432373630302a…": its first 13 characters are digits that pass Luhn with a prefix of 3. They
+    # came from masking, not from the text; they were starred too (fe343237***0302a…), breaking the
+    # hex and hiding the first 6 digits the masked number shows.
+    assert mask_decoded(data.hex()) == (b"\xfe" + b"427600******7896" + b"\x03").hex()
+    assert mask_decoded(data.hex().upper()) == (b"\xfe" + b"427600******7896" + b"\x03").hex().upper()
+
+
+@given(pan_body=st.text("0123456789", min_size=9, max_size=9), head=st.binary(max_size=40),
+       tail=st.binary(max_size=40), upper=st.booleans())
+def test_a_card_number_in_bytes_shown_as_hex_is_always_masked_and_the_hex_stays_hex(
+        pan_body: str, head: bytes, tail: bytes, upper: bool) -> None:
+    from posbridge.protocols.common.model import could_be_card_number, mask_card_bytes, mask_decoded
+
+    pan = next(candidate for candidate in (f"427600{pan_body}{d}" for d in "0123456789")
+               if could_be_card_number(candidate.encode()))
+    data = head + b"|" + pan.encode() + b"|" + tail  # '|': the number is a run of its own
+    text = data.hex().upper() if upper else data.hex()
+    shown = mask_decoded(text)
+    assert len(shown) == len(text)
+    assert pan.encode().hex() not in shown.lower()
+    at = text.lower().index(pan.encode().hex())
+    assert shown[at:at + 32].lower() == mask_card_bytes(pan.encode()).hex()  # first 6 and last 4 shown
+    # everything else is the text as it was, but digit runs of the text that could be card numbers
+    outside = shown[:at] + shown[at + 32:]
+    original = text[:at] + text[at + 32:]
+    for mine, theirs in zip(outside, original):
+        assert mine == theirs or (mine == "*" and theirs.isdigit())
