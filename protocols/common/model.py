@@ -332,6 +332,8 @@ def mask_bytes(data: bytes, masked_values: Iterable[str] = ()) -> bytes:
 
 _HEX_RUN = re.compile(r"[0-9a-fA-F]{26,}")  # bytes in hex, long enough to hold a card number
 _TEXT_DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]{13,19}(?![0-9])")  # _CARD_DIGIT_RUN, for text
+# Digits in groups split by single spaces or dashes (4111 1111 1111 1111), as mask_card_numbers reads them.
+_GROUPED_DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]+(?:[ -][0-9]+)+(?![0-9])")
 
 
 def mask_decoded(value: Any) -> Any:
@@ -353,8 +355,20 @@ def mask_decoded(value: Any) -> Any:
         for run in _TEXT_DIGIT_RUN.finditer(value):
             if could_be_card_number(run.group(0).encode("ascii")):
                 masked = masked[:run.start()] + mask_pan(run.group(0)) + masked[run.end():]
+        for run in _GROUPED_DIGIT_RUN.finditer(value):
+            masked = masked[:run.start()] + _mask_grouped(run.group(0)) + masked[run.end():]
         return masked
     return value
+
+
+def _mask_grouped(text: str) -> str:
+    """``4111 1111 1111 1111`` -> ``4111 11** **** 1111`` when its digits could be a card number
+    (the separators stay where they were); anything else as it is."""
+    digits = text.replace(" ", "").replace("-", "")
+    if not could_be_card_number(digits.encode("ascii")):
+        return text
+    masked = iter(mask_pan(digits))
+    return "".join(char if char in " -" else next(masked) for char in text)
 
 
 def _mask_hex_run(match: re.Match[str]) -> str:

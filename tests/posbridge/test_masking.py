@@ -150,6 +150,21 @@ def test_mask_decoded_masks_a_card_number_in_a_text_field_and_in_track_2_shaped_
         {"name": "57", "value": "411111******1111D25122010000000000000F"}]}  # digits in hex-looking text: masked
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("CARD 4276 0012 3456 7896 OK", "CARD 4276 00** **** 7896 OK"),
+    ("4276-0012-3456-7896", "4276-00**-****-7896"),
+    ("42760 01234 567896", "42760 0**** **7896"),
+    ("ТЕЛ 8 800 555 35 35", "ТЕЛ 8 800 555 35 35"),  # 11 digits: no card number
+    ("2026 12 03 10 00 00 0001", "2026 12 03 10 00 00 0001"),  # an issuer-less, Luhn-failing date
+])
+def test_mask_decoded_masks_a_card_number_written_in_groups_as_log_text_masking_does(text: str, expected: str) -> None:
+    # A terminal's text field ("4276 0012 3456 7896") reached traces and captures in full:
+    # mask_card_numbers (logs, errors) read grouped digits, mask_decoded did not.
+    from posbridge.protocols.common.model import mask_decoded
+
+    assert mask_decoded({"value": text}) == {"value": expected}
+
+
 @pytest.mark.parametrize("hex_text", [
     "deadbeef1234567890123456cafebabe00",  # 16 decimal digits, no issuer's prefix
     "deadbeef4111111111111112cafebabe00",  # an issuer's prefix, not Luhn-valid
