@@ -46,6 +46,7 @@ import aiohttp
 import pytest
 
 from posbridge.ecr import EcrClient
+from posbridge.ecr.ownership import TerminalLock, canonical_port
 from posbridge.journal import Journal
 from posbridge.model import Operation, Status
 from tests.e2e.kill_matrix import expected_totals, format_ecr_row, format_terminal_row, read_ecr, read_terminal
@@ -64,6 +65,10 @@ progress_interval = 0.2
 """
 
 POINTS = {
+    # The bridge took the register's request and waits for the terminal's cross-process lock, which
+    # the test holds: nothing is journaled at the bridge yet. Reached: the register hears the
+    # bridge's own progress packet (sent only while the bridge works on its request).
+    "waiting_for_lock": "the request taken, the bridge waits for the terminal (nothing journaled)",
     # The bridge has journaled the sale "sent" (write-ahead: before its first byte to the terminal)
     # and written its first bytes (the INPAS request; Arcus ENQ), which the relay on the terminal's
     # line holds: the terminal never gets the request. Reached: the bridge's journal entry is
@@ -87,7 +92,13 @@ POINTS = {
     # while it authorizes): the bridge sees the outcome lost and, before it answers the register,
     # recovers it by an emergency reversal (slowed by a host_delay rule). Reached as above.
     "lost_outcome_reversal": "during the recovery of a lost outcome, before the register is answered",
+    # Killed while the terminal authorizes (as "authorizing"), restarted, and killed again while the
+    # terminal has the restarted bridge's start recovery reversal at its (slow) host; a third bridge
+    # finishes the job. Reached as "authorizing", then as "undo_reversal".
+    "restart_recovery": "while authorizing, then again during the restarted bridge's start recovery",
 }
+NOTHING_SENT = ("waiting_for_lock", "before_terminal")
+"""Points where the terminal never got the sale: the register's recovery finds nothing charged."""
 
 
 # --- processes ------------------------------------------------------------------------------------
@@ -311,6 +322,7 @@ class Run:
         self.line: Relay | None = None  # bridge -> terminal
         self.bridges: list[Program] = []
         self.register_journal: Journal | None = None
+        self.lock: TerminalLock | None = None  # the test's hold on the terminal ("waiting_for_lock")
 
     async def start(self) -> None:
         await self.terminal.start()
@@ -331,17 +343,19 @@ class Run:
         await bridge.wait_output(r"bridge ready: ")
         return bridge
 
-    def register(self) -> EcrClient:
+    def register(self, on_progress: Callable[[Any], None] | None = None) -> EcrClient:
         """A register (a new client each time: a killed bridge took its connection)."""
         assert self.register_journal is not None
         return EcrClient(f"tcp://127.0.0.1:{self.relay.port}", self.register_protocol, journal=self.register_journal,
-                         deadline=30.0, lock_wait=10.0)
+                         deadline=30.0, lock_wait=10.0, on_progress=on_progress)
 
     async def bridge_entry(self, operation: str, states: tuple[str, ...]) -> dict[str, Any] | None:
         return next((r for r in read_ecr(self.bridge_journal)
                      if r["operation"] == operation and r["state"] in states), None)
 
     async def close(self) -> None:
+        if self.lock is not None:
+            await self.lock.release()
         for bridge in self.bridges:
             bridge.stop()
         await self.relay.close()
@@ -359,62 +373,82 @@ class Run:
         return "\n".join(parts)
 
 
-async def reach(run: Run, point: str) -> None:
-    """Prepare the terminal for ``point`` (before the sale) — see :data:`POINTS`."""
+async def prepare(run: Run, point: str) -> None:
+    """Set the scene for ``point`` before the sale (see :data:`POINTS`)."""
     terminal = run.terminal
-    if point == "before_terminal":
-        assert run.line is not None
+    assert run.line is not None
+    if point == "waiting_for_lock":
+        run.lock = TerminalLock(canonical_port(f"tcp://127.0.0.1:{run.line.port}"), wait=5.0)
+        await run.lock.acquire("the test holds the terminal")
+    elif point == "before_terminal":
         run.line.hold()
     elif point in ("authorizing", "answered"):
         await terminal.call("POST", "/rules", {"operation": "sale", "host_delay": 1.0 if point == "authorizing"
                                                 else 0.3, "once": True})
-    else:
+    else:  # a reversal is slow at the host: the kill comes while the terminal has it in hand
         await terminal.call("POST", "/rules", {"rules": [
-            {"operation": "sale", "host_delay": 0.3, "once": True},
+            {"operation": "sale", "host_delay": 1.0 if point == "restart_recovery" else 0.3, "once": True},
             {"operation": "emergency_reversal", "host_delay": 1.5, "once": True}]})
 
 
-async def at_point(run: Run, point: str) -> str:
-    """Wait (watching the books, the control API, the relay) until the running sale is at ``point``;
-    returns what was seen there (for the failure message)."""
-    terminal = run.terminal
+async def terminal_has(run: Run, operation: str, stan: str | None = None) -> dict[str, Any] | None:
+    """The terminal's journaled ``operation`` (of transaction ``stan``), once its answer is still in
+    the host delay (the host journals first, then the delay runs: /health says "authorizing")."""
+    rows = [t for t in read_terminal(run.terminal.journal)
+            if t["operation"] == operation and (stan is None or t["stan"] == stan)]
+    if rows and await run.terminal.state() == "authorizing":
+        return rows[-1]
+    return None
 
-    async def authorizing() -> bool:
-        return await terminal.state() == "authorizing"
 
+async def at_point(run: Run, point: str, progress: asyncio.Event) -> str:
+    """Wait (watching the books, the control API, the relays) until the running sale is at
+    ``point``; returns what was seen there (for a failure message)."""
+    assert run.line is not None
+    line = run.line
+    if point == "waiting_for_lock":
+        await asyncio.wait_for(progress.wait(), STEP_TIMEOUT)
+        assert read_ecr(run.bridge_journal) == [], "the bridge journaled while the terminal was locked"
+        return "the register heard the bridge's progress packet; the bridge's journal is empty"
     if point == "before_terminal":
-        assert run.line is not None
         entry = await until(lambda: run.bridge_entry("sale", ("sent",)), "sale journaled 'sent' by the bridge")
-        await until(lambda: _async(run.line is not None and run.line.held), "the bridge's first bytes to the terminal")
-        assert read_terminal(terminal.journal) == [], "the terminal got it after all"
-        return f"bridge entry {format_ecr_row(entry)}; held {run.line.held!r} on the way to the terminal"
-    await until(authorizing, "terminal authorizing the sale")
-    if point == "authorizing":
-        return "terminal authorizing"
+        await until(lambda: _async(line.held), "the bridge's first bytes to the terminal")
+        assert read_terminal(run.terminal.journal) == [], "the terminal got it after all"
+        return f"bridge entry {format_ecr_row(entry)}; held {line.held!r} on the way to the terminal"
+    sale = await until(lambda: terminal_has(run, "sale"), "terminal authorizing the sale")
+    if point in ("authorizing", "restart_recovery"):
+        return f"terminal authorizing: {format_terminal_row(sale)}"
     if point in ("answered", "undo_reversal"):
-        run.relay.hold()
+        run.relay.hold()  # the register's request was ACKed long ago: only WAITs and the result are held
         entry = await until(lambda: run.bridge_entry("sale", ("done",)), "sale journaled 'done' by the bridge")
         if point == "answered":
             return f"bridge entry {format_ecr_row(entry)}; relay held {len(run.relay.held)} bytes"
         run.relay.cut()  # the register "hangs up": the bridge cannot deliver the result
-    else:  # lost_outcome_reversal
-        await terminal.call("POST", "/faults", {"line": "tx:disconnect@0"})
+    else:  # lost_outcome_reversal: the terminal's line drops at its next write (a WAIT, or the result)
+        await run.terminal.call("POST", "/faults", {"line": "tx:disconnect@0"})
         await until(lambda: run.bridge_entry("sale", ("unknown",)), "sale journaled 'unknown' by the bridge")
-    reversal = await until(lambda: run.bridge_entry("emergency_reversal", ("sent",)),
-                           "the bridge's reversal journaled 'sent'")
-    await until(authorizing, "terminal authorizing the reversal")
-    return f"bridge reversal entry {format_ecr_row(reversal)}"
+    return await reversal_in_hand(run, sale["stan"])
+
+
+async def reversal_in_hand(run: Run, stan: str) -> str:
+    """Until the bridge's reversal of ``stan`` is journaled 'sent' and the terminal holds it at the host."""
+    entry = await until(lambda: run.bridge_entry("emergency_reversal", ("sent",)),
+                        "the bridge's reversal journaled 'sent'")
+    reversal = await until(lambda: terminal_has(run, "emergency_reversal", stan), "terminal authorizing the reversal")
+    return f"bridge reversal entry {format_ecr_row(entry)}; terminal {format_terminal_row(reversal)}"
 
 
 async def kill_at(register_protocol: str, terminal_protocol: str, point: str, directory: Path) -> None:
     run = Run(register_protocol, terminal_protocol, directory)
+    seen = ""
     try:
         await run.start()
-        await reach(run, point)
-        register = run.register()
+        await prepare(run, point)
+        progress = asyncio.Event()
+        register = run.register(on_progress=lambda _: progress.set())
         sale = asyncio.ensure_future(register.sale(101_00))
         try:
-            seen = await at_point(run, point)
+            seen = await at_point(run, point, progress)
         except BaseException:
             sale.cancel()
             raise
@@ -423,24 +457,30 @@ async def kill_at(register_protocol: str, terminal_protocol: str, point: str, di
         with pytest.raises(Exception):
             await asyncio.wait_for(sale, STEP_TIMEOUT)
         await register.close()
-        run.relay.cut()
-        assert run.line is not None
-        run.line.cut()
         [entry] = read_ecr(run.register_journal_path)
         assert (entry["operation"], entry["state"]) == ("sale", "unknown"), (seen, format_ecr_row(entry))
         stan = entry["transaction_id"]
-        # The terminal is steered back to plain service; it finishes what it was doing.
+        # Every line back to plain service; the terminal finishes what it was doing.
+        run.relay.cut()
+        run.line.cut()  # type: ignore[union-attr]
+        if run.lock is not None:
+            await run.lock.release()
         await run.terminal.call("POST", "/faults", {"line": None})
-        await run.terminal.call("DELETE", "/rules")
 
         # The bridge restarted on the same journal and port recovers what it left open, by itself.
         await run.start_bridge()
+        if point == "restart_recovery":  # killed again, while the terminal has its start recovery's reversal
+            seen += "; then " + await reversal_in_hand(run, stan)
+            run.bridges[-1].kill()
+            run.line.cut()  # type: ignore[union-attr]
+            await run.start_bridge()
+        await run.terminal.call("DELETE", "/rules")
         await until(lambda: _async(not open_entries(run.bridge_journal)), "bridge journal resolved at start")
         # The register recovers its unknown sale through the bridge.
         register = run.register()
         reports = await register.recover()
-        assert [(r.entry.id, r.outcome) for r in reports] in ([(1, "reversed")], [(1, "not_charged")]), \
-            [r.describe() for r in reports]
+        assert [(r.entry.id, r.outcome) for r in reports] == \
+            [(1, "not_charged" if point in NOTHING_SENT else "reversed")], [r.describe() for r in reports]
         clean = await register.sale(202_00)
         assert clean.status is Status.APPROVED
         settlement = await register.settlement()
@@ -449,16 +489,19 @@ async def kill_at(register_protocol: str, terminal_protocol: str, point: str, di
         register_rows = read_ecr(run.register_journal_path)
         bridge_rows = read_ecr(run.bridge_journal)
         terminal_rows = read_terminal(run.terminal.journal)
+        books = "\n".join([f"killed at {point}: {seen}", "register:", *map(format_ecr_row, register_rows),
+                           "bridge:", *map(format_ecr_row, bridge_rows), "terminal:",
+                           *map(format_terminal_row, terminal_rows)])
+        (directory / "books.txt").write_text(books + "\n", encoding="utf-8")
         problems = check_books(register_rows, bridge_rows, terminal_rows)
-        assert not problems, "\n".join([f"killed at {point}: {seen}", *problems,
-                                        *map(format_ecr_row, register_rows), "bridge:",
-                                        *map(format_ecr_row, bridge_rows),
-                                        *map(format_terminal_row, terminal_rows)])
-        # The killed sale was never charged, or charged and reversed: not live, and nothing twice.
-        assert not [t for t in terminal_rows if t["stan"] == stan and t["live"]]
+        assert not problems, "\n".join([*problems, books])
+        # The killed sale is not live at the terminal: never charged, or charged and reversed.
+        killed = [t for t in terminal_rows if t["stan"] == stan and t["operation"] == "sale"]
+        assert not [t for t in killed if t["live"]], books
+        assert len(killed) == (0 if point in NOTHING_SENT else 1), books
         # Settlement: the register's answer and the terminal's closed batch equal its journal's totals.
         expected = expected_totals(register_rows)
-        assert expected["sale_count"] == 1 and expected["sale_amount"] == 202_00
+        assert (expected["sale_count"], expected["sale_amount"]) == (1, 202_00)
         assert settlement.status is Status.APPROVED and settlement.totals is not None
         assert (settlement.totals.sale_count, settlement.totals.sale_amount, settlement.totals.refund_count,
                 settlement.totals.refund_amount) == (expected["sale_count"], expected["sale_amount"],
@@ -466,6 +509,7 @@ async def kill_at(register_protocol: str, terminal_protocol: str, point: str, di
         batch = closed_batch_totals(run.terminal.journal)
         assert {k: batch[k] for k in expected} == expected
     except BaseException:
+        print(f"killed at {point}: {seen}")
         print(run.diagnosis())
         raise
     finally:
