@@ -497,3 +497,24 @@ async def test_the_trace_masks_a_card_number_cut_by_a_part_or_a_read() -> None:
             shown = "\n".join(lines)
             assert lines and FULL_PAN not in shown and FULL_PAN.encode().hex(" ") not in shown, offset
             assert "incomplete" not in shown.lower(), shown
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_the_trace_shows_a_half_frame_once_the_line_goes_quiet(protocol, monkeypatch) -> None:
+    # The trace holds a frame cut over reads until its end comes; a terminal that sends half a
+    # frame and falls silent must still be seen (as the monitor shows it), once.
+    from posbridge.cli import console as console_module
+
+    monkeypatch.setattr(console_module, "QUIET_FLUSH", 0.05)
+    async with TerminalLink(protocol) as link:
+        lines: list[str] = []
+        console = Console(link.client, lambda text: lines.append(plain(text)))
+        console.trace_mode = "both"
+        half = {"inpas": bytes.fromhex("02 0f 00 00 01 31"), "arcus2": bytes.fromhex("01 00 0d 51 6f 70")}[protocol]
+        console._trace("rx", half)
+        assert lines == []  # held: the frame's end may be in the next read
+        await asyncio.sleep(0.3)
+        [shown] = lines
+        assert half.hex(" ") in shown and "incomplete" in shown.lower(), shown
+        await asyncio.sleep(0.2)
+        assert len(lines) == 1  # once
