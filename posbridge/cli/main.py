@@ -289,7 +289,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # --- parser ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="posbridge", description=__doc__.split("\n")[0],
+        prog="posbridge", description="Bank card terminals (INPAS SmartSale, Arcus 2) for cash registers: "
+                                      "operations, a virtual terminal, an HTTP service, technician's tools.",
         epilog=f"The ECR journal (every operation, written before its first byte) is {default_journal_path()} "
                "unless --journal says otherwise. Exit codes: 0 done/approved, 2 bad input or failure (an "
                "operation's outcome then unknown says so), 3 declined, 130 interrupted, 141 the output pipe "
