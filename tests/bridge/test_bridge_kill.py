@@ -48,7 +48,7 @@ import pytest
 from posbridge.ecr import EcrClient
 from posbridge.ecr.ownership import TerminalLock, canonical_port
 from posbridge.journal import Journal
-from posbridge.model import Operation, Status
+from posbridge.model import Status
 from tests.e2e.kill_matrix import expected_totals, format_ecr_row, format_terminal_row, read_ecr, read_terminal
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,6 +56,8 @@ DIRECTIONS = [pytest.param("inpas", "arcus2", id="inpas-register-arcus2-terminal
               pytest.param("arcus2", "inpas", id="arcus2-register-inpas-terminal")]
 MONEY = ("sale", "refund", "cancel", "preauth", "completion", "cancel_preauth")
 OPEN_STATES = ("pending", "sent", "unknown", "refund_needed")
+SALE_DELAY = 0.8  # seconds the host takes over a sale at the points that need the terminal busy
+REVERSAL_DELAY = 1.5  # ... over an emergency reversal (the "during the reversal" points)
 STEP_TIMEOUT = 15.0  # bound on waiting for any one thing a run waits for (never reached when all is well)
 SCENARIO = """\
 # The terminal of the bridge kill tests: WAIT packets often while a host delay (a rule) runs.
@@ -118,6 +120,7 @@ class Program:
     """A ``posbridge`` command as a child process; its stdout and stderr go to files read as it runs."""
 
     def __init__(self, args: list[str], directory: Path, name: str, lock_dir: Path) -> None:
+        self.name = name
         self.stdout_path, self.stderr_path = directory / f"{name}.out", directory / f"{name}.err"
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen([sys.executable, "-m", "posbridge", *args], stdout=out, stderr=err,
@@ -132,7 +135,7 @@ class Program:
     async def wait_output(self, pattern: str, timeout: float = STEP_TIMEOUT) -> re.Match[str]:
         async def found() -> re.Match[str] | None:
             if self.proc.poll() is not None:
-                raise AssertionError(f"{self.proc.args[3]} ended ({self.proc.returncode}): {self.log()[-2000:]}")
+                raise AssertionError(f"{self.name} ended ({self.proc.returncode}): {self.log()[-2000:]}")
             return re.search(pattern, self.output())
         return await until(found, f"{pattern!r} on its output", timeout)
 
@@ -382,13 +385,13 @@ async def prepare(run: Run, point: str) -> None:
         await run.lock.acquire("the test holds the terminal")
     elif point == "before_terminal":
         run.line.hold()
-    elif point in ("authorizing", "answered"):
-        await terminal.call("POST", "/rules", {"operation": "sale", "host_delay": 1.0 if point == "authorizing"
-                                                else 0.3, "once": True})
-    else:  # a reversal is slow at the host: the kill comes while the terminal has it in hand
-        await terminal.call("POST", "/rules", {"rules": [
-            {"operation": "sale", "host_delay": 1.0 if point == "restart_recovery" else 0.3, "once": True},
-            {"operation": "emergency_reversal", "host_delay": 1.5, "once": True}]})
+    else:
+        # The sale's answer is slow (the window in which the test arms the relay or the line fault;
+        # generous for a loaded machine); so is a reversal's: the kill comes while the terminal has it.
+        rules: list[dict[str, Any]] = [{"operation": "sale", "host_delay": SALE_DELAY, "once": True}]
+        if point not in ("authorizing", "answered"):
+            rules.append({"operation": "emergency_reversal", "host_delay": REVERSAL_DELAY, "once": True})
+        await terminal.call("POST", "/rules", {"rules": rules})
 
 
 async def terminal_has(run: Run, operation: str, stan: str | None = None) -> dict[str, Any] | None:
