@@ -98,6 +98,12 @@ POINTS = {
     # terminal has the restarted bridge's start recovery reversal at its (slow) host; a third bridge
     # finishes the job. Reached as "authorizing", then as "undo_reversal".
     "restart_recovery": "while authorizing, then again during the restarted bridge's start recovery",
+    # Killed while the terminal authorizes (as "authorizing"); the restarted bridge recovers; then
+    # the register's own recovery sends its reversal through it and it is killed again while the
+    # terminal has that reversal at its (slow) host: the register's sale and its reversal are both
+    # unknown; a third bridge serves the register's second recovery. Reached as "authorizing",
+    # then: the terminal journaled a new reversal of the sale and /health says "authorizing".
+    "register_recovery": "while authorizing, then again during the register's recovery through the bridge",
 }
 NOTHING_SENT = ("waiting_for_lock", "before_terminal")
 """Points where the terminal never got the sale: the register's recovery finds nothing charged."""
@@ -389,16 +395,17 @@ async def prepare(run: Run, point: str) -> None:
         # The sale's answer is slow (the window in which the test arms the relay or the line fault;
         # generous for a loaded machine); so is a reversal's: the kill comes while the terminal has it.
         rules: list[dict[str, Any]] = [{"operation": "sale", "host_delay": SALE_DELAY, "once": True}]
-        if point not in ("authorizing", "answered"):
+        if point not in ("authorizing", "answered", "register_recovery"):
             rules.append({"operation": "emergency_reversal", "host_delay": REVERSAL_DELAY, "once": True})
         await terminal.call("POST", "/rules", {"rules": rules})
 
 
-async def terminal_has(run: Run, operation: str, stan: str | None = None) -> dict[str, Any] | None:
-    """The terminal's journaled ``operation`` (of transaction ``stan``), once its answer is still in
-    the host delay (the host journals first, then the delay runs: /health says "authorizing")."""
+async def terminal_has(run: Run, operation: str, stan: str | None = None, after: int = 0) -> dict[str, Any] | None:
+    """The terminal's journaled ``operation`` (of transaction ``stan``; a row after id ``after``),
+    once its answer is still in the host delay (the host journals first, then the delay runs:
+    /health says "authorizing")."""
     rows = [t for t in read_terminal(run.terminal.journal)
-            if t["operation"] == operation and (stan is None or t["stan"] == stan)]
+            if t["operation"] == operation and (stan is None or t["stan"] == stan) and t["id"] > after]
     if rows and await run.terminal.state() == "authorizing":
         return rows[-1]
     return None
@@ -419,7 +426,7 @@ async def at_point(run: Run, point: str, progress: asyncio.Event) -> str:
         assert read_terminal(run.terminal.journal) == [], "the terminal got it after all"
         return f"bridge entry {format_ecr_row(entry)}; held {line.held!r} on the way to the terminal"
     sale = await until(lambda: terminal_has(run, "sale"), "terminal authorizing the sale")
-    if point in ("authorizing", "restart_recovery"):
+    if point in ("authorizing", "restart_recovery", "register_recovery"):
         return f"terminal authorizing: {format_terminal_row(sale)}"
     if point in ("answered", "undo_reversal"):
         run.relay.hold()  # the register's request was ACKed long ago: only WAITs and the result are held
@@ -439,6 +446,34 @@ async def reversal_in_hand(run: Run, stan: str) -> str:
                         "the bridge's reversal journaled 'sent'")
     reversal = await until(lambda: terminal_has(run, "emergency_reversal", stan), "terminal authorizing the reversal")
     return f"bridge reversal entry {format_ecr_row(entry)}; terminal {format_terminal_row(reversal)}"
+
+
+async def kill_during_register_recovery(run: Run, stan: str) -> str:
+    """The register's recovery sends its reversal through the restarted bridge; the bridge is killed
+    while the terminal has it at its (slow) host. The register's recovery then leaves its sale open
+    (its reversal's outcome lost too), and a third bridge is started."""
+    after = max((t["id"] for t in read_terminal(run.terminal.journal)), default=0)
+    await run.terminal.call("POST", "/rules", {"operation": "emergency_reversal", "host_delay": REVERSAL_DELAY,
+                                               "once": True})
+    register = run.register()
+    recovery = asyncio.ensure_future(register.recover())
+    try:
+        reversal = await until(lambda: terminal_has(run, "emergency_reversal", stan, after),
+                               "terminal authorizing the register's reversal")
+    except BaseException:
+        recovery.cancel()
+        raise
+    run.bridges[-1].kill()
+    reports = await asyncio.wait_for(recovery, STEP_TIMEOUT)
+    await register.close()
+    assert [(r.entry.id, r.outcome) for r in reports] == [(1, "open")], [r.describe() for r in reports]
+    assert [(r["operation"], r["state"]) for r in read_ecr(run.register_journal_path)] == \
+        [("sale", "unknown"), ("emergency_reversal", "unknown")]
+    run.relay.cut()
+    run.line.cut()  # type: ignore[union-attr]
+    await run.start_bridge()
+    await until(lambda: _async(not open_entries(run.bridge_journal)), "bridge journal resolved at start")
+    return f"the register's reversal at the terminal: {format_terminal_row(reversal)}"
 
 
 async def kill_at(register_protocol: str, terminal_protocol: str, point: str, directory: Path) -> None:
@@ -479,6 +514,8 @@ async def kill_at(register_protocol: str, terminal_protocol: str, point: str, di
             await run.start_bridge()
         await run.terminal.call("DELETE", "/rules")
         await until(lambda: _async(not open_entries(run.bridge_journal)), "bridge journal resolved at start")
+        if point == "register_recovery":  # killed again, while the terminal has the register's own reversal
+            seen += "; then " + await kill_during_register_recovery(run, stan)
         # The register recovers its unknown sale through the bridge.
         register = run.register()
         reports = await register.recover()
