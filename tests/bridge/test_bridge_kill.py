@@ -48,7 +48,7 @@ import pytest
 from posbridge.ecr import EcrClient
 from posbridge.ecr.ownership import TerminalLock, canonical_port
 from posbridge.journal import Journal
-from posbridge.model import Status
+from posbridge.model import Operation, Request, Status
 from tests.e2e.kill_matrix import expected_totals, format_ecr_row, format_terminal_row, read_ecr, read_terminal
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -352,11 +352,13 @@ class Run:
         await bridge.wait_output(r"bridge ready: ")
         return bridge
 
-    def register(self, on_progress: Callable[[Any], None] | None = None) -> EcrClient:
-        """A register (a new client each time: a killed bridge took its connection)."""
+    def register(self, on_progress: Callable[[Any], None] | None = None, journal: Journal | None = None) -> EcrClient:
+        """A register (a new client each time: a killed bridge took its connection); its journal is
+        the run's file unless ``journal`` is given."""
         assert self.register_journal is not None
-        return EcrClient(f"tcp://127.0.0.1:{self.relay.port}", self.register_protocol, journal=self.register_journal,
-                         deadline=30.0, lock_wait=10.0, on_progress=on_progress)
+        return EcrClient(f"tcp://127.0.0.1:{self.relay.port}", self.register_protocol,
+                         journal=journal or self.register_journal, deadline=30.0, lock_wait=10.0,
+                         on_progress=on_progress)
 
     async def bridge_entry(self, operation: str, states: tuple[str, ...]) -> dict[str, Any] | None:
         return next((r for r in read_ecr(self.bridge_journal)
@@ -476,35 +478,70 @@ async def kill_during_register_recovery(run: Run, stan: str) -> str:
     return f"the register's reversal at the terminal: {format_terminal_row(reversal)}"
 
 
+async def kill_mid_sale(run: Run, point: str, journal: Journal | None = None) -> tuple[str, str]:
+    """Start the run, sell 101.00 through the bridge and SIGKILL it at ``point``; every line back to
+    plain service afterwards. The register's sale must be unknown in its journal (``journal``: the
+    register's, default the run's file). Returns (what was seen at the point, the sale's transaction
+    number)."""
+    await run.start()
+    await prepare(run, point)
+    progress = asyncio.Event()
+    register = run.register(on_progress=lambda _: progress.set(), journal=journal)
+    sale = asyncio.ensure_future(register.sale(101_00))
+    try:
+        seen = await at_point(run, point, progress)
+    except BaseException:
+        sale.cancel()
+        raise
+    run.bridges[-1].kill()
+    with pytest.raises(Exception):  # the register got no answer
+        await asyncio.wait_for(sale, STEP_TIMEOUT)
+    await register.close()
+    [entry] = [e for e in register.journal.ecr.unresolved()]
+    assert (entry.request.operation.value, entry.state) == ("sale", "unknown"), seen
+    run.relay.cut()
+    run.line.cut()  # type: ignore[union-attr]
+    if run.lock is not None:
+        await run.lock.release()
+    await run.terminal.call("POST", "/faults", {"line": None})
+    return seen, str(entry.request.transaction_id)
+
+
+async def settle_and_compare(run: Run, point: str, seen: str, stan: str, *, charged_once: bool) -> None:
+    """A clean sale and a settlement through the bridge; then the three books must agree, the killed
+    sale be live ``charged_once`` (else not at all), the settlement equal the register's approved sales."""
+    register = run.register()
+    clean = await register.sale(202_00)
+    assert clean.status is Status.APPROVED
+    settlement = await register.settlement()
+    await register.close()
+    register_rows = read_ecr(run.register_journal_path)
+    bridge_rows = read_ecr(run.bridge_journal)
+    terminal_rows = read_terminal(run.terminal.journal)
+    books = "\n".join([f"killed at {point}: {seen}", "register:", *map(format_ecr_row, register_rows),
+                       "bridge:", *map(format_ecr_row, bridge_rows), "terminal:",
+                       *map(format_terminal_row, terminal_rows)])
+    (run.dir / "books.txt").write_text(books + "\n", encoding="utf-8")
+    problems = check_books(register_rows, bridge_rows, terminal_rows)
+    assert not problems, "\n".join([*problems, books])
+    live = [t for t in terminal_rows if t["stan"] == stan and t["operation"] == "sale" and t["live"]]
+    assert len(live) == (1 if charged_once else 0), books
+    expected = expected_totals(register_rows)
+    assert (expected["sale_count"], expected["sale_amount"]) == \
+        ((2, 303_00) if charged_once else (1, 202_00)), books
+    assert settlement.status is Status.APPROVED and settlement.totals is not None
+    assert (settlement.totals.sale_count, settlement.totals.sale_amount, settlement.totals.refund_count,
+            settlement.totals.refund_amount) == (expected["sale_count"], expected["sale_amount"],
+                                                 expected["refund_count"], expected["refund_amount"])
+    batch = closed_batch_totals(run.terminal.journal)
+    assert {k: batch[k] for k in expected} == expected
+
+
 async def kill_at(register_protocol: str, terminal_protocol: str, point: str, directory: Path) -> None:
     run = Run(register_protocol, terminal_protocol, directory)
     seen = ""
     try:
-        await run.start()
-        await prepare(run, point)
-        progress = asyncio.Event()
-        register = run.register(on_progress=lambda _: progress.set())
-        sale = asyncio.ensure_future(register.sale(101_00))
-        try:
-            seen = await at_point(run, point, progress)
-        except BaseException:
-            sale.cancel()
-            raise
-        run.bridges[-1].kill()
-        # The register: no answer; its sale is journaled "unknown".
-        with pytest.raises(Exception):
-            await asyncio.wait_for(sale, STEP_TIMEOUT)
-        await register.close()
-        [entry] = read_ecr(run.register_journal_path)
-        assert (entry["operation"], entry["state"]) == ("sale", "unknown"), (seen, format_ecr_row(entry))
-        stan = entry["transaction_id"]
-        # Every line back to plain service; the terminal finishes what it was doing.
-        run.relay.cut()
-        run.line.cut()  # type: ignore[union-attr]
-        if run.lock is not None:
-            await run.lock.release()
-        await run.terminal.call("POST", "/faults", {"line": None})
-
+        seen, stan = await kill_mid_sale(run, point)
         # The bridge restarted on the same journal and port recovers what it left open, by itself.
         await run.start_bridge()
         if point == "restart_recovery":  # killed again, while the terminal has its start recovery's reversal
@@ -519,40 +556,47 @@ async def kill_at(register_protocol: str, terminal_protocol: str, point: str, di
         # The register recovers its unknown sale through the bridge.
         register = run.register()
         reports = await register.recover()
+        await register.close()
         assert [(r.entry.id, r.outcome) for r in reports] == \
             [(1, "not_charged" if point in NOTHING_SENT else "reversed")], [r.describe() for r in reports]
-        clean = await register.sale(202_00)
-        assert clean.status is Status.APPROVED
-        settlement = await register.settlement()
-        await register.close()
-
-        register_rows = read_ecr(run.register_journal_path)
-        bridge_rows = read_ecr(run.bridge_journal)
-        terminal_rows = read_terminal(run.terminal.journal)
-        books = "\n".join([f"killed at {point}: {seen}", "register:", *map(format_ecr_row, register_rows),
-                           "bridge:", *map(format_ecr_row, bridge_rows), "terminal:",
-                           *map(format_terminal_row, terminal_rows)])
-        (directory / "books.txt").write_text(books + "\n", encoding="utf-8")
-        problems = check_books(register_rows, bridge_rows, terminal_rows)
-        assert not problems, "\n".join([*problems, books])
-        # The killed sale is not live at the terminal: never charged, or charged and reversed.
-        killed = [t for t in terminal_rows if t["stan"] == stan and t["operation"] == "sale"]
-        assert not [t for t in killed if t["live"]], books
-        assert len(killed) == (0 if point in NOTHING_SENT else 1), books
-        # Settlement: the register's answer and the terminal's closed batch equal its journal's totals.
-        expected = expected_totals(register_rows)
-        assert (expected["sale_count"], expected["sale_amount"]) == (1, 202_00)
-        assert settlement.status is Status.APPROVED and settlement.totals is not None
-        assert (settlement.totals.sale_count, settlement.totals.sale_amount, settlement.totals.refund_count,
-                settlement.totals.refund_amount) == (expected["sale_count"], expected["sale_amount"],
-                                                     expected["refund_count"], expected["refund_amount"])
-        batch = closed_batch_totals(run.terminal.journal)
-        assert {k: batch[k] for k in expected} == expected
+        # The killed sale: never charged, or charged and reversed; once at most at the terminal.
+        assert len([t for t in read_terminal(run.terminal.journal) if t["stan"] == stan
+                    and t["operation"] == "sale"]) == (0 if point in NOTHING_SENT else 1)
+        await settle_and_compare(run, point, seen, stan, charged_once=False)
     except BaseException:
         print(f"killed at {point}: {seen}")
         print(run.diagnosis())
         raise
     finally:
+        await run.close()
+
+
+async def retry_after_kill(register_protocol: str, terminal_protocol: str, point: str, directory: Path) -> None:
+    """A register without a journal of its own resends its lost sale, same transaction number,
+    through the restarted bridge (what an INPAS register does after a lost answer)."""
+    run = Run(register_protocol, terminal_protocol, directory)
+    seen = ""
+    forgetful = Journal()  # the first attempt's journal: forgotten, nobody recovers it
+    try:
+        seen, stan = await kill_mid_sale(run, point, journal=forgetful)
+        await run.start_bridge()
+        await run.terminal.call("DELETE", "/rules")
+        await until(lambda: _async(not open_entries(run.bridge_journal)), "bridge journal resolved at start")
+        register = run.register()
+        retry = await register.execute(Request(Operation.SALE, 101_00, transaction_id=stan))
+        await register.close()
+        [sale] = [t for t in read_terminal(run.terminal.journal) if t["stan"] == stan and t["operation"] == "sale"]
+        if point == "answered":  # charged, its answer lost: the retry hears the same approval again
+            assert (retry.status, retry.rrn, retry.auth_code) == (Status.APPROVED, sale["rrn"], sale["auth_code"])
+        else:  # the restarted bridge reversed it at start: the retry is told so, nothing charged
+            assert (retry.status, retry.host_code) == (Status.DECLINED, "9018"), retry
+        await settle_and_compare(run, point, seen, stan, charged_once=point == "answered")
+    except BaseException:
+        print(f"killed at {point}, then a retry: {seen}")
+        print(run.diagnosis())
+        raise
+    finally:
+        forgetful.close()
         await run.close()
 
 
@@ -567,3 +611,16 @@ def test_a_bridge_killed_mid_sale_leaves_the_three_books_agreeing(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POSBRIDGE_LOCK_DIR", str(tmp_path / "locks"))
     asyncio.run(kill_at(register_protocol, terminal_protocol, point, tmp_path))
+
+
+@pytest.mark.parametrize("point", ["authorizing", "answered"])
+@pytest.mark.parametrize(("register_protocol", "terminal_protocol"), DIRECTIONS)
+def test_a_register_that_resends_its_lost_sale_after_the_kill_is_charged_once_and_told_the_truth(
+        register_protocol: str, terminal_protocol: str, point: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No recovery at the register: it resends the sale with the same transaction number. Killed
+    while the terminal authorized, the restarted bridge reversed the sale: the resend is declined
+    9018 (reversed), nothing charged. Killed after the terminal answered: the sale stays charged and
+    the resend hears its approval again (same RRN and auth code), charged once."""
+    monkeypatch.setenv("POSBRIDGE_LOCK_DIR", str(tmp_path / "locks"))
+    asyncio.run(retry_after_kill(register_protocol, terminal_protocol, point, tmp_path))
