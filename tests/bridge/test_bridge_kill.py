@@ -23,7 +23,13 @@ sale through it, runs one clean sale and a settlement through it, and compares t
   totals of what the register's journal holds as approved.
 
 Both directions: an INPAS register with an Arcus2 terminal, and an Arcus2 register with an INPAS
-terminal. Each test starts its own terminal (its own batch), so the tests are independent.
+terminal. Each test starts its own terminal (its own batch), so the tests are independent. Every
+run leaves ``books.txt`` (the three books) and each program's output in its ``tmp_path``;
+``BRIDGE_KILL_DEBUG=1`` runs the terminal and the bridges with ``-vv`` (every frame logged).
+
+Where the time goes: an INPAS client waits 1.2 x its ACK timeout (6 s) after a failed exchange
+before its next one (a terminal's late resends must die out first), so the INPAS terminal's
+"lost_outcome_reversal" run takes ~10 s; the others 3-6 s.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ DIRECTIONS = [pytest.param("inpas", "arcus2", id="inpas-register-arcus2-terminal
               pytest.param("arcus2", "inpas", id="arcus2-register-inpas-terminal")]
 MONEY = ("sale", "refund", "cancel", "preauth", "completion", "cancel_preauth")
 OPEN_STATES = ("pending", "sent", "unknown", "refund_needed")
+VERBOSE = ["-vv"] if os.environ.get("BRIDGE_KILL_DEBUG") else []  # every frame in the programs' logs
 SALE_DELAY = 0.8  # seconds the host takes over a sale at the points that need the terminal busy
 REVERSAL_DELAY = 1.5  # ... over an emergency reversal (the "during the reversal" points)
 STEP_TIMEOUT = 15.0  # bound on waiting for any one thing a run waits for (never reached when all is well)
@@ -179,7 +186,7 @@ class Terminal:
         self.journal = directory / "terminal.sqlite3"
         scenario = directory / "scenario.toml"
         scenario.write_text(SCENARIO, encoding="utf-8")
-        self.program = Program([*(["-vv"] if os.environ.get("BK_DEBUG") else []), "emulate", "--protocol", protocol, "--port", "tcp-listen://127.0.0.1:0",
+        self.program = Program([*VERBOSE, "emulate", "--protocol", protocol, "--port", "tcp-listen://127.0.0.1:0",
                                 "--control", "127.0.0.1:0", "--journal", str(self.journal), "--scenario",
                                 str(scenario), "--seed", "7"], directory, "terminal", lock_dir)
         self.url = self.control = ""
@@ -343,7 +350,7 @@ class Run:
 
     async def start_bridge(self) -> Program:
         assert self.line is not None
-        bridge = Program(["-v", "bridge", "--ecr", f"tcp-listen://127.0.0.1:{self.bridge_port}",
+        bridge = Program([*(VERBOSE or ["-v"]), "bridge", "--ecr", f"tcp-listen://127.0.0.1:{self.bridge_port}",
                           "--ecr-protocol", self.register_protocol, "--terminal", f"tcp://127.0.0.1:{self.line.port}",
                           "--terminal-protocol", self.terminal_protocol, "--journal", str(self.bridge_journal),
                           "--progress-interval", "0.5", "--timeout", "20", "--lock-wait", "10"],
