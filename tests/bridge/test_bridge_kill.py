@@ -6,8 +6,9 @@ misreports a sale — also when its process dies at any moment. Here every party
 * the terminal: ``posbridge emulate`` (TCP, its batch in its own journal file, ``--control`` API);
 * the bridge: ``posbridge bridge`` (register side ``tcp-listen://``, its ECR journal a file);
 * the register: posbridge's :class:`~posbridge.ecr.EcrClient` in this process, with its own journal
-  file, reaching the bridge through :class:`Relay` (a TCP relay in this process that can hold the
-  bridge's bytes back, or hang up, when a kill point needs it).
+  file, reaching the bridge through a :class:`Relay` (a TCP relay in this process that can hold the
+  bridge's bytes back, or hang up, when a kill point needs it); the bridge reaches the terminal
+  through another.
 
 Each test kills the bridge with SIGKILL at one point of a sale (each point is reached by watching
 the books, never by sleeping; :data:`POINTS` says how), then restarts it on the same journal and the
@@ -41,6 +42,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -86,8 +88,8 @@ POINTS = {
     # bytes until the silence ends.)
     "before_terminal": "journaled sent, the terminal never got the request",
     # The terminal is at its host (a host_delay rule) when the bridge dies: the terminal completes
-    # the sale and keeps its result as undelivered. Reached: the control API's /health says
-    # "authorizing".
+    # the sale and keeps its result as undelivered. Reached: the terminal's journal holds the sale
+    # (its host decides, then the delay runs) and the control API's /health says "authorizing".
     "authorizing": "the terminal authorizes (slow host)",
     # The terminal has answered and the bridge journaled it "done"; its answer to the register is
     # held back by the relay (armed while the terminal authorized, long after the register's request
@@ -95,7 +97,8 @@ POINTS = {
     "answered": "the terminal answered, the register has not got it",
     # As "answered", then the relay hangs up on both sides: the bridge cannot deliver the result and
     # sends the terminal an emergency reversal at once (slowed by a host_delay rule). Reached: the
-    # bridge's journal holds the reversal "sent" and /health says "authorizing".
+    # bridge's journal holds the reversal "sent", the terminal's journal holds it, /health says
+    # "authorizing" (its answer not yet sent).
     "undo_reversal": "during the reversal of a result the register did not take",
     # The terminal's line drops when it next writes (control API line fault tx:disconnect@0, set
     # while it authorizes): the bridge sees the outcome lost and, before it answers the register,
@@ -278,6 +281,7 @@ class Relay:
 
 # --- the books ------------------------------------------------------------------------------------
 def open_entries(path: Path) -> list[dict[str, Any]]:
+    """The entries of an ECR journal (the register's or the bridge's) whose outcome is still open."""
     return [r for r in read_ecr(path) if r["state"] in OPEN_STATES or r["api_unresolved"]]
 
 
@@ -311,7 +315,7 @@ def check_books(register_rows: list[dict[str, Any]], bridge_rows: list[dict[str,
 
 
 def closed_batch_totals(path: Path) -> dict[str, Any]:
-    import sqlite3
+    """The totals the terminal's journal recorded when its one batch was closed."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     try:
         rows = conn.execute("SELECT totals FROM batches WHERE closed_at IS NOT NULL ORDER BY number").fetchall()
@@ -631,3 +635,28 @@ def test_a_register_that_resends_its_lost_sale_after_the_kill_is_charged_once_an
     the resend hears its approval again (same RRN and auth code), charged once."""
     monkeypatch.setenv("POSBRIDGE_LOCK_DIR", str(tmp_path / "locks"))
     asyncio.run(retry_after_kill(register_protocol, terminal_protocol, point, tmp_path))
+
+
+def test_the_books_check_names_every_disagreement() -> None:
+    """check_books is what every kill test stands on: each kind of disagreement is found."""
+    def ecr(tid: str, state: str = "done", status: str | None = "approved", operation: str = "sale",
+            ) -> dict[str, Any]:
+        return {"id": 1, "transaction_id": tid, "operation": operation, "state": state, "status": status,
+                "api_unresolved": state in OPEN_STATES}
+
+    def term(stan: str, live: int = 1, operation: str = "sale") -> dict[str, Any]:
+        return {"id": 1, "stan": stan, "operation": operation, "live": live, "status": "approved"}
+
+    agreeing = check_books([ecr("1"), ecr("2", "resolved", "approved"), ecr("3", operation="settlement")],
+                           [ecr("1"), ecr("2", "resolved", "approved")],
+                           [term("1"), term("2", live=0), term("3", operation="settlement")])
+    assert agreeing == []
+    problems = check_books([ecr("1"), ecr("2", "unknown", None), ecr("4")],
+                           [ecr("1"), ecr("4"), ecr("5", "sent", None)],
+                           [term("1"), term("1"), term("2"), term("3")])
+    assert sorted(p.split(":")[0] for p in problems) == sorted([
+        "DOUBLE",  # transaction 1 live twice
+        "LOST", "UNKNOWN TO THE BRIDGE",  # 2: live, the register holds it unknown, the bridge not at all
+        "LOST", "UNKNOWN TO THE BRIDGE",  # 3: live, nobody holds it
+        "PHANTOM",  # 4: approved at the register, nothing live at the terminal
+        "OPEN in the register's journal", "OPEN in the bridge's journal"])
