@@ -69,11 +69,15 @@ async def session(register_protocol: str, terminal_protocol: str, sales: int, rn
             kill_after = rng.uniform(0.0, KILL_WINDOW)
             register = run.register()
             sale = asyncio.ensure_future(register.sale(amount))
+            timers = []
             if hang_up:
-                asyncio.get_running_loop().call_later(max(0.0, sale_delay - 0.05), run.relay.hold)
-                asyncio.get_running_loop().call_later(sale_delay + 0.15, run.relay.cut)
+                loop = asyncio.get_running_loop()
+                timers = [loop.call_later(max(0.0, sale_delay - 0.05), run.relay.hold),
+                          loop.call_later(sale_delay + 0.15, run.relay.cut)]
             await asyncio.sleep(kill_after)
             run.bridges[-1].kill()
+            for timer in timers:  # a hang-up still to come belongs to this sale, not to the recovery
+                timer.cancel()
             try:
                 result = await asyncio.wait_for(sale, 30)
                 tally[f"register told {result.status.value} before the kill"] += 1
