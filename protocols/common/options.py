@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import types
 import typing
 from collections.abc import Mapping
@@ -77,7 +78,7 @@ class ProtocolOptions:
         if unknown:
             raise OptionsError(f"unknown {cls.protocol} option(s): {', '.join(unknown)} "
                                f"(known: {', '.join(known)})")
-        hints = typing.get_type_hints(cls)
+        hints = _field_types(cls)
         # Any: each value was converted to its field's own type just above, which mypy cannot follow.
         converted: dict[str, Any] = {name: _convert(cls.protocol, name, hints[name], value)
                                      for name, value in values.items()}
@@ -87,6 +88,17 @@ class ProtocolOptions:
             raise
         except (TypeError, ValueError) as error:  # a subclass's own range check
             raise OptionsError(f"{cls.protocol} options: {error}") from None
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    """The options' annotations as types. Not ``typing.get_type_hints(cls)`` alone: it reads each
+    class's module from ``sys.modules``, and a class whose module was dropped from there (pytest's
+    pytester restores ``sys.modules`` after an in-process run, keeping the classes it loaded) has
+    ``ClassVar`` undefined — a NameError seen once in the suite. Options hold builtins (float, int,
+    bool, None) and ClassVar, so those names are given; the module's own names stay visible."""
+    module = sys.modules.get(cls.__module__)
+    namespace = {**(vars(module) if module is not None else {}), "ClassVar": ClassVar}
+    return typing.get_type_hints(cls, globalns=namespace)
 
 
 def _convert(protocol: str, name: str, hint: Any, value: object) -> object:

@@ -247,3 +247,14 @@ def test_gateway_capability_and_its_data_limit_come_together() -> None:
         Capabilities(gateway=True)  # an ECR would not know how much one answer to the terminal carries
     with pytest.raises(ValueError, match="gateway_data"):
         Capabilities(gateway=False, gateway_data=100)
+
+
+def test_options_are_read_even_when_their_module_left_sys_modules(monkeypatch: pytest.MonkeyPatch) -> None:
+    # pytester restores sys.modules after an in-process run, keeping the classes it loaded: the
+    # registry's InpasOptions then had no module, typing.get_type_hints found no ClassVar, and
+    # every session's options failed with a NameError (seen once in the suite).
+    from posbridge.protocols.inpas.options import InpasOptions
+
+    monkeypatch.delitem(sys.modules, InpasOptions.__module__)
+    monkeypatch.delitem(sys.modules, "posbridge.protocols.common.options")
+    assert InpasOptions.from_mapping({"ack_timeout": "0.5", "tries": 2.0}) == InpasOptions(ack_timeout=0.5, tries=2)
