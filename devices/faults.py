@@ -53,7 +53,7 @@ from typing import Literal
 
 from .base import Device, DeviceClosed, DeviceError
 
-__all__ = ["DirectionFaults", "FaultPlan", "FaultSpecError", "FaultyDevice", "InjectedFault"]
+__all__ = ["DirectionFaults", "FaultPlan", "FaultSpecError", "FaultyDevice", "InjectedFault", "Superseded"]
 
 Direction = Literal["tx", "rx"]
 DIRECTIONS: tuple[Direction, Direction] = ("tx", "rx")
@@ -402,6 +402,15 @@ class _Line:
     silent_until: float = float("-inf")
 
 
+class Superseded(Exception):
+    """Raised by the read of a :class:`FaultyDevice` that was :meth:`~FaultyDevice.retire` d: its faults
+    no longer apply. ``data``: the bytes that read took from the line after that, untouched by them."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(f"faults replaced ({len(data)} bytes handed on)")
+        self.data = data
+
+
 class FaultyDevice(Device):
     """``inner`` seen through a :class:`FaultPlan` (see the module docstring for the faults).
 
@@ -428,6 +437,7 @@ class FaultyDevice(Device):
         self._ready: deque[tuple[float, bytes]] = deque()  # (readable from, bytes) after rx faults
         self._write_lock = asyncio.Lock()
         self._disconnected: str | None = None
+        self._retired = False
 
     @property
     def positions(self) -> dict[Direction, int]:
@@ -515,13 +525,30 @@ class FaultyDevice(Device):
                 return self._take(limit)
             if self._disconnected is not None:
                 raise DeviceClosed(self._disconnected)
+            if self._retired:
+                raise Superseded(b"")
             data = await self.inner.read(max_bytes)
-            now = self.clock()
-            out, disconnect = self._rx.process(data, now, self._line)
-            if out:
-                self._ready.append((now + faults.delay, out))
-            if disconnect:
-                await self._disconnect("rx", faults.disconnect_at or 0)
+            if self._retired:  # the faults were replaced while this read waited: not theirs to see
+                raise Superseded(data)
+            await self.take_in(data)
+
+    async def take_in(self, data: bytes) -> None:
+        """Pass ``data`` (bytes from ``inner``) through the receive faults, as a read does; what
+        survives is returned by the next reads (a replacement device takes a retired one's bytes
+        this way)."""
+        now = self.clock()
+        faults = self.plan.rx
+        out, disconnect = self._rx.process(data, now, self._line)
+        if out:
+            self._ready.append((now + faults.delay, out))
+        if disconnect:
+            await self._disconnect("rx", faults.disconnect_at or 0)
+
+    def retire(self) -> None:
+        """These faults are replaced: a read waiting on the line (a silence swallowing bytes may
+        wait for ever) raises :class:`Superseded` with the next bytes instead of applying them;
+        bytes still held (a ``delay``) are dropped, as a line glitch would."""
+        self._retired = True
 
     def _take(self, limit: int) -> bytes:
         taken = bytearray()

@@ -66,7 +66,7 @@ from transitions import Machine
 
 from posbridge import protocols
 from posbridge.devices import Device, open_device
-from posbridge.devices.faults import FaultPlan, FaultyDevice
+from posbridge.devices.faults import FaultPlan, FaultyDevice, Superseded
 from posbridge.protocols.common.errors import Disconnected
 from posbridge.protocols.common.session import (
     AbortRequested,
@@ -962,10 +962,11 @@ class VirtualTerminal:
 class SwitchableFaults(Device):
     """A device whose line faults (the devices/faults.py grammar) can be changed while it serves:
     each change starts a fresh :class:`~posbridge.devices.faults.FaultyDevice` around the same
-    line, so positions count from the change. Writes see the new faults at once; a read already
-    waiting (a serving terminal always has one) finishes with the old ones, so ``rx`` faults start
-    with the chunk after it. Bytes a ``delay`` fault still held are dropped with the old faults, as
-    a line glitch would. Other attributes (a listener's peers) are the line's."""
+    line, so positions count from the change. Writes see the new faults at once; so do the bytes a
+    read already waiting (a serving terminal always has one) takes next: the old faults are retired
+    (a silence that swallowed every byte stops with the change, not when it would have run out).
+    Bytes a ``delay`` fault still held are dropped with the old faults, as a line glitch would.
+    Other attributes (a listener's peers) are the line's."""
 
     def __init__(self, inner: Device, faults: str | None = None) -> None:
         self.inner = inner
@@ -977,11 +978,29 @@ class SwitchableFaults(Device):
     def set_faults(self, spec: str | None) -> None:
         """Apply ``spec`` from the next read and write on (None or "": no faults); FaultSpecError if bad."""
         plan = FaultPlan.parse(spec) if spec else None
+        old = self._current
         self._current = FaultyDevice(self.inner, plan) if plan is not None else self.inner
         self.spec = plan.spec() if plan is not None else None
+        if isinstance(old, FaultyDevice):
+            old.retire()
 
     async def read(self, max_bytes: int = 4096) -> bytes:
-        return await self._current.read(max_bytes)
+        while True:
+            device = self._current
+            try:
+                data = await device.read(max_bytes)
+            except Superseded as handed_on:  # old faults, retired while the read waited
+                data = handed_on.data
+                if not data:
+                    continue
+            else:
+                if device is not self.inner or device is self._current:
+                    return data  # what the faults in force when it was read made of it
+            # Bytes read after the faults changed: the faults now in force see them.
+            current = self._current
+            if not isinstance(current, FaultyDevice):
+                return data
+            await current.take_in(data)
 
     async def write(self, data: bytes) -> None:
         await self._current.write(data)

@@ -19,6 +19,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from posbridge.devices import open_device
 from posbridge.ecr.client import EcrClient
+from posbridge.journal import Journal
+from posbridge.protocols.common.errors import LinkError
 from posbridge.emulator.terminal import SwitchableFaults, VirtualTerminal
 from posbridge.http.control import ROUTES, ControlAddressError, make_control_app, parse_control_address
 from posbridge.model import Status
@@ -162,3 +164,56 @@ async def test_line_faults_change_while_the_terminal_runs():
         with contextlib.suppress(asyncio.CancelledError):
             await serving
         await line.close()
+
+
+async def test_clearing_an_rx_silence_makes_the_terminal_hear_at_once_not_when_the_silence_runs_out():
+    # Before: the read already waiting went on swallowing bytes under the old silence (here
+    # 600 s), so the terminal stayed deaf to every ECR after the fault was cleared.
+    name = f"virtual://control-{uuid.uuid4().hex}"
+    terminal = VirtualTerminal("inpas")
+    line = terminal.line = SwitchableFaults(await open_device(name))
+    serving = asyncio.get_running_loop().create_task(terminal.serve(line, keep_open=True))
+    try:
+        timers = {"ack_timeout": 0.3}
+        async with EcrClient(name, "inpas", timers=timers, journal=Journal()) as ecr:
+            assert (await ecr.sale(10_00)).approved
+            line.set_faults("rx:silence=600@0")
+            with pytest.raises(LinkError):
+                await asyncio.wait_for(ecr.sale(20_00), 10)
+            line.set_faults(None)
+            started = asyncio.get_running_loop().time()
+            await ecr.recover()  # the lost sale was never heard: the host never saw it
+            assert (await asyncio.wait_for(ecr.sale(30_00), 10)).approved
+            assert asyncio.get_running_loop().time() - started < 8
+        assert [(op.amount, op.status.value) for op in terminal.journal.ledger.operations()
+                if op.operation.value == "sale"] == [(10_00, "approved"), (30_00, "approved")]
+    finally:
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+        await line.close()
+
+
+async def test_faults_changed_while_a_read_waits_apply_to_the_bytes_it_takes_next():
+    name = f"virtual://control-{uuid.uuid4().hex}"
+    peer = await open_device(name)
+    line = SwitchableFaults(await open_device(name))
+    try:
+        line.set_faults("rx:silence=600@0")
+        reading = asyncio.ensure_future(line.read())
+        await peer.write(b"swallowed")
+        await asyncio.sleep(0.05)
+        assert not reading.done()
+        line.set_faults("rx:drop@0")  # the next bytes: their first one dropped by the new faults
+        await peer.write(b"XYZ")
+        assert await asyncio.wait_for(reading, 2) == b"YZ"
+        line.set_faults(None)
+        reading = asyncio.ensure_future(line.read())
+        await asyncio.sleep(0.05)
+        line.set_faults("rx:corrupt@0,seed=3")
+        line.set_faults(None)  # two changes while one read waits: the last one rules
+        await peer.write(b"plain")
+        assert await asyncio.wait_for(reading, 2) == b"plain"
+    finally:
+        await line.close()
+        await peer.close()
