@@ -19,7 +19,8 @@ Money rules, and why:
   <posbridge.ecr.EcrClient.recover>` runs before the register is answered (it hears progress
   packets meanwhile): the journal entry, ``unknown``, is resolved by emergency reversal (or flagged
   for a person). Once nothing is charged (reversed, the host never saw it) the register is answered
-  ``Status.DECLINED`` with :data:`CODE_UNDONE`; otherwise ``Status.UNDEFINED`` with
+  ``Status.DECLINED`` with :data:`CODE_UNDONE` (not for an emergency reversal the register sent:
+  recovery resends that reversal, so "reversed" means it was performed); otherwise ``Status.UNDEFINED`` with
   :data:`CODE_OUTCOME_UNKNOWN` (INPAS: status 0 "undefined"; Arcus has no such status: a decline,
   900) and recovery runs again before every later operation while anything is open, and when the
   bridge starts.
@@ -459,7 +460,11 @@ class Bridge:
         # it or never charged it, "unknown" otherwise.
         reports = await self._recover(f"after {text}")
         mine = [r for r in reports if r.entry.id == entry.id]
+        # Not for the register's own emergency reversal: recovery sends that same reversal again,
+        # so "reversed" means the register's request was performed (the money is back), and a
+        # register told "declined" would believe the sale stands and refund it another way.
         if mine and isinstance(request.operation, Operation) and request.operation.moves_money \
+                and request.operation is not Operation.EMERGENCY_REVERSAL \
                 and mine[0].outcome in _NOTHING_CHARGED:
             answer = self._refusal(request, Status.DECLINED, CODE_UNDONE)
         else:

@@ -196,3 +196,31 @@ async def test_an_outcome_recovery_cannot_settle_is_answered_unknown_and_recover
         first = entries(b.journal)[0]
         assert (first.state, first.how) == ("resolved", "reversed")
         assert b.terminal.batch().sale_count == 1 and b.terminal.batch().sale_amount == 131_00
+
+
+@pytest.mark.parametrize(("register_protocol", "terminal_protocol"), DIRECTIONS)
+async def test_a_registers_reversal_whose_outcome_recovery_completes_is_never_answered_declined(
+        register_protocol: str, terminal_protocol: str) -> None:
+    # The register's own emergency reversal loses its answer at the terminal; the bridge's recovery
+    # sends it again and the host reverses the sale (400). The register must not hear "declined":
+    # its reversal was performed, the customer has the money back; a register told "declined"
+    # believes the sale stands and may refund it by other means (paid twice).
+    async with bridged(register_protocol, terminal_protocol, transport="tcp") as b:
+        sale = await b.register.sale(140_00)
+        assert sale.approved
+        [register_sale] = entries(b.register.journal)
+        b.terminal.control.delays(host=1.5)
+        reversal = asyncio.get_running_loop().create_task(b.register.emergency_reversal(register_sale.request))
+        await wait_for_state(b.terminal, "authorizing")
+        assert b.terminal.call(lambda: b.terminal.line.drop_peer("killed mid-reversal"))
+        result = await reversal
+        await b.bridge.wait_idle()
+
+        assert b.terminal.batch().sale_count == 0  # the sale is reversed: nothing is charged
+        _, reversal_entry, *_ = entries(b.journal)
+        assert (reversal_entry.request.operation, reversal_entry.state, reversal_entry.how) == \
+            (Operation.EMERGENCY_REVERSAL, "resolved", "reversed")
+        # "Unknown" (INPAS status 0; Arcus hears the code as a decline): the register's recovery
+        # sends its reversal again, which the host answers 400 — never a plain "declined, undone".
+        assert result.host_code == CODE_OUTCOME_UNKNOWN
+        assert result.status is (Status.UNDEFINED if register_protocol == "inpas" else Status.DECLINED)
