@@ -74,11 +74,16 @@ def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 async def read_json(request: web.Request) -> dict[str, Any]:
     """The request's JSON object, numbers with a fraction as Decimal (never float); FieldError 400
     naming ``body`` when it is not one (or naming a key given twice), 408 when the body takes more
-    than :data:`BODY_TIMEOUT` seconds; :class:`ClientGone` when the client hung up meanwhile."""
+    than :data:`BODY_TIMEOUT` seconds, 413 when it is larger than the application allows;
+    :class:`ClientGone` when the client hung up meanwhile."""
     try:
         raw = await asyncio.wait_for(request.read(), BODY_TIMEOUT)
     except asyncio.TimeoutError:
         raise FieldError("body", f"the body did not arrive within {BODY_TIMEOUT:g} s", 408) from None
+    except web.HTTPRequestEntityTooLarge:
+        # A FieldError, not aiohttp's exception: /Execute answers it in KKM's body (Status 2, Field)
+        # like every other refusal; aiohttp's own 413 reached a KKM register without a Status.
+        raise FieldError("body", f"the body is larger than {request.client_max_size} bytes", 413) from None
     except ConnectionError:
         raise ClientGone() from None
     if not raw.strip():

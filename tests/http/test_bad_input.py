@@ -104,6 +104,9 @@ KKM = {
                                                         "Amount": 1}, 422, "RRNCode"),
     "KKM bad Timeout": Case("/Execute", {"Command": "PayByPaymentCard", "IdCommand": "k1", "Amount": 1,
                                          "Timeout": -5}, 422, "Timeout"),
+    "KKM body over the limit": Case("/Execute", None, 413, "body",
+                                    raw=b'{"Command": "PayByPaymentCard", "IdCommand": "k1", "Amount": 1, "x": "'
+                                    + b"a" * 70_000 + b'"}'),
 }
 
 
