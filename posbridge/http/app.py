@@ -161,8 +161,14 @@ def tls_context(tls: tuple[str, str] | None) -> ssl.SSLContext | None:
     cert, key = tls
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    def no_passphrase() -> bytes:
+        # Without a callback OpenSSL prompts for an encrypted key's passphrase on the controlling
+        # terminal: a service started from a shell hung there before listening.
+        raise ConfigError(f"the TLS key {key} is encrypted: posbridge does not ask for a passphrase; "
+                          "give it an unencrypted key readable by posbridge only")
+
     try:
-        context.load_cert_chain(cert, key)
+        context.load_cert_chain(cert, key, password=no_passphrase)
     except (OSError, ssl.SSLError) as error:
         reason = getattr(error, "strerror", None) or getattr(error, "reason", None) or error
         raise ConfigError(f"cannot use the TLS certificate {cert} with key {key}: {reason}") from None

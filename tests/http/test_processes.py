@@ -5,10 +5,14 @@ truth; the service as the terminal's one owner; refusing an open address without
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import select
 import signal
 import subprocess
 import sys
+import termios
 import time
 
 import pytest
@@ -207,4 +211,43 @@ def test_serve_with_a_certificate_it_cannot_use_is_one_line_and_opens_nothing(tm
                            "--tls-key", str(tmp_path / "bad.key")], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().count("\n") == 0 and "cannot use the TLS certificate" in done.stderr, done.stderr
+    assert not (tmp_path / "ecr.sqlite3").exists()
+
+
+@pytest.mark.timeout(60)
+def test_serve_with_an_encrypted_key_refuses_at_once_and_never_asks_for_a_passphrase(tmp_path):
+    # OpenSSL's default is to prompt for the passphrase on the controlling terminal: a service
+    # started from a shell (or under any tty) hung there before listening, saying nothing useful.
+    cert, key = tmp_path / "serve.crt", tmp_path / "serve.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-passout", "pass:secret", "-keyout", str(key),
+                    "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True,
+                   timeout=60)
+    assert "ENCRYPTED" in key.read_text()
+    master, tty = os.openpty()
+
+    def on_the_tty() -> None:  # in the child: the pty becomes its controlling terminal
+        os.setsid()
+        fcntl.ioctl(tty, termios.TIOCSCTTY, 0)
+
+    serve = subprocess.Popen([sys.executable, "-m", "posbridge", "serve", "--terminal", "kassa1=serial:///dev/null",
+                              "--journal", str(tmp_path / "ecr.sqlite3"), "--tls-cert", str(cert), "--tls-key",
+                              str(key)], stdin=tty, stdout=tty, stderr=subprocess.PIPE, preexec_fn=on_the_tty)
+    os.close(tty)
+    try:
+        _, stderr = serve.communicate(timeout=20)
+        on_screen = b""
+        while select.select([master], [], [], 0)[0]:
+            try:
+                on_screen += os.read(master, 4096)
+            except OSError:
+                break
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait()
+        os.close(master)
+    text = stderr.decode()
+    assert serve.returncode == 2, text
+    assert text.strip().count("\n") == 0 and "encrypted" in text and str(key) in text, text
+    assert b"pass phrase" not in on_screen.lower() and b"pass phrase" not in stderr.lower()
     assert not (tmp_path / "ecr.sqlite3").exists()
