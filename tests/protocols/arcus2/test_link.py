@@ -390,3 +390,27 @@ def test_the_same_bit_flipped_in_two_bytes_of_a_version_2_frame_is_answered_nak(
             assert [type(e) for e in events] == [FrameRejected] and events[0].error.reason == "crc"
             assert link.data_to_send() == byte(NAK)
             assert link.receive(frame, 0.2) == [MessageReceived(sale)]
+
+
+def test_a_damaged_frame_never_changes_the_version_a_version_1_side_answers_in():
+    # Between a version 1 ECR's request and the terminal's answer the line delivers damage that
+    # looks like version 2: a version 2 frame with a bit flipped, a version 1 frame whose STX came
+    # in as SOH. Each is NAKed; the answer still goes in version 1, the version its ECR speaks
+    # (only a good frame says which version the peer speaks).
+    ecr, terminal = ecr_link(link_version=1), terminal_link(link_version=1)
+    ecr.send(Q, 0.0)
+    _talk(ecr, terminal)
+    flipped = bytearray(encode_frame(Q.encode_body(), 2))
+    flipped[5] ^= 0x04
+    as_soh = b"\x01" + encode_frame(Q.encode_body(), 1)[1:]
+    for damage in (bytes(flipped), as_soh):
+        terminal.reset_receiver()
+        events = terminal.receive(damage, 0.1) + terminal.poll(0.1 + TIMERS.ack_timeout)
+        assert MessageReceived(Q) not in events and terminal.version == 1
+        terminal.data_to_send()
+    terminal.reset_receiver()
+    terminal.end_peer_turn(5.0)
+    terminal.send(I, 5.0)
+    ecr_events, _, terminal_wrote = _talk(ecr, terminal)
+    assert ecr_events == [MessageReceived(I)]
+    assert encode_frame(I.encode_body(), 1) in terminal_wrote
