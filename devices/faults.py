@@ -544,11 +544,16 @@ class FaultyDevice(Device):
         if disconnect:
             await self._disconnect("rx", faults.disconnect_at or 0)
 
-    def retire(self) -> None:
+    def retire(self) -> bytes:
         """These faults are replaced: a read waiting on the line (a silence swallowing bytes may
-        wait for ever) raises :class:`Superseded` with the next bytes instead of applying them;
-        bytes still held (a ``delay``) are dropped, as a line glitch would."""
+        wait for ever) raises :class:`Superseded` with the next bytes instead of applying them.
+        Returns the bytes these faults already let through and still hold (the rest of a ``split``
+        chunk, a ``delay`` not yet over), in order: the replacement hands them on first. Dropping
+        them lost the tail of a frame whose head a read had already taken."""
         self._retired = True
+        held = b"".join(chunk for _, chunk in self._ready)
+        self._ready.clear()
+        return held
 
     def _take(self, limit: int) -> bytes:
         taken = bytearray()

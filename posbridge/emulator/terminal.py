@@ -965,13 +965,15 @@ class SwitchableFaults(Device):
     line, so positions count from the change. Writes see the new faults at once; so do the bytes a
     read already waiting (a serving terminal always has one) takes next: the old faults are retired
     (a silence that swallowed every byte stops with the change, not when it would have run out).
-    Bytes a ``delay`` fault still held are dropped with the old faults, as a line glitch would.
-    Other attributes (a listener's peers) are the line's."""
+    Bytes the old faults had already let through and still held (the rest of a ``split`` chunk, a
+    ``delay`` not over) come first, at once, as they are. Other attributes (a listener's peers) are
+    the line's."""
 
     def __init__(self, inner: Device, faults: str | None = None) -> None:
         self.inner = inner
         self.url = inner.url
         self._current: Device = inner
+        self._handed_on = bytearray()  # through retired faults, not yet read
         self.spec: str | None = None
         self.set_faults(faults)
 
@@ -982,10 +984,16 @@ class SwitchableFaults(Device):
         self._current = FaultyDevice(self.inner, plan) if plan is not None else self.inner
         self.spec = plan.spec() if plan is not None else None
         if isinstance(old, FaultyDevice):
-            old.retire()
+            self._handed_on += old.retire()
 
     async def read(self, max_bytes: int = 4096) -> bytes:
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, not {max_bytes}")
         while True:
+            if self._handed_on:  # before anything read later; no await: cancellation loses nothing
+                data = bytes(self._handed_on[:max_bytes])
+                del self._handed_on[:max_bytes]
+                return data
             device = self._current
             try:
                 data = await device.read(max_bytes)
@@ -1006,7 +1014,9 @@ class SwitchableFaults(Device):
         await self._current.write(data)
 
     def discard_input(self) -> int:
-        return self._current.discard_input()
+        dropped = len(self._handed_on)
+        self._handed_on.clear()
+        return dropped + self._current.discard_input()
 
     async def close(self) -> None:
         self._closed = True

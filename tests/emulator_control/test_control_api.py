@@ -217,3 +217,55 @@ async def test_faults_changed_while_a_read_waits_apply_to_the_bytes_it_takes_nex
     finally:
         await line.close()
         await peer.close()
+
+
+async def test_bytes_the_old_faults_let_through_are_not_lost_when_the_faults_change():
+    # rx:split=2 hands a chunk on two bytes a read; the rest of the chunk was already through the
+    # faults, waiting for the next reads. Changing the faults between two reads lost it: the
+    # terminal heard the first two bytes of a frame and never the rest.
+    name = f"virtual://control-{uuid.uuid4().hex}"
+    peer = await open_device(name)
+    line = SwitchableFaults(await open_device(name))
+    try:
+        line.set_faults("rx:split=2")
+        await peer.write(b"ABCDEFG")
+        assert await asyncio.wait_for(line.read(), 2) == b"AB"
+        line.set_faults("rx:drop@0")  # the new faults: the first byte read after the change dropped
+        line.set_faults(None)  # and changed again before any read
+        await peer.write(b"HI")
+        heard = b""
+        while len(heard) < 7:
+            heard += await asyncio.wait_for(line.read(), 2)
+        assert heard == b"CDEFGHI"
+    finally:
+        await line.close()
+        await peer.close()
+
+
+async def test_a_read_cancelled_at_a_fault_change_loses_and_repeats_nothing():
+    # The terminal's pump cancels its waiting read; a change of faults may fall between.
+    name = f"virtual://control-{uuid.uuid4().hex}"
+    peer = await open_device(name)
+    line = SwitchableFaults(await open_device(name))
+    try:
+        line.set_faults("rx:delay=30")
+        await peer.write(b"held")
+        waiting = asyncio.ensure_future(line.read())
+        await asyncio.sleep(0.05)
+        line.set_faults("rx:silence=600@0")  # "held" was already through the delay: it is not silenced
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        waiting = asyncio.ensure_future(line.read())
+        assert await asyncio.wait_for(waiting, 2) == b"held"
+        waiting = asyncio.ensure_future(line.read())
+        await asyncio.sleep(0.05)
+        line.set_faults(None)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await peer.write(b"next")
+        assert await asyncio.wait_for(line.read(), 2) == b"next"
+    finally:
+        await line.close()
+        await peer.close()
