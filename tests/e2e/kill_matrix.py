@@ -147,7 +147,7 @@ class Cell:
     def parse(text: str) -> Cell:
         victim, rest = text.split("-", 1)
         parts = rest.rsplit("-", 4)
-        return Cell(victim, *parts)  # type: ignore[arg-type]
+        return Cell(victim, *parts)
 
 
 def _steps(victim: str) -> tuple[str, ...]:
