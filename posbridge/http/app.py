@@ -175,6 +175,23 @@ def tls_context(tls: tuple[str, str] | None) -> ssl.SSLContext | None:
     return context
 
 
+class _TlsSite(web.TCPSite):
+    """aiohttp's TCPSite with the TLS handshake bounded by :data:`IDLE_TIMEOUT`. The idle clock
+    (aiohttp's keep-alive timer) starts only once the handshake is done, and aiohttp passes no
+    handshake limit to asyncio, whose default is 60 s: a client that connected and said nothing
+    held its connection four times as long as :data:`IDLE_TIMEOUT` promises. Same as
+    ``TCPSite.start`` but for ``ssl_handshake_timeout``."""
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with its runner
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            server, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
+            reuse_address=self._reuse_address, reuse_port=self._reuse_port, ssl_handshake_timeout=IDLE_TIMEOUT)
+        self._bound_port = self._server.sockets[0].getsockname()[1]
+
+
 async def serve(config: ServiceConfig, *, ready: Callable[[str], None] | None = None,
                 stop: asyncio.Event | None = None) -> None:
     """Run the service until ``stop`` is set (or SIGTERM / SIGINT when ``stop`` is None)."""
@@ -183,7 +200,8 @@ async def serve(config: ServiceConfig, *, ready: Callable[[str], None] | None = 
     runner = web.AppRunner(make_app(service), shutdown_timeout=10.0, **runner_options())
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.host, config.port, ssl_context=context)
+        site = (_TlsSite if context is not None else web.TCPSite)(runner, config.host, config.port,
+                                                                  ssl_context=context)
         try:
             await site.start()
         except OSError as error:

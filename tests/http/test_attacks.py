@@ -13,6 +13,7 @@ import pytest
 
 from posbridge.emulator.config import TerminalConfig
 from posbridge.http import app, native
+from posbridge.http.config import ServiceConfig, TerminalSettings
 from posbridge.journal import JournalFault
 
 from tests.http.support import InProcess, in_process
@@ -250,3 +251,32 @@ async def test_the_log_keeps_the_rrn_the_register_reconciles_by(tmp_path):
         _, answer = await s.post("/v1/terminals/kassa1/Pay", {"command_id": "l1", "amount": 100})
     line = json.loads(log_file.read_text(encoding="utf-8").splitlines()[0])
     assert len(answer["rrn"]) == 12 and line["rrn"] == answer["rrn"]
+
+
+async def test_a_tls_connection_that_never_finishes_its_handshake_is_closed_after_the_idle_timeout(
+        monkeypatch, tmp_path):
+    # The idle clock (aiohttp's keep-alive timer) starts once the TLS handshake is done; a client
+    # that connects and says nothing held the connection for asyncio's handshake limit, 60 s.
+    from tests.http.processes import self_signed_certificate
+
+    monkeypatch.setattr(app, "IDLE_TIMEOUT", 0.5)
+    cert, key = self_signed_certificate(tmp_path)
+    config = ServiceConfig(terminals=(TerminalSettings("kassa1", f"virtual://tls-idle-{tmp_path.name}"),),
+                           journal=str(tmp_path / "ecr.sqlite3"), port=0, tls=(str(cert), str(key)))
+    loop = asyncio.get_running_loop()
+    where: asyncio.Future[str] = loop.create_future()
+    stop = asyncio.Event()
+    serving = loop.create_task(app.serve(config, ready=where.set_result, stop=stop))
+    try:
+        port = int((await asyncio.wait_for(where, 10)).rsplit(":", 1)[1])
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setblocking(False)
+        started = loop.time()
+        try:
+            closed = await asyncio.wait_for(loop.sock_recv(sock, 4096), 5)
+        finally:
+            sock.close()
+        assert closed == b"" and loop.time() - started < 3
+    finally:
+        stop.set()
+        await asyncio.wait_for(serving, 15)
