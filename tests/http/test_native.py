@@ -234,6 +234,10 @@ async def test_basic_auth_guards_everything_but_health():
     async with in_process(auth=("kassa", "s3cret")) as s:
         status, body = await s.post("/v1/terminals/kassa1/Pay", {"command_id": "x1", "amount": 100})
         assert status == 401 and body["field"] == "authorization"
+        # /Execute answers refusals with HTTP 200 as KKM Server does, but not this one: no command is read.
+        status, body = await s.post("/Execute", {"Command": "PayByPaymentCard", "IdCommand": "x0", "Amount": 1})
+        assert status == 401 and body["field"] == "authorization" and "Status" not in body
+        assert s.service.store.get("x0") is None
         status, _ = await s.get("/health")
         assert status == 200
         wrong = "Basic " + base64.b64encode(b"kassa:guess").decode()
