@@ -137,7 +137,9 @@ async def execute(request: web.Request) -> web.Response:
         num_device = worker.settings.num_device
         if command == "PrintSlipOnTerminal":
             # "Does the terminal print the slips?" No: posbridge hands them to the register (Slip).
-            return json_response(_answer(command, id_command, num_device, 0, PrintSlipOnTerminal=False))
+            # Its IdCommand is never checked (nothing is stored): masked, as a refusal's is.
+            return json_response(_answer(command, mask_card_numbers(id_command), num_device, 0,
+                                         PrintSlipOnTerminal=False))
         operation = KKM_COMMANDS.get(command)
         if operation is None:
             raise FieldError("Command", f"no command {command!r}: posbridge serves "

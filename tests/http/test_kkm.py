@@ -92,6 +92,9 @@ async def test_print_slip_on_terminal_and_transaction_details():
     async with in_process() as s:
         _, answer = await s.post("/Execute", {"Command": "PrintSlipOnTerminal", "IdCommand": "p1"})
         assert answer["Status"] == 0 and answer["PrintSlipOnTerminal"] is False
+        # Its IdCommand is not checked (nothing is stored), so it is echoed masked: never a card number.
+        _, answer = await s.post("/Execute", {"Command": "PrintSlipOnTerminal", "IdCommand": "4111111111111111"})
+        assert answer["Status"] == 0 and answer["IdCommand"] == "411111******1111"
         _, paid = await s.post("/Execute", {"Command": "PayByPaymentCard", "IdCommand": "p2", "Amount": 3})
         _, details = await s.post("/Execute", {"Command": "TransactionDetails", "IdCommand": "p3",
                                                "UniversalID": paid["UniversalID"]})
