@@ -107,13 +107,22 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False, default=str)
 
 
-def link_option_argument(text: str) -> tuple[str, int | float | str]:
+def link_option_argument(text: str) -> tuple[str, bool | int | float | str]:
     """An argparse type: ``NAME=VALUE`` of a protocol link option (``--link-option``); the value
-    read as a whole number, else a number, else text. The protocol checks names and ranges."""
+    read as true/false, else a whole number, else a number, else text. The protocol checks names
+    and ranges."""
     name, sep, raw = text.partition("=")
     name, raw = name.strip(), raw.strip()
     if not sep or not name or not raw:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, e.g. ack_timeout=0.5, got {text!r}")
+    # ASCII only: int() and float() (and the protocol's own conversion of text) also read other
+    # scripts' digits, so "link_version=١" ran a sale at version 1 that nobody typed.
+    if not raw.isascii():
+        raise argparse.ArgumentTypeError(f"{name}: expected a number or true/false in ASCII, got {raw!r}")
+    # true/false as booleans: the protocol takes only a boolean for a switch (INPAS
+    # resend_on_ack_timeout), so as text such an option could not be set from the command line.
+    if raw.lower() in ("true", "false"):
+        return name, raw.lower() == "true"
     value: int | float | str = raw
     for kind in (int, float):
         try:

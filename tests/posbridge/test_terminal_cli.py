@@ -4,6 +4,7 @@ which the emulator serves on."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import subprocess
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from posbridge import protocols
+from posbridge.cli.formatting import link_option_argument
 from posbridge.ecr.client import EcrClient
 from posbridge.journal import Journal
 
@@ -82,8 +85,22 @@ def test_the_cli_drives_a_version_1_arcus2_emulator_with_or_without_link_option(
 
 def test_a_bad_link_option_is_one_line_and_exit_2(tmp_path: Path) -> None:
     for option, message in (("link_version=3", "arcus2 option link_version: expected one of 1, 2, got 3"),
-                            ("bogus=1", "unknown arcus2 option(s): bogus"), ("nonsense", "expected NAME=VALUE")):
+                            ("bogus=1", "unknown arcus2 option(s): bogus"), ("nonsense", "expected NAME=VALUE"),
+                            # Python's int() reads any script's digits: "١" (Arabic-Indic one) was taken as 1.
+                            ("link_version=\u0661", "link_version: expected a number or true/false in ASCII")):
         done = subprocess.run([sys.executable, "-m", "posbridge", "sale", "1", "--protocol", "arcus2",
                                "--port", "virtual://nobody", "--journal", str(tmp_path / "ecr.sqlite"),
                                "--link-option", option], capture_output=True, text=True, cwd=ROOT, timeout=60)
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_link_option_that_is_a_switch_is_given_as_true_or_false() -> None:
+    # INPAS resend_on_ack_timeout takes only a boolean: as the text "true" it was refused, so the
+    # switch could not be set from the command line at all.
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--link-option", type=link_option_argument, action="append", default=[])
+    args = parser.parse_args(["--link-option", "resend_on_ack_timeout=true", "--link-option", "ack_timeout=0.5"])
+    options = protocols.get("inpas").options(dict(args.link_option))
+    assert (options.resend_on_ack_timeout, options.ack_timeout) == (True, 0.5)
+    off = protocols.get("inpas").options(dict([link_option_argument("resend_on_ack_timeout=False")]))
+    assert off.resend_on_ack_timeout is False
