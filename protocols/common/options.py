@@ -121,6 +121,8 @@ def _convert(protocol: str, name: str, hint: Any, value: object) -> object:
         number = value
     elif isinstance(value, str):
         try:
+            if not value.isascii():  # float() reads "١" (Arabic-Indic one) as 1: a file never means it
+                raise ValueError(value)
             number = float(value.strip())
         except ValueError:
             raise OptionsError(f"{protocol} option {name}: expected a number, got {_short(value)}") from None

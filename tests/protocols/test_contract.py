@@ -190,6 +190,7 @@ def test_options_from_a_mapping_are_the_protocols_class(spec: ProtocolSpec) -> N
     ({"packet_timeout": True}, r"option packet_timeout: expected a number, got True$"),
     ({"packet_timeout": float("inf")}, r"option packet_timeout: expected a finite number, got inf$"),
     ({"ack_timeout": [1]}, r"option ack_timeout: expected a number, got list$"),
+    ({"ack_timeout": "\u0661"}, r"option ack_timeout: expected a number, got '\u0661'$"),  # float() reads it as 1
 ])
 def test_bad_options_are_one_line_naming_key_and_value(spec: ProtocolSpec, values: dict[str, object],
                                                        message: str) -> None:
