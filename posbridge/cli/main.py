@@ -61,6 +61,8 @@ def _resolve_port(args: argparse.Namespace) -> None:
         args.port, protocol = choose_auto()
         args.protocol = args.protocol or protocol
     args.protocol = args.protocol or DEFAULT_PROTOCOL
+    if getattr(args, "link_option", None):  # refused before a journal file is made or a line opened
+        protocols.get(args.protocol).options(dict(args.link_option))
 
 
 async def _run_console(args: argparse.Namespace) -> int:

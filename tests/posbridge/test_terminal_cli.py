@@ -92,6 +92,7 @@ def test_a_bad_link_option_is_one_line_and_exit_2(tmp_path: Path) -> None:
                                "--port", "virtual://nobody", "--journal", str(tmp_path / "ecr.sqlite"),
                                "--link-option", option], capture_output=True, text=True, cwd=ROOT, timeout=60)
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert not (tmp_path / "ecr.sqlite").exists()  # refused before a journal file was made
 
 
 def test_a_link_option_that_is_a_switch_is_given_as_true_or_false() -> None:
