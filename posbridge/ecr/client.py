@@ -167,6 +167,7 @@ class EcrClient:
         self._lock = asyncio.Lock()
         self._line_suspect = False  # the last exchange failed: the terminal may still be resending
         self._failed_at = float("-inf")
+        self._in_flight: Request | None = None  # the request of the exchange on the line
         self.record = record  # a capture file (posbridge.capture) written from open() to close()
         self._recorder: CaptureWriter | None = None
         self.gateway = gateway or GatewaySettings()
@@ -317,11 +318,13 @@ class EcrClient:
         while not pump.events.empty():
             pump.events.get_nowait()
         pump.act(lambda now: pump.session.start(request, now))
+        self._in_flight = request
         # the terminal's host connection, if it asks us to carry it
         relay = GatewayRelay(self.gateway, max_data=self.protocol.capabilities.gateway_data)
         try:
             return await self._events(pump, relay)
         finally:
+            self._in_flight = None
             await relay.close()
 
     async def _events(self, pump: SessionPump[EcrSession], relay: GatewayRelay) -> Result:
@@ -352,9 +355,16 @@ class EcrClient:
     def abort(self) -> None:
         """Ask the terminal to abort the operation in progress (Arcus ``A``: it answers 998 while it
         waits for the card or PIN). :class:`NotSupported` (a NotImplementedError) for protocols
-        without one (INPAS SA), whether or not an operation runs: ``capabilities.abort`` says so."""
+        without one (INPAS SA), whether or not an operation runs: ``capabilities.abort`` says so.
+        An emergency reversal on the line is never aborted: nothing is sent then."""
         if not self.protocol.capabilities.abort:
             raise NotSupported(f"{self.protocol.title} has no ECR-side abort")
+        in_flight = self._in_flight
+        if in_flight is not None and in_flight.operation is Operation.EMERGENCY_REVERSAL:
+            # Never aborted: it is how a lost outcome is undone (recovery, a bridge's undo); an
+            # abort meant for the operation before it must not reach it.
+            log.info("abort not sent: the exchange on the line is an emergency reversal")
+            return
         pump = self._pump
         if pump is not None:
             pump.act(pump.session.abort)

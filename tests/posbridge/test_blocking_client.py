@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import pydoc
 import textwrap
@@ -11,6 +12,8 @@ import pytest
 from mypy import api as mypy_api
 
 from posbridge.ecr import BlockingEcrClient, EcrClient
+from posbridge.journal import Journal
+from posbridge.model import Request
 from posbridge.protocols.common.errors import NotSupported
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,3 +96,30 @@ async def test_abort_follows_the_protocols_capability_whether_or_not_an_operatio
     else:
         with pytest.raises(NotSupported, match="no ECR-side abort"):
             client.abort()
+
+
+async def test_an_emergency_reversal_on_the_line_is_never_aborted() -> None:
+    # An abort meant for the operation before it (a bridge whose register gave up while recovery
+    # ran) must not reach the reversal that undoes a lost outcome: nothing is sent.
+    from posbridge.model import Operation, Status
+    from posbridge.testing.background import BackgroundTerminal
+
+    with BackgroundTerminal("arcus2", transport="virtual") as terminal:
+        sent: list[bytes] = []
+        client = EcrClient(terminal.url, "arcus2", journal=Journal(),
+                           trace=lambda direction, data: sent.append(data) if direction == "tx" else None)
+        async with client:
+            sale = await client.sale(40_00)
+            terminal.control.delays(host=1.0)
+            reversal = asyncio.ensure_future(client.emergency_reversal(
+                Request(Operation.SALE, 40_00, transaction_id=sale.transaction_id, rrn=sale.rrn)))
+            while terminal.call(lambda: terminal.terminal.state) != "authorizing":
+                await asyncio.sleep(0.01)
+            before = len(sent)
+            client.abort()
+            result = await reversal
+        assert (result.operation, result.status) == (Operation.EMERGENCY_REVERSAL, Status.APPROVED)
+        aborts = [chunk for chunk in sent[before:] if chunk[:1] == b"\x01" and chunk[3:4] == b"A"]
+        assert aborts == []  # no abort frame (class A) went out
+        assert [(o.operation, o.status) for o in terminal.operations()] == \
+            [(Operation.SALE, Status.APPROVED), (Operation.EMERGENCY_REVERSAL, Status.APPROVED)]
