@@ -65,6 +65,13 @@ class Device(abc.ABC):
         has reported a peer's departure, ``read`` waits for the next peer instead of failing again."""
         return False
 
+    @property
+    def own_stream(self) -> bool:
+        """True when this opening is a byte stream of its own (a TCP connection): nothing the peer
+        sent on an earlier opening can arrive on it. False for a line that outlives its openings
+        (a serial port, a pty: the peer's late bytes arrive after a reopen)."""
+        return False
+
     async def __aenter__(self: _D) -> _D:
         return self
 

@@ -454,6 +454,11 @@ class FaultyDevice(Device):
         return self.inner.reconnects
 
     @property
+    def own_stream(self) -> bool:
+        """As the wrapped device."""
+        return self.inner.own_stream
+
+    @property
     def waiting_peers(self) -> bool:
         """As the wrapped device (False for devices that have no backlog)."""
         return bool(getattr(self.inner, "waiting_peers", False))

@@ -70,6 +70,11 @@ class TcpDevice(FdDevice):
         )
         self._pump.start()
 
+    @property
+    def own_stream(self) -> bool:
+        """A connection of its own: an earlier connection's bytes never arrive on it."""
+        return True
+
     async def _close(self) -> None:
         if self._closed:
             return

@@ -268,9 +268,14 @@ class EcrClient:
         entry = self.journal.ecr.begin(request, self.journal_key, port=self.port_key, owner=self._me)
         self.journal.ecr.sent(entry)  # durable before the first byte: a failure here sends nothing
         try:
-            if self._pump is not None and not self._pump.reading and self._owns_device:
+            reconnected = self._pump is not None and not self._pump.reading and self._owns_device
+            if reconnected:
                 await self.close()  # the terminal hung up (TCP): connect again, as ECRs do
             await self.open()  # the lock is held from here until close()
+            if reconnected and self._device is not None and self._device.own_stream:
+                # The terminal's resends of an answer it could not deliver went to the dead
+                # connection: a new one has nothing stale to let die out (6 s for INPAS).
+                self._line_suspect = False
         except BaseException:
             self.journal.ecr.resolve(entry, None, how="not_sent")  # nothing reached the line
             raise
