@@ -12,12 +12,13 @@ import shutil
 import subprocess
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from posbridge.devices import open_device
+from posbridge.devices import Device, open_device
 from posbridge.ecr.client import EcrClient
 from posbridge.journal import Journal
 from posbridge.protocols.common.errors import LinkError
@@ -194,11 +195,21 @@ async def test_clearing_an_rx_silence_makes_the_terminal_hear_at_once_not_when_t
         await line.close()
 
 
-async def test_faults_changed_while_a_read_waits_apply_to_the_bytes_it_takes_next():
+@contextlib.asynccontextmanager
+async def switchable_pair() -> AsyncIterator[tuple[Device, SwitchableFaults]]:
+    """Two ends of one ``virtual://`` line: the peer's, and the terminal's behind SwitchableFaults."""
     name = f"virtual://control-{uuid.uuid4().hex}"
     peer = await open_device(name)
     line = SwitchableFaults(await open_device(name))
     try:
+        yield peer, line
+    finally:
+        await line.close()
+        await peer.close()
+
+
+async def test_faults_changed_while_a_read_waits_apply_to_the_bytes_it_takes_next():
+    async with switchable_pair() as (peer, line):
         line.set_faults("rx:silence=600@0")
         reading = asyncio.ensure_future(line.read())
         await peer.write(b"swallowed")
@@ -214,19 +225,13 @@ async def test_faults_changed_while_a_read_waits_apply_to_the_bytes_it_takes_nex
         line.set_faults(None)  # two changes while one read waits: the last one rules
         await peer.write(b"plain")
         assert await asyncio.wait_for(reading, 2) == b"plain"
-    finally:
-        await line.close()
-        await peer.close()
 
 
 async def test_bytes_the_old_faults_let_through_are_not_lost_when_the_faults_change():
     # rx:split=2 hands a chunk on two bytes a read; the rest of the chunk was already through the
     # faults, waiting for the next reads. Changing the faults between two reads lost it: the
     # terminal heard the first two bytes of a frame and never the rest.
-    name = f"virtual://control-{uuid.uuid4().hex}"
-    peer = await open_device(name)
-    line = SwitchableFaults(await open_device(name))
-    try:
+    async with switchable_pair() as (peer, line):
         line.set_faults("rx:split=2")
         await peer.write(b"ABCDEFG")
         assert await asyncio.wait_for(line.read(), 2) == b"AB"
@@ -237,17 +242,11 @@ async def test_bytes_the_old_faults_let_through_are_not_lost_when_the_faults_cha
         while len(heard) < 7:
             heard += await asyncio.wait_for(line.read(), 2)
         assert heard == b"CDEFGHI"
-    finally:
-        await line.close()
-        await peer.close()
 
 
 async def test_a_read_cancelled_at_a_fault_change_loses_and_repeats_nothing():
     # The terminal's pump cancels its waiting read; a change of faults may fall between.
-    name = f"virtual://control-{uuid.uuid4().hex}"
-    peer = await open_device(name)
-    line = SwitchableFaults(await open_device(name))
-    try:
+    async with switchable_pair() as (peer, line):
         line.set_faults("rx:delay=30")
         await peer.write(b"held")
         waiting = asyncio.ensure_future(line.read())
@@ -266,6 +265,3 @@ async def test_a_read_cancelled_at_a_fault_change_loses_and_repeats_nothing():
             await waiting
         await peer.write(b"next")
         assert await asyncio.wait_for(line.read(), 2) == b"next"
-    finally:
-        await line.close()
-        await peer.close()
