@@ -356,7 +356,9 @@ def mask_decoded(value: Any) -> Any:
             if could_be_card_number(run.group(0).encode("ascii")):
                 masked = masked[:run.start()] + mask_pan(run.group(0)) + masked[run.end():]
         for run in _GROUPED_DIGIT_RUN.finditer(value):
-            masked = masked[:run.start()] + _mask_grouped(run.group(0)) + masked[run.end():]
+            grouped = _mask_grouped(run.group(0))
+            if grouped != run.group(0):  # else the run as it came would undo what the passes above masked
+                masked = masked[:run.start()] + grouped + masked[run.end():]
         return masked
     return value
 

@@ -156,6 +156,11 @@ def test_mask_decoded_masks_a_card_number_in_a_text_field_and_in_track_2_shaped_
     ("42760 01234 567896", "42760 0**** **7896"),
     ("ТЕЛ 8 800 555 35 35", "ТЕЛ 8 800 555 35 35"),  # 11 digits: no card number
     ("2026 12 03 10 00 00 0001", "2026 12 03 10 00 00 0001"),  # an issuer-less, Luhn-failing date
+    # A run of digits the groups pass does not take for a card number must not undo what the
+    # digit and hex passes masked: these came out in full for a while.
+    ("CARD 4276001234567896 2025", "CARD 427600******7896 2025"),
+    ("4276001234567896-01", "427600******7896-01"),
+    ("34323736303031323334353637383936 12", "3432373630302a2a2a2a2a2a37383936 12"),
 ])
 def test_mask_decoded_masks_a_card_number_written_in_groups_as_log_text_masking_does(text: str, expected: str) -> None:
     # A terminal's text field ("4276 0012 3456 7896") reached traces and captures in full:
