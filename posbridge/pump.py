@@ -363,6 +363,41 @@ class SessionPump(Generic[S]):
         return events
 
 
+QUIET_FLUSH = 0.5
+"""Seconds of silence in one direction after which a trace shows what its stream holds (a half
+frame, digits ending noise) as it is."""
+
+
+class QuietTimers:
+    """One timer per direction: ``on_quiet(direction)`` runs once that direction has been silent
+    for ``seconds`` while its stream holds bytes, so a trace (the console's, the monitor's) shows a
+    half frame the terminal sent before falling silent instead of holding it for ever."""
+
+    def __init__(self, seconds: float, on_quiet: Callable[[str], None]) -> None:
+        self.seconds = seconds
+        self.on_quiet = on_quiet
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    def restart(self, direction: str, holding: bool) -> None:
+        """Bytes came in ``direction``: its clock starts again, if its stream is ``holding`` any."""
+        self.cancel(direction)
+        if holding:
+            with contextlib.suppress(RuntimeError):  # no running loop (fed outside one): nothing to wait for
+                self._timers[direction] = asyncio.get_running_loop().call_later(
+                    self.seconds, self._fire, direction)
+
+    def cancel(self, direction: str | None = None) -> None:
+        """Stop ``direction``'s timer (None: every direction's)."""
+        for name in list(self._timers) if direction is None else [direction]:
+            timer = self._timers.pop(name, None)
+            if timer is not None:
+                timer.cancel()
+
+    def _fire(self, direction: str) -> None:
+        self._timers.pop(direction, None)
+        self.on_quiet(direction)
+
+
 class WireLogger:
     """A :data:`Trace` that logs every frame on the line, in hex and decoded (``-vv``).
 

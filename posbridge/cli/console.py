@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import shlex
 from collections.abc import Awaitable, Callable, Iterable
@@ -39,6 +38,7 @@ from posbridge.protocols.common.parts import DescribedStream, Piece, joined
 from posbridge.cli.formatting import format_result
 from posbridge.ecr.client import EcrClient, Recovery
 from posbridge.ecr.ownership import TerminalBusy
+from posbridge.pump import QUIET_FLUSH, QuietTimers
 from posbridge.journal import JournalError, default_journal_path
 from posbridge.model import (InvalidRequest, Operation, PosbridgeError, Result, Status, format_amount,
                              mask_card_numbers, parse_amount)
@@ -60,9 +60,6 @@ Shown = Union[str, Fragments]
 """What the console shows: plain text or styled fragments."""
 
 TRACE_MODES = ("hex", "decoded", "both", "off")
-QUIET_FLUSH = 0.5
-"""Seconds of silence in one direction after which the trace shows a half frame (or digits ending
-noise) as it is, as the monitor does."""
 
 STYLE_RULES = {
     "time": "#888888",
@@ -244,7 +241,7 @@ class Console:
         self.clock = clock
         self.trace_mode = "off"
         self._trace_streams: dict[str, DescribedStream] = {}  # per direction: whole frames, parts together
-        self._quiet_timers: dict[str, asyncio.TimerHandle] = {}  # per direction: flush what is held
+        self._quiet = QuietTimers(QUIET_FLUSH, self._flush_quiet)  # per direction: show what is held
         self.last_result = "-"
         self.terminal_id = client.terminal_id or "-"
         self._operation: asyncio.Task[Result | list[Recovery]] | None = None
@@ -556,16 +553,9 @@ class Console:
         self._show_pieces(direction, stream.feed(data))
         # A half frame or digits ending noise are held for the next read; a line that then goes
         # quiet shows them as they are (a technician must see the last bytes the terminal sent).
-        quiet = self._quiet_timers.pop(direction, None)
-        if quiet is not None:
-            quiet.cancel()
-        if stream.pending:
-            with contextlib.suppress(RuntimeError):  # no running loop (a trace fed outside one): nothing to wait for
-                self._quiet_timers[direction] = asyncio.get_running_loop().call_later(
-                    QUIET_FLUSH, self._flush_quiet, direction)
+        self._quiet.restart(direction, bool(stream.pending))
 
     def _flush_quiet(self, direction: str) -> None:
-        self._quiet_timers.pop(direction, None)
         stream = self._trace_streams.get(direction)
         if stream is not None and self.trace_mode != "off":
             self._show_pieces(direction, stream.flush())

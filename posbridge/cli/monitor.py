@@ -44,7 +44,7 @@ from posbridge.capture import ECR_TO_TERMINAL, TERMINAL_TO_ECR, CaptureWriter, m
 from posbridge.devices import Device, DeviceClosed, open_device
 from posbridge.protocols.common.describe import EntryKind, FrameDescription, Problem
 from posbridge.protocols.common.parts import DescribedStream, Piece, masked_entry, pieces_of
-from posbridge.pump import summarize_error
+from posbridge.pump import QUIET_FLUSH, QuietTimers, summarize_error
 
 __all__ = ["DIRECTIONS", "LinkMonitor", "MonitorReport", "Piece", "StreamDecoder", "add_monitor_arguments",
            "run_monitor"]
@@ -52,7 +52,6 @@ __all__ = ["DIRECTIONS", "LinkMonitor", "MonitorReport", "Piece", "StreamDecoder
 log = logging.getLogger("posbridge.monitor")
 
 DIRECTIONS = (ECR_TO_TERMINAL, TERMINAL_TO_ECR)
-QUIET_FLUSH = 0.5  # seconds of silence after which a half frame in hand is shown as it is
 _REOPEN_FIRST, _REOPEN_MAX = 0.2, 2.0  # back-off opening a connecting side again, seconds
 _DIRECTION_COLOURS = {ECR_TO_TERMINAL: "36", TERMINAL_TO_ECR: "33"}  # cyan, yellow
 _NOISE_SHOWN = 32  # bytes of a longer run of noise shown in its text line (--hex and JSON have them all)
@@ -219,12 +218,11 @@ class LinkMonitor:
         self.terminal = _Side("terminal", terminal)
         self.report = report
         self.record = record
-        self.quiet_flush = quiet_flush
         self.clock = clock
         self.counts = dict.fromkeys(DIRECTIONS, 0)  # bytes relayed each way
         self.dropped = dict.fromkeys(DIRECTIONS, 0)
         self._decoders = {direction: StreamDecoder(self.spec.describe) for direction in DIRECTIONS}
-        self._quiet_timers: dict[str, asyncio.TimerHandle] = {}
+        self._quiet = QuietTimers(quiet_flush, self._quiet_flush)
         # When each direction's last bytes came: a piece is stamped with the arrival of its last byte
         # (one shown after the quiet period too).
         self._arrival: dict[str, tuple[float, datetime]] = {}
@@ -264,8 +262,7 @@ class LinkMonitor:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        for timer in self._quiet_timers.values():
-            timer.cancel()
+        self._quiet.cancel()
         for direction in DIRECTIONS:
             self._show(direction, self._decoders[direction].forget())
         if self._capture is not None:
@@ -346,7 +343,7 @@ class LinkMonitor:
     def _closed(self, side: _Side, direction: str, why: str) -> None:
         """``side``'s peer left: show what it sent that is still held, then say so."""
         side.fresh = True
-        self._cancel_quiet(direction)
+        self._quiet.cancel(direction)
         self._show(direction, self._decoders[direction].forget())
         self._link(side, "closed", why + ("; waiting for the next peer" if side.listening else "; opening it again"))
 
@@ -376,18 +373,9 @@ class LinkMonitor:
         self._arrival[direction] = arrived
         decoder = self._decoders[direction]
         self._show(direction, decoder.feed(data))
-        self._cancel_quiet(direction)
-        if decoder.pending:
-            loop = asyncio.get_running_loop()
-            self._quiet_timers[direction] = loop.call_later(self.quiet_flush, self._quiet, direction)
+        self._quiet.restart(direction, bool(decoder.pending))
 
-    def _cancel_quiet(self, direction: str) -> None:
-        timer = self._quiet_timers.pop(direction, None)
-        if timer is not None:
-            timer.cancel()
-
-    def _quiet(self, direction: str) -> None:
-        self._quiet_timers.pop(direction, None)
+    def _quiet_flush(self, direction: str) -> None:
         self._show(direction, self._decoders[direction].flush())
 
     def _show(self, direction: str, pieces: list[Piece]) -> None:
