@@ -57,7 +57,8 @@ from posbridge.ecr import EcrClient
 from posbridge.ecr.ownership import TerminalLock, canonical_port
 from posbridge.journal import Journal
 from posbridge.model import Operation, Request, Status
-from tests.e2e.kill_matrix import expected_totals, format_ecr_row, format_terminal_row, read_ecr, read_terminal
+from tests.e2e.kill_matrix import (end_process, expected_totals, format_ecr_row, format_terminal_row, read_ecr,
+                                   read_terminal)
 
 ROOT = Path(__file__).resolve().parents[2]
 DIRECTIONS = [pytest.param("inpas", "arcus2", id="inpas-register-arcus2-terminal"),
@@ -161,13 +162,7 @@ class Program:
         assert self.proc.wait(10) == -signal.SIGKILL
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        end_process(self.proc)
 
 
 async def until(probe: Callable[[], Awaitable[Any]], what: str, timeout: float = STEP_TIMEOUT) -> Any:

@@ -531,6 +531,17 @@ def _env(lock_dir: Path) -> dict[str, str]:
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 
+def end_process(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM ``proc`` if it still runs, SIGKILL if it has not ended 10 s later; wait for it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 class Emulator:
     """``posbridge emulate`` as an outside program runs it; ready when it prints where it listens."""
 
@@ -570,13 +581,7 @@ class Emulator:
         return self.where
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        end_process(self.proc)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         self.log_file.close()
