@@ -53,6 +53,16 @@ class InProcess:
         response = await self.client.get(path, headers=headers)
         return response.status, await response.json()
 
+    async def get_rezult(self, id_command: str, tries: int = 100) -> tuple[int, Any]:
+        """KKM ``GetRezult`` for ``id_command`` until its Status is no longer running (1) or
+        queued (4), at most ``tries`` times 50 ms; the last (HTTP status, decoded JSON)."""
+        for _ in range(tries):
+            status, answer = await self.post("/Execute", {"Command": "GetRezult", "IdCommand": id_command})
+            if answer["Status"] not in (1, 4):
+                break
+            await asyncio.sleep(0.05)
+        return status, answer
+
 
 @contextlib.asynccontextmanager
 async def in_process(names: tuple[str, ...] = ("kassa1",), *, journal: str = ":memory:", log_file: str | None = None,

@@ -3,7 +3,6 @@ idempotency key, Timeout 1 then GetRezult, declines, devices by NumDevice."""
 
 from __future__ import annotations
 
-import asyncio
 
 from posbridge.emulator.config import TerminalConfig
 
@@ -48,11 +47,7 @@ async def test_timeout_1_runs_asynchronously_and_get_rezult_tells_the_outcome():
         _, started = await s.post("/Execute", {"Command": "PayByPaymentCard", "IdCommand": "a1", "Amount": 99.9,
                                                "Timeout": 1})
         assert started["Status"] in (1, 4) and started["Slip"] == ""
-        for _ in range(100):
-            status, polled = await s.post("/Execute", {"Command": "GetRezult", "IdCommand": "a1"})
-            if polled["Status"] not in (1, 4):
-                break
-            await asyncio.sleep(0.05)
+        status, polled = await s.get_rezult("a1")
         assert status == 200 and polled["Status"] == 0 and polled["Command"] == "GetRezult"
         assert polled["Rezult"]["Command"] == "PayByPaymentCard" and polled["Rezult"]["Amount"] == 99.9
         assert polled["UniversalID"] == polled["Rezult"]["UniversalID"]
@@ -78,11 +73,7 @@ async def test_num_device_picks_the_terminal_and_0_the_first_idle_one():
                                            "NumDevice": 0, "Timeout": 1})
         assert (one["NumDevice"], two["NumDevice"]) == (1, 2)  # device 1 is busy: 0 chose the idle one
         for command_id in ("n1", "n2"):
-            for _ in range(100):
-                _, polled = await s.post("/Execute", {"Command": "GetRezult", "IdCommand": command_id})
-                if polled["Status"] not in (1, 4):
-                    break
-                await asyncio.sleep(0.05)
+            _, polled = await s.get_rezult(command_id)
             assert polled["Status"] == 0
         _, terminals = await s.get("/v1/terminals")
         assert [t["state"] for t in terminals["terminals"]] == ["idle", "idle"]

@@ -106,11 +106,7 @@ async def test_a_full_queue_is_kkm_status_2_with_http_200_and_nothing_is_stored(
         assert "waiting" in body["Error"] and response.headers["Retry-After"]
         assert s.service.store.get("g3") is None  # not accepted: the same IdCommand may be sent again later
         for command_id in ("g1", "g2"):
-            for _ in range(100):
-                _, body = await s.post("/Execute", {"Command": "GetRezult", "IdCommand": command_id})
-                if body["Status"] not in (1, 4):
-                    break
-                await asyncio.sleep(0.05)
+            _, body = await s.get_rezult(command_id)
             assert body["Status"] == 0, body
 
 
